@@ -1,0 +1,66 @@
+# Quick start:  sudo make demo   |   sudo make test
+# Every target does the whole setup first (apt packages, a virtual environment in .venv, the package
+# in editable mode); the setup is idempotent and takes well under a second when nothing changed.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv
+PYTEST_ARGS ?=
+DEMO_DIR := captures/demo
+
+.PHONY: help setup apt demo test unit bench clean-leftovers root
+
+help:
+	@echo "sudo make demo   - set up, run the conformance suite on this kernel, write the report and captures"
+	@echo "sudo make test   - set up, run every test"
+	@echo "sudo make bench  - set up, run the benchmarks and print the figures"
+	@echo "sudo make clean-leftovers - remove namespaces left by killed runs (only this project's names)"
+
+root:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "make: this needs root (apt packages, network namespaces): run 'sudo make $(or $(MAKECMDGOALS),demo)'"; exit 1; fi
+
+setup: root apt $(STAMP)
+
+apt: root
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing apt packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || \
+	    { echo "setup: apt-get install$$missing failed"; exit 1; }; \
+	fi
+
+$(STAMP): pyproject.toml | root apt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+	  { echo "setup: Python >= 3.11 is needed ($(PYTHON) is $$($(PYTHON) -V 2>&1))"; exit 1; }
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+	  echo "setup: installing python3-venv"; DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  apt-get install -y -qq python3-venv >/dev/null; fi
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "setup: installing the package and its pinned dependencies into $(VENV)"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+demo: setup
+	@rm -rf $(DEMO_DIR)
+	@$(PY) -m pytest tests/conformance -p no:cacheprovider -q -n 2 --keep-captures \
+	  --verifier-captures $(DEMO_DIR) --verifier-report $(DEMO_DIR)/report.md $(PYTEST_ARGS); \
+	status=$$?; echo; cat $(DEMO_DIR)/report.md 2>/dev/null; \
+	echo; echo "captures (open them in Wireshark): $(DEMO_DIR)/"; exit $$status
+
+test: setup
+	@$(PY) -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	@$(PY) -m pytest tests/unit -p no:cacheprovider -q $(PYTEST_ARGS)
+
+bench: setup
+	@$(PY) bench/testbed.py
+
+clean-leftovers: root $(STAMP)
+	@$(VENV)/bin/verifier clean

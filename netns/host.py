@@ -1,0 +1,144 @@
+"""A host of a testbed: one network namespace, its interfaces and addresses, sysctls and programs."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from . import namespace
+from .process import Process, ProcessError, Result
+
+TCP_LISTEN = "0A"
+
+
+@dataclass
+class Interface:
+    """One end of a veth link, inside a host."""
+
+    name: str
+    host: str
+    peer_host: str
+    peer_name: str
+    addresses: dict[int, str] = field(default_factory=dict)  # family (4 or 6) -> address
+    prefixlen: dict[int, int] = field(default_factory=dict)
+
+
+class Host:
+    """A machine of the testbed: a network namespace with interfaces, addresses and routes.
+
+    `sysctl()`, `run()`, `start()` and `wait_listen()` all act inside the host's namespace and never
+    in the namespace of the calling process.
+    """
+
+    def __init__(self, name: str, netns: str, workdir: Path):
+        self.name = name
+        self.netns = netns
+        self.path = str(namespace.NETNS_RUN_DIR / netns)
+        self.interfaces: list[Interface] = []
+        self.gateway: dict[int, str] = {}
+        self._workdir = workdir
+        self._processes: list[Process] = []
+
+    # -- addresses -----------------------------------------------------------------------------
+    def addr(self, family: int = 4) -> str:
+        """The host's first address of the given family (4 or 6)."""
+        for itf in self.interfaces:
+            if family in itf.addresses:
+                return itf.addresses[family]
+        raise LookupError(f"host {self.name} has no IPv{family} address in this testbed")
+
+    def addresses(self, family: int | None = None) -> list[str]:
+        return [a for itf in self.interfaces for f, a in itf.addresses.items() if family in (None, f)]
+
+    def interface(self, name_or_peer: str) -> Interface:
+        """An interface by its name, or by the host at its other end."""
+        for itf in self.interfaces:
+            if name_or_peer in (itf.name, itf.peer_host):
+                return itf
+        raise LookupError(f"host {self.name} has no interface {name_or_peer!r}")
+
+    # -- sysctls -------------------------------------------------------------------------------
+    def sysctl(self, key: str, value: object | None = None) -> str:
+        """Read, or set and return, a sysctl inside this host's namespace.
+
+        `key` uses dots (`net.ipv4.tcp_syn_retries`); a tuple/list value is written space-separated,
+        as for `net.ipv4.ip_local_port_range`.
+        """
+        path = "/proc/sys/" + key.replace(".", "/")
+        with namespace.inside(self.netns):
+            try:
+                if value is not None:
+                    text = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+                    with open(path, "w") as f:
+                        f.write(text)
+                with open(path) as f:
+                    return f.read().strip()
+            except FileNotFoundError:
+                raise KeyError(f"sysctl {key} does not exist on this kernel") from None
+
+    # -- programs ------------------------------------------------------------------------------
+    def start(self, argv: Sequence[str], env: dict | None = None) -> Process:
+        """Start a program inside this host, in the background."""
+        proc = Process(self.name, argv, lambda: namespace.enter_in_child(self.path), self._workdir, env=env)
+        self._processes.append(proc)
+        return proc
+
+    def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = False, env: dict | None = None) -> Result:
+        """Run a program inside this host to completion and return its result."""
+        proc = self.start(argv, env=env)
+        try:
+            res = proc.wait(timeout)
+        except ProcessError:
+            proc.kill()
+            raise
+        return res.check() if check else res
+
+    @property
+    def processes(self) -> list[Process]:
+        return list(self._processes)
+
+    def stop_processes(self) -> None:
+        for proc in reversed(self._processes):
+            proc.stop(grace=0.2)
+
+    # -- readiness -----------------------------------------------------------------------------
+    def listening(self, port: int) -> bool:
+        """Is some socket in this host in LISTEN on `port` (IPv4 or IPv6)? Read from /proc/net/tcp{,6}."""
+        want = f"{port:04X}"
+        with namespace.inside(self.netns):
+            for table in ("tcp", "tcp6"):
+                try:
+                    with open(f"/proc/thread-self/net/{table}") as f:
+                        next(f)
+                        for line in f:
+                            parts = line.split(None, 4)
+                            if parts[3] == TCP_LISTEN and parts[1].rsplit(":", 1)[1] == want:
+                                return True
+                except FileNotFoundError:  # no IPv6 on this kernel
+                    continue
+        return False
+
+    def wait_listen(self, port: int, timeout: float = 5.0, process: Process | None = None) -> None:
+        """Poll until a socket listens on `port` here; fail clearly on timeout or if `process` exits."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0002
+        while not self.listening(port):
+            if process is not None and not process.running:
+                res = process.wait()
+                raise ProcessError(f"{process.argv[0]} on {self.name} exited ({res.returncode}) before listening on "
+                                   f"port {port}: {res.stderr.strip()[-300:]}")
+            if time.monotonic() > deadline:
+                raise ProcessError(f"nothing listens on {self.name} port {port} after {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def __repr__(self) -> str:
+        addrs = ", ".join(self.addresses())
+        return f"<Host {self.name} netns={self.netns} {addrs}>"
+
+
+def network_of(address: str, prefixlen: int) -> str:
+    return str(ipaddress.ip_interface(f"{address}/{prefixlen}").network)

@@ -1,0 +1,234 @@
+"""Named network namespaces: create, enter, list and remove them, and the per-run naming scheme.
+
+Namespaces are created the way `ip netns add` does it (a bind mount of the namespace under
+/run/netns), but without forking: a short-lived thread unshares its own network namespace and
+bind-mounts it. `setns()` only changes the calling thread, so the rest of the process stays in the
+namespace it started in. Entering a namespace (`inside`) is also per thread and always restores the
+thread's previous namespace.
+
+Every name this project creates starts with a per-run tag, `tv` + the owner's pid in base 36 (five
+characters) + one counter character, so that parallel runs never collide and `verifier clean` can
+tell which leftovers belong to a run whose process is gone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+NETNS_RUN_DIR = Path("/run/netns")
+IFNAMSIZ = 15  # the kernel's limit for an interface name (16 bytes with the NUL)
+
+CLONE_NEWNET = 0x40000000
+MS_REC = 0x4000
+MS_BIND = 0x1000
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+# tv<pid:5 base36><bed:1 base36>-<host>
+NAME_RE = re.compile(r"^tv(?P<pid>[0-9a-z]{5})(?P<bed>[0-9a-z])-(?P<host>[a-z0-9]+)$")
+
+
+class NamespaceError(RuntimeError):
+    """A namespace operation failed; the message says what and what to do."""
+
+
+def _b36(n: int, width: int) -> str:
+    s = ""
+    while n:
+        n, r = divmod(n, 36)
+        s = _B36[r] + s
+    return s.rjust(width, "0")
+
+
+def run_tag(pid: int | None = None) -> str:
+    """The per-run part of every name: `tv` + the owning pid in base 36."""
+    return "tv" + _b36(os.getpid() if pid is None else pid, 5)
+
+
+def check_ifname(name: str) -> str:
+    """Refuse an interface name the kernel would reject, with a clear message."""
+    if not name or len(name) > IFNAMSIZ:
+        raise NamespaceError(f"interface name {name!r} is {len(name)} characters; the limit is {IFNAMSIZ}")
+    if "/" in name or any(c.isspace() for c in name):
+        raise NamespaceError(f"interface name {name!r} contains '/' or whitespace")
+    return name
+
+
+def _oserror(what: str, name: str) -> NamespaceError:
+    err = ctypes.get_errno()
+    hint = " (run as root: creating namespaces needs CAP_SYS_ADMIN)" if err in (errno.EPERM, errno.EACCES) else ""
+    return NamespaceError(f"{what} for namespace {name}: {os.strerror(err)}{hint}")
+
+
+_rundir_lock = threading.Lock()
+_rundir_ready = False
+
+
+def _prepare_rundir() -> None:
+    """Make /run/netns a shared mount point, as iproute2 does, so other tools see our namespaces."""
+    global _rundir_ready
+    with _rundir_lock:
+        if _rundir_ready:
+            return
+        NETNS_RUN_DIR.mkdir(parents=True, exist_ok=True)
+        d = str(NETNS_RUN_DIR).encode()
+        if _libc.mount(b"none", d, b"none", MS_SHARED | MS_REC, None) != 0:
+            if _libc.mount(d, d, b"none", MS_BIND | MS_REC, None) != 0:
+                raise _oserror("mounting /run/netns", "-")
+            if _libc.mount(b"none", d, b"none", MS_SHARED | MS_REC, None) != 0:
+                raise _oserror("sharing /run/netns", "-")
+        _rundir_ready = True
+
+
+def create(name: str) -> Path:
+    """Create the named network namespace and return its path under /run/netns."""
+    if os.geteuid() != 0:
+        raise NamespaceError("creating network namespaces needs root: run with sudo")
+    _prepare_rundir()
+    path = NETNS_RUN_DIR / name
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    except FileExistsError:
+        raise NamespaceError(f"namespace {name} already exists (a leftover? run `verifier clean`)") from None
+    failure: list[BaseException] = []
+
+    def bind_new_namespace() -> None:
+        # Only this throwaway thread moves to the new namespace; it ends right after.
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            failure.append(_oserror("unshare(CLONE_NEWNET)", name))
+            return
+        if _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), b"none", MS_BIND, None) != 0:
+            failure.append(_oserror("bind-mounting the namespace", name))
+
+    t = threading.Thread(target=bind_new_namespace, name=f"netns-create-{name}")
+    t.start()
+    t.join()
+    if failure:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise failure[0]
+    return path
+
+
+def remove(name: str) -> None:
+    """Remove a named namespace. The kernel frees it once no process or socket holds it."""
+    path = NETNS_RUN_DIR / name
+    _libc.umount2(str(path).encode(), MNT_DETACH)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def exists(name: str) -> bool:
+    return (NETNS_RUN_DIR / name).exists()
+
+
+def list_names() -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_RUN_DIR.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def inode(name: str) -> int:
+    return os.stat(NETNS_RUN_DIR / name).st_ino
+
+
+@contextmanager
+def inside(name: str):
+    """Run the body with the *current thread* in the named namespace, then move it back.
+
+    Sockets opened in the body (netlink, packet, /proc/sys files) stay bound to that namespace.
+    """
+    target = os.open(NETNS_RUN_DIR / name, os.O_RDONLY)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise _oserror("setns", name)
+        try:
+            yield
+        finally:
+            if _libc.setns(home, CLONE_NEWNET) != 0:  # pragma: no cover - cannot happen for our own fd
+                raise _oserror("returning from", name)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def enter_in_child(path: str) -> None:
+    """For `preexec_fn`: move the forked child into the namespace, and make it die with its parent."""
+    fd = os.open(path, os.O_RDONLY)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        os._exit(126)
+    os.close(fd)
+    _libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: a killed harness leaves no orphans behind
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A namespace named by this project."""
+
+    name: str
+    pid: int
+    alive: bool
+
+
+def ours() -> list[Leftover]:
+    """Every namespace under /run/netns whose name follows this project's scheme."""
+    found = []
+    for name in list_names():
+        m = NAME_RE.match(name)
+        if m:
+            pid = int(m["pid"], 36)
+            found.append(Leftover(name, pid, pid_alive(pid)))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is gone for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def pids_in(names: list[str]) -> list[int]:
+    """Processes whose network namespace is one of the named ones (found through /proc)."""
+    inodes = set()
+    for n in names:
+        try:
+            inodes.add(inode(n))
+        except FileNotFoundError:
+            pass
+    if not inodes:
+        return []
+    me = os.getpid()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino in inodes:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

@@ -1,0 +1,148 @@
+"""Programs running inside a testbed host: started, waited for, and always ended.
+
+A process is forked, moved into the host's namespace before exec (`preexec_fn`), made to die with
+its parent (PR_SET_PDEATHSIG), and put in its own process group so teardown can end it together
+with any children it forked. Its stdout and stderr go to files, so a chatty program never blocks on
+a full pipe, and they are read back when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+class ProcessError(RuntimeError):
+    """A program could not be started, or did not do what was awaited of it in time."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished program left: exit status, output and how long it ran."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    started_ns: int
+    ended_ns: int
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def check(self) -> "Result":
+        if self.returncode != 0:
+            raise ProcessError(
+                f"{' '.join(self.argv)} exited with status {self.returncode}: {self.stderr.strip()[-500:]}"
+            )
+        return self
+
+
+class Process:
+    """A program started in the background inside a host."""
+
+    def __init__(self, host_name: str, argv: Sequence[str], preexec: Callable[[], None], workdir: Path,
+                 env: dict | None = None, stdin: int | None = None):
+        self.host_name = host_name
+        self.argv = tuple(str(a) for a in argv)
+        fd, out = tempfile.mkstemp(prefix="out-", dir=workdir)
+        os.close(fd)
+        fd, err = tempfile.mkstemp(prefix="err-", dir=workdir)
+        os.close(fd)
+        self._out_path, self._err_path = Path(out), Path(err)
+        self.started_ns = time.time_ns()
+        self.ended_ns: int | None = None
+        try:
+            with open(out, "wb") as o, open(err, "wb") as e:
+                self._popen = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=o, stderr=e,
+                    preexec_fn=preexec, start_new_session=True, close_fds=True, env=env,
+                )
+        except FileNotFoundError:
+            raise ProcessError(f"{self.argv[0]}: program not found (on host {host_name})") from None
+        except subprocess.SubprocessError as exc:  # preexec failed: setns refused
+            raise ProcessError(f"could not start {self.argv[0]} in host {host_name}: {exc}") from None
+        self._result: Result | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def running(self) -> bool:
+        return self._popen.poll() is None
+
+    def output(self) -> str:
+        """Standard output so far (the program may still be writing)."""
+        return self._out_path.read_text(errors="replace")
+
+    def wait_output(self, predicate: Callable[[str], bool], timeout: float = 5.0, what: str = "output") -> str:
+        """Poll the program's stdout until `predicate` holds; fail clearly if it exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            text = self.output()
+            if predicate(text):
+                return text
+            if not self.running:
+                res = self.wait()
+                raise ProcessError(f"{self.argv[0]} on {self.host_name} exited ({res.returncode}) before {what}: "
+                                   f"{res.stderr.strip()[-300:]}")
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{self.argv[0]} on {self.host_name}: no {what} after {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def wait(self, timeout: float | None = None) -> Result:
+        """Wait for the program to end and collect its result."""
+        if self._result is None:
+            try:
+                rc = self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise ProcessError(f"{' '.join(self.argv)} on {self.host_name} still running after {timeout} s") from None
+            self.ended_ns = time.time_ns()
+            self._result = Result(self.argv, rc, self._out_path.read_text(errors="replace"),
+                                  self._err_path.read_text(errors="replace"), self.started_ns, self.ended_ns)
+        return self._result
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            try:
+                os.killpg(self._popen.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace: float = 0.5) -> Result:
+        """SIGTERM the program's process group, SIGKILL it if it lingers, and collect the result."""
+        if self.running:
+            self.signal(signal.SIGTERM)
+            try:
+                self._popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.wait()
+
+    def kill(self) -> None:
+        if self._popen.poll() is None:
+            try:
+                os.killpg(self._popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._popen.wait()
+        else:
+            # The leader is gone, but children it forked may still hold the group.
+            try:
+                os.killpg(self._popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"exit {self._popen.returncode}"
+        return f"<Process {self.argv[0]} on {self.host_name} pid={self.pid} {state}>"

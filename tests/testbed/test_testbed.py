@@ -1,0 +1,178 @@
+"""The testbed itself, on the real kernel: names, addresses, routing, sysctls, programs, teardown."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from netns import ProcessError, Testbed, TestbedError, namespace
+from netns.testbed import TOPOLOGIES
+
+DOC_NETS = ("192.0.2.", "198.51.100.", "203.0.113.", "2001:db8:")
+
+
+def root_links() -> set[str]:
+    return {name for _, name in socket.if_nameindex()}
+
+
+def connect_cmd(addr: str, port: int) -> list[str]:
+    fam = "AF_INET6" if ":" in addr else "AF_INET"
+    return [sys.executable, "-c",
+            f"import socket; s = socket.socket(socket.{fam}); s.settimeout(3); s.connect(({addr!r}, {port})); "
+            f"print(s.getsockname()[0], s.getsockname()[1])"]
+
+
+def server_cmd(family: int, port: int) -> list[str]:
+    fam = "AF_INET6" if family == 6 else "AF_INET"
+    return [sys.executable, "-c",
+            f"import socket; s = socket.socket(socket.{fam}); s.bind(('', {port})); s.listen(); "
+            f"c, a = s.accept(); print(a[0], a[1])"]
+
+
+@pytest.mark.parametrize("topology", sorted(TOPOLOGIES))
+@pytest.mark.parametrize("fam", ["ipv4", "ipv6", "dual"])
+def test_topology_connects_end_to_end(root, topology, fam):
+    before = root_links()
+    with Testbed(topology, fam) as bed:
+        assert list(bed.hosts) == list(TOPOLOGIES[topology].hosts)
+        # Names: per-run prefix, within the kernel's limit, links only inside the testbed.
+        for host in bed.hosts.values():
+            assert host.netns.startswith(namespace.run_tag()) and len(host.netns) <= 15
+            assert namespace.NAME_RE.match(host.netns)
+            for itf in host.interfaces:
+                assert itf.name.startswith(bed.tag) and len(itf.name) <= 15
+                for a in itf.addresses.values():
+                    assert a.startswith(DOC_NETS)
+        assert root_links() == before, "a testbed link appeared in the root namespace"
+        families = {"ipv4": [4], "ipv6": [6], "dual": [4, 6]}[fam]
+        for f in families:
+            srv = bed.server.start(server_cmd(f, 5000 + f))
+            bed.server.wait_listen(5000 + f, process=srv)
+            res = bed.client.run(connect_cmd(bed.server.addr(f), 5000 + f), timeout=10).check()
+            local_addr, local_port = res.stdout.split()
+            assert local_addr == bed.client.addr(f)
+            assert srv.wait(5).stdout.split() == [bed.client.addr(f), local_port]
+        for f in {4, 6} - set(families):
+            with pytest.raises(LookupError):
+                bed.client.addr(f)
+        names = bed.namespaces
+    assert not set(names) & set(namespace.list_names())
+
+
+def test_router_forwards_and_end_hosts_route_through_it(root):
+    with Testbed.routed("dual") as bed:
+        assert bed.router.sysctl("net.ipv4.ip_forward") == "1"
+        assert bed.router.sysctl("net.ipv6.conf.all.forwarding") == "1"
+        assert bed.client.sysctl("net.ipv4.ip_forward") == "0"
+        routes = bed.client.run(["ip", "-4", "route", "show", "default"]).check().stdout
+        assert f"via {bed.router.interface('client').addresses[4]}" in routes
+        routes6 = bed.server.run(["ip", "-6", "route", "show", "default"]).check().stdout
+        assert f"via {bed.router.interface('server').addresses[6]}" in routes6
+
+
+def test_sysctl_is_per_namespace_and_leaves_the_host_alone(root):
+    with open("/proc/sys/net/ipv4/tcp_syn_retries") as f:
+        host_value = f.read().strip()
+    new = "2" if host_value != "2" else "3"
+    with Testbed.pair("ipv4") as bed:
+        assert bed.client.sysctl("net.ipv4.tcp_syn_retries", new) == new
+        assert bed.server.sysctl("net.ipv4.tcp_syn_retries") != new or host_value == new
+        assert bed.client.sysctl("net.ipv4.ip_local_port_range", (41000, 41009)) == "41000\t41009"
+        # The program sees the namespace's value too.
+        res = bed.client.run(["cat", "/proc/sys/net/ipv4/tcp_syn_retries"]).check()
+        assert res.stdout.strip() == new
+        with pytest.raises(KeyError, match="does not exist"):
+            bed.client.sysctl("net.ipv4.no_such_thing")
+    with open("/proc/sys/net/ipv4/tcp_syn_retries") as f:
+        assert f.read().strip() == host_value
+
+
+def test_run_collects_output_and_status(root):
+    with Testbed.pair("ipv4") as bed:
+        res = bed.client.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+        assert (res.returncode, res.stdout, res.stderr) == (3, "out\n", "err\n")
+        assert res.started_ns <= res.ended_ns
+        with pytest.raises(ProcessError, match="exited with status 3"):
+            res.check()
+        with pytest.raises(ProcessError, match="not found"):
+            bed.client.run(["/nonexistent/program"])
+        # The program runs inside the host's namespace: it sees the host's interface, not ours.
+        links = bed.client.run(["ip", "-o", "link"]).check().stdout
+        assert bed.client.interfaces[0].name in links
+
+
+def test_wait_listen_polls_and_fails_clearly(root):
+    with Testbed.pair("ipv6") as bed:
+        assert not bed.server.listening(5000)
+        dead = bed.server.start(["sh", "-c", "exit 7"])
+        with pytest.raises(ProcessError, match=r"exited \(7\) before listening"):
+            bed.server.wait_listen(5000, process=dead, timeout=5)
+        with pytest.raises(ProcessError, match="nothing listens"):
+            bed.server.wait_listen(5001, timeout=0.05)
+
+
+def test_teardown_kills_processes_including_escaped_ones(root):
+    with Testbed.pair("ipv4") as bed:
+        p = bed.server.start(["sleep", "300"])
+        # A daemon that leaves our process group: only the namespace scan can find it.
+        bed.server.run(["sh", "-c", "setsid sleep 301 >/dev/null 2>&1 < /dev/null &"]).check()
+        pids = namespace.pids_in(bed.namespaces)
+        assert p.pid in pids and len(pids) >= 2
+    for pid in pids:
+        assert not namespace.pid_alive(pid)
+
+
+def test_failure_during_setup_removes_what_was_built(root, monkeypatch):
+    from netns import testbed as tb
+
+    calls = []
+    real = tb.Testbed._configure
+
+    def failing(self, host, plan, router):
+        calls.append(host.name)
+        if host.name == "router":
+            raise TestbedError("injected failure while configuring the router")
+        return real(self, host, plan, router)
+
+    monkeypatch.setattr(tb.Testbed, "_configure", failing)
+    bed = Testbed.routed("dual")
+    with pytest.raises(TestbedError, match="injected"):
+        bed.up()
+    assert calls == ["client", "router"]
+    assert not [n for n in namespace.list_names() if n.startswith(bed.tag + "-")]
+
+
+def test_parallel_testbeds_do_not_collide(root):
+    with Testbed.routed("ipv4") as a, Testbed.routed("ipv4") as b:
+        assert a.tag != b.tag
+        assert not set(a.namespaces) & set(b.namespaces)
+        # Same addresses in both, isolated from each other.
+        assert a.server.addr(4) == b.server.addr(4)
+
+
+def test_other_processes_testbeds_do_not_collide(root):
+    code = ("from netns import Testbed\n"
+            "with Testbed.routed('ipv4') as bed: print(bed.tag)\n")
+    with Testbed.routed("ipv4") as bed:
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+        assert other.returncode == 0, other.stderr
+        assert other.stdout.strip() != bed.tag
+
+
+def test_bad_arguments_are_refused_clearly():
+    with pytest.raises(TestbedError, match="unknown topology"):
+        Testbed("ring")
+    with pytest.raises(TestbedError, match="unknown family"):
+        Testbed("pair", "ipv5")
+    with pytest.raises(namespace.NamespaceError, match="limit is 15"):
+        namespace.check_ifname("x" * 16)
+
+
+def test_without_root_the_error_says_so(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # what a user without sudo gets
+    with pytest.raises(TestbedError, match="needs root"):
+        Testbed.pair().up()
+    with pytest.raises(namespace.NamespaceError, match="needs root"):
+        namespace.create("tvzzzzzz-never")

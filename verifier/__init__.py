@@ -1,0 +1,1 @@
+"""Packet-level verifier of TCP socket behaviour."""

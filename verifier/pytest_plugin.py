@@ -1,0 +1,188 @@
+"""pytest plugin: testbed and capture fixtures, IPv4/IPv6 parametrisation, kept captures, claim report.
+
+Registered through the ``pytest11`` entry point, so installing the package is enough::
+
+    @pytest.mark.claim("C3")
+    def test_refused(testbed, capture, family):
+        res = testbed.client.run([...connect to testbed.server.addr(family)...])
+        expect(capture.trace()).connection(dport=5000).refused()
+
+* ``family`` is ``4`` or ``6``; a test that asks for it runs once per family (ids ``ipv4``/``ipv6``).
+  ``@pytest.mark.families(6)`` narrows that.
+* ``testbed`` is a fresh testbed per test, ``routed`` unless ``@pytest.mark.topology("pair")``.
+* ``capture`` records every interface of the testbed, live before the test body runs. The pcapng is
+  written under ``--verifier-captures`` (default ``captures/runs``); it is kept when the test fails
+  (the failure report names it) or with ``--keep-captures``, and removed otherwise.
+* Without root, tests that need namespaces are skipped with the reason; with the environment variable
+  ``VERIFIER_REQUIRE_ROOT=1`` (set by CI) they fail instead, so a green run proves they ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from netns import testbed as testbed_mod
+
+REQUIRE_ROOT_ENV = "VERIFIER_REQUIRE_ROOT"
+capture_paths_key = pytest.StashKey[list]()
+outcome_key = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("verifier", "TCP socket verifier")
+    group.addoption("--verifier-captures", metavar="DIR", default=None,
+                    help="where test captures are written (default: captures/runs under the rootdir)")
+    group.addoption("--keep-captures", action="store_true", default=False,
+                    help="keep the captures of passed tests too")
+    group.addoption("--verifier-report", metavar="FILE", default=None,
+                    help="write a claim-by-claim report (Markdown; a .json twin is written beside it)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "families(*fams): run only for these IP families (4, 6)")
+    config.addinivalue_line("markers", "topology(name): testbed topology for this test (pair, routed)")
+    config.addinivalue_line("markers", "claim(id): the claim (C1..C14) this test gives evidence for")
+    config.addinivalue_line("markers", "needs_root: the test needs root (network namespaces)")
+    testbed_mod.install_signal_handlers()
+
+
+def pytest_generate_tests(metafunc):
+    if "family" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("families")
+        fams = [int(f) for f in marker.args] if marker else [4, 6]
+        metafunc.parametrize("family", fams, ids=[f"ipv{f}" for f in fams])
+
+
+def require_root(what: str = "network namespaces") -> None:
+    """Skip (or fail, under VERIFIER_REQUIRE_ROOT=1) when not root."""
+    if os.geteuid() == 0:
+        return
+    reason = f"needs root for {what}: run with sudo (e.g. sudo make test)"
+    if os.environ.get(REQUIRE_ROOT_ENV) == "1":
+        pytest.fail(f"{reason} [{REQUIRE_ROOT_ENV}=1 forbids skipping]", pytrace=False)
+    pytest.skip(reason)
+
+
+def captures_dir(config) -> Path:
+    opt = config.getoption("verifier_captures")
+    return Path(opt) if opt else Path(config.rootpath) / "captures" / "runs"
+
+
+def _safe_name(nodeid: str) -> str:
+    name = nodeid.split("::", 1)[-1] if "::" in nodeid else nodeid
+    module = Path(nodeid.split("::", 1)[0]).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{module}.{name}").strip("_")[:150]
+
+
+@pytest.fixture
+def root():
+    """Use in tests that need root but build their testbeds themselves."""
+    require_root()
+
+
+@pytest.fixture
+def testbed(request):
+    """A fresh testbed for this test, torn down afterwards whatever happens."""
+    require_root()
+    from netns import Testbed
+
+    marker = request.node.get_closest_marker("topology")
+    topology = marker.args[0] if marker else "routed"
+    fam = request.getfixturevalue("family") if "family" in request.fixturenames else None
+    family = {4: "ipv4", 6: "ipv6", None: "dual"}[fam]
+    bed = Testbed(topology, family)
+    bed.up()
+    try:
+        yield bed
+    finally:
+        bed.down()
+
+
+@pytest.fixture
+def capture_path(request) -> Path:
+    """Where this test's capture goes; registered so that it is kept or removed after the test."""
+    base = captures_dir(request.config)
+    base.mkdir(parents=True, exist_ok=True)
+    paths = request.node.stash.setdefault(capture_paths_key, [])
+    path = base / f"{_safe_name(request.node.nodeid)}{'' if not paths else f'.{len(paths)}'}.pcapng"
+    paths.append(path)
+    return path
+
+
+@pytest.fixture
+def capture(testbed, capture_path, request):
+    """A capture of every testbed interface, already live when the test body starts."""
+    from verifier.capture import Capture
+
+    cap = Capture(testbed, capture_path)
+    cap.start()
+    try:
+        yield cap
+    finally:
+        cap.stop()
+        if not _keep(request):
+            capture_path.unlink(missing_ok=True)
+
+
+def _keep(request) -> bool:
+    if request.config.getoption("keep_captures"):
+        return True
+    results = request.node.stash.get(outcome_key, {})
+    return any(not passed for passed in results.values())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    item.stash.setdefault(outcome_key, {})[rep.when] = rep.passed or rep.skipped
+    paths = item.stash.get(capture_paths_key, [])
+    if rep.when == "call":
+        marker = item.get_closest_marker("claim")
+        if marker:
+            rep.user_properties.append(("claim", marker.args[0]))
+        family = getattr(item, "callspec", None) and item.callspec.params.get("family")
+        if family:
+            rep.user_properties.append(("family", family))
+        if paths:
+            keep = rep.failed or item.config.getoption("keep_captures")
+            if keep:
+                rep.user_properties.append(("captures", [str(p) for p in paths]))
+            if rep.failed:
+                rep.sections.append(("captures kept", "\n".join(str(p) for p in paths)))
+    return rep
+
+
+def pytest_runtest_logreport(report):
+    # Runs on the controller under xdist too, so the report sees every worker's results.
+    if report.when != "call" and not (report.when == "setup" and not report.passed):
+        return
+    props = dict(report.user_properties)
+    _results.append({
+        "nodeid": report.nodeid, "outcome": report.outcome, "claim": props.get("claim"),
+        "family": props.get("family"), "captures": props.get("captures", []),
+        "duration_s": round(report.duration, 4),
+        "message": str(report.longrepr).splitlines()[-1][:300] if report.failed and report.longrepr else "",
+    })
+
+
+_results: list[dict] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = session.config.getoption("verifier_report")
+    if not out or hasattr(session.config, "workerinput"):
+        return
+    from verifier.report import write_report
+
+    write_report(Path(out), _results)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    out = config.getoption("verifier_report")
+    if out and not hasattr(config, "workerinput"):
+        terminalreporter.write_sep("-", f"claim report written to {out}")
