@@ -98,13 +98,7 @@ class Capture:
             return self.stats
         proc, self._proc = self._proc, None
         try:
-            assert proc.stdin is not None
-            proc.stdin.write("stop\n")
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        try:
-            out, err = proc.communicate(timeout=AGENT_STOP_TIMEOUT)
+            out, err = proc.communicate(input="stop\n", timeout=AGENT_STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()

@@ -84,16 +84,7 @@ int main(int argc, char **argv)
         case OPT_LINGER: linger = 1; break;
         case OPT_REPFD: set_report_fd(optarg); break;
         case 'h': usage(stdout); return 0;
-        case ':':
-            if (optopt > 0 && optopt < 128)
-                die_usage("option '-%c' needs an argument", optopt);
-            die_usage("option '%s' needs an argument", argv[optind - 1]);
-        default:
-            if (optopt > 0 && optopt < 128)
-                die_usage("unknown option '-%c'", optopt);
-            if (optopt)
-                die_usage("option '%s' takes no argument", argv[optind - 1]);
-            die_usage("unknown option '%s'", argv[optind - 1]);
+        default: bad_option(c, argv);
         }
     }
     const char *addr, *port;

@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <signal.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -261,6 +262,25 @@ static inline void die_usage(const char *fmt, ...)
             *p = ' ';
     fprintf(stderr, "%s: %s (try --help)\n", prog_name, msg);
     exit(2);
+}
+
+/* getopt_long returned ':' (missing argument) or '?' (bad option). */
+static inline void bad_option(int c, char **argv) __attribute__((noreturn));
+static inline void bad_option(int c, char **argv)
+{
+    const char *arg = argv[optind - 1];
+    int is_long = !strncmp(arg, "--", 2);
+    if (c == ':') {
+        if (is_long)
+            die_usage("option '%s' needs an argument", arg);
+        die_usage("option '-%c' needs an argument", optopt);
+    }
+    if (is_long) {
+        if (optopt && strchr(arg, '='))
+            die_usage("option '%s' takes no argument", arg);
+        die_usage("unknown or ambiguous option '%s'", arg);
+    }
+    die_usage("unknown option '-%c'", optopt);
 }
 
 static inline long parse_long(const char *what, const char *s, long lo, long hi)
