@@ -481,7 +481,10 @@ class CaptureFile:
             if len(buf) - pos < 12:
                 if self._peek(1) is None:
                     break  # clean end of file
-                if self._peek(12) is None:
+                # 8 bytes give type and length; a section header needs 12
+                # because its byte order is only known from the 3rd word.
+                head = self._peek(8)
+                if head is None or (head[:4] == _SHB_MAGIC and self._peek(12) is None):
                     raise _Truncated(self._offset())
                 buf, pos = self._buf, self._pos
             block_start = self._offset()

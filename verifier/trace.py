@@ -20,7 +20,7 @@ from operator import attrgetter
 from verifier.packets import ACK, FIN, RST, SYN, Packet
 from verifier.pcapng import InterfaceStats
 
-__all__ = ["Connection", "Event", "Trace", "format_events", "icmp_description"]
+__all__ = ["Connection", "Event", "Trace", "format_endpoint", "format_events", "icmp_description"]
 
 EVENT_KINDS = ("SYN", "SYN-ACK", "ACK", "DATA", "FIN", "RST", "ICMP", "OTHER")
 
@@ -97,7 +97,8 @@ def icmp_description(family: int, icmp_type: int | None, icmp_code: int | None) 
     return names.get((icmp_type, icmp_code)) or types.get(icmp_type, "error")  # type: ignore[arg-type]
 
 
-def _endpoint_str(ep: Endpoint) -> str:
+def format_endpoint(ep: Endpoint) -> str:
+    """"addr:port", with IPv6 addresses in brackets."""
     addr, port = ep
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
@@ -348,7 +349,7 @@ class Connection:
         extra = " partial" if self.partial else ""
         attempt = f" attempt {self.attempt + 1}" if self.attempt else ""
         return (
-            f"#{self.number} {_endpoint_str(self.client)} > {_endpoint_str(self.server)} "
+            f"#{self.number} {format_endpoint(self.client)} > {format_endpoint(self.server)} "
             f"IPv{self.family}{attempt}{extra}: {self.outcome}, {syns} SYN{'s' if syns != 1 else ''}, "
             f"{len(self.events)} packets on {', '.join(self.interfaces)}"
         )
@@ -361,7 +362,7 @@ class Connection:
         else:
             where = iface or self.primary_interface
             events = self.at(where)
-        header = f"{_endpoint_str(self.client)} > {_endpoint_str(self.server)} on {where}:"
+        header = f"{format_endpoint(self.client)} > {format_endpoint(self.server)} on {where}:"
         return header + "\n" + format_events(events, mark=mark, family=self.family)
 
     def __repr__(self) -> str:

@@ -19,7 +19,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -435,7 +434,7 @@ def test_successful_connect(ns, binaries, fam):
 
 @FAMILIES
 def test_refused_connect(ns, binaries, fam):
-    cli = ns.run([binaries["client"], "-f", fam, LO[fam], PORT])
+    cli = ns.run([binaries["client"], "-f", fam, "--connect", LO[fam], PORT])
     assert cli.rc == 1, cli
     check_timestamps(cli)
     ev = cli.events
@@ -623,6 +622,30 @@ def test_server_sigterm_interrupts_blocked_read(ns, binaries):
     read = find(ev, "read")
     assert (read.ret, read.errno) == (-1, "EINTR")
     assert [e.call for e in ev][-2:] == ["close", "close"]
+    cli.kill()
+
+
+@pytest.mark.skipif(READ_NR is None, reason="read(2) syscall number unknown on this machine")
+def test_fork_server_sigterm_stops_children(ns, binaries):
+    srv = listening_server(ns, binaries, 4, "--mode", "fork", "--accept", 2)
+    cli = ns.popen([binaries["client"], "--hold-ms", 60000, LO[4], PORT])
+    buf = bytearray()
+    _read_until(srv.proc.stdout.fileno(), buf, lambda b: b'"call":"fork"' in b,
+                time.monotonic() + TIMEOUT, "the server's fork")
+    srv.buf += buf
+    child = find(parse_report(bytes(buf).decode().rsplit("\n", 1)[0]), "fork").ret
+    wait_in_syscall(child, READ_NR)          # the child serves: blocked in read
+    srv.proc.send_signal(signal.SIGTERM)     # the parent is blocked in accept
+    res = srv.finish()
+    assert res.rc == 0, res
+    per_pid = by_pid(res.events)
+    assert set(per_pid) == {srv.pid, child}
+    acc = calls(per_pid[srv.pid], "accept")
+    assert (acc[-1].ret, acc[-1].errno) == (-1, "EINTR")
+    kid = per_pid[child]
+    assert (find(kid, "read").ret, find(kid, "read").errno) == (-1, "EINTR")
+    assert kid[-1].call == "close" and kid[-1].ret == 0
+    assert not Path(f"/proc/{child}").exists()   # the parent waited for it
     cli.kill()
 
 

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 __all__ = [
@@ -86,6 +87,17 @@ def _digest(src: Path, cc: str) -> str:
     return h.hexdigest()
 
 
+def _remove_stale_temps(cache: Path, max_age_s: float = 3600.0) -> None:
+    """Remove temp files left by builds that were killed mid-compile."""
+    now = time.time()
+    for p in cache.glob(".*.tmp"):
+        try:
+            if now - p.stat().st_mtime > max_age_s:
+                p.unlink()
+        except OSError:
+            pass
+
+
 def build(name: str) -> Path:
     """Compile ``<name>.c`` (if not cached) and return the binary's path."""
     src = source_path(name)
@@ -95,11 +107,12 @@ def build(name: str) -> Path:
     out = cache / f"{name}-{digest[:24]}"
     if os.access(out, os.X_OK):
         return out
+    _remove_stale_temps(cache)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=cache)
     os.close(fd)
     try:
         proc = subprocess.run(
-            [cc, *CFLAGS, "-I", str(SOURCE_DIR), "-o", tmp, str(src)],
+            [cc, *CFLAGS, "-o", tmp, str(src)],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

@@ -1,0 +1,96 @@
+"""C1, C3/C4a, C7/C13a: what connect() does on the wire, on the routed testbed, IPv4 and IPv6.
+
+Each test runs the real client program against the real kernel, captures every interface, and checks
+the claim against the packets and the socket calls' results and times.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from verifier.expect import expect
+from verifier.timeline import timeline
+
+from .conftest import PORT, finish, run_client, start_server
+
+# A hard error is delivered by the segment that carries it, not by a timer. The shortest timer a
+# connect() could be waiting on is the initial retransmission timeout (RFC 6298: 1 s, Linux
+# TCP_TIMEOUT_INIT), so "at once" means: well inside one initial RTO, with no retransmission.
+INITIAL_RTO_NS = 1_000_000_000
+AT_ONCE_NS = INITIAL_RTO_NS // 10
+
+
+@pytest.mark.claim("C1")
+def test_c1_connect_returns_only_after_the_handshake(testbed, capture, family, programs):
+    server = start_server(testbed, programs, family, "--accept", "1")
+    client = run_client(testbed, programs, family)
+    finish(server)
+    connect = client.call("connect")
+    trace = capture.trace()
+    conn = expect(trace).connection(dport=PORT).handshake().no_rst().connection
+    syn, synack = conn.first("SYN"), conn.first("SYN-ACK")
+    ack = conn.first("ACK", "c>s")
+    story = "\n" + timeline(conn.events, {"client": client.calls}) + f"\npcap: {capture.path}"
+    assert (connect.ret, connect.errno) == (0, None), story
+    # connect() sent the SYN, and did not return before the handshake was complete.
+    assert connect.t_enter_ns <= syn.ts_ns, "the SYN left before connect() was called" + story
+    assert synack.ts_ns <= connect.t_return_ns, "connect() returned before the SYN-ACK arrived" + story
+    assert ack.ts_ns <= connect.t_return_ns, "connect() returned before the client's ACK left" + story
+    assert syn.ts_ns < synack.ts_ns < ack.ts_ns
+
+
+@pytest.mark.claim("C3")
+def test_c3_c4a_no_listener_means_rst_and_econnrefused(testbed, capture, family, programs):
+    client = run_client(testbed, programs, family, port=PORT + 1)
+    connect = client.call("connect")
+    trace = capture.trace()
+    conn = expect(trace).connection(dport=PORT + 1).refused().syn_count(1).connection
+    syn, rst = conn.first("SYN"), conn.first("RST")
+    story = "\n" + timeline(conn.events, {"client": client.calls}) + f"\npcap: {capture.path}"
+    # The RST answers the SYN: it acknowledges exactly the SYN (ack = ISN + 1), from the server.
+    assert rst.direction == "s>c" and rst.flags == "RA" and rst.ack == 1, story
+    assert rst.ack_abs == (conn.isn_client + 1) % 2**32, story
+    # A hard error: connect() fails with ECONNREFUSED on that RST, not on a timer.
+    assert (connect.ret, connect.errno) == (-1, "ECONNREFUSED"), story
+    assert connect.t_enter_ns <= syn.ts_ns < rst.ts_ns <= connect.t_return_ns, story
+    assert connect.t_return_ns - rst.ts_ns < AT_ONCE_NS, story
+    assert client.returncode == 1
+
+
+def _unusual_range(host_range: tuple[int, int]) -> tuple[int, int]:
+    """A narrow range far from the usual defaults, and different from the host's own setting."""
+    while True:
+        lo = random.randrange(20000, 30000)
+        rng = (lo, lo + 7)
+        if rng != host_range:
+            return rng
+
+
+@pytest.mark.claim("C7")
+def test_c7_c13a_ephemeral_port_from_the_namespace_range(testbed, capture, family, programs):
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        host_range = tuple(int(x) for x in f.read().split())
+    lo, hi = _unusual_range(host_range)
+    # The range is the namespace's own: set it there, and read it back from there.
+    testbed.client.sysctl("net.ipv4.ip_local_port_range", (lo, hi))
+    ns_range = tuple(int(x) for x in testbed.client.sysctl("net.ipv4.ip_local_port_range").split())
+    assert ns_range == (lo, hi) and ns_range != host_range
+    server = start_server(testbed, programs, family, "--accept", "1")
+    client = run_client(testbed, programs, family)
+    served = finish(server)
+    name = client.call("getsockname")
+    trace = capture.trace()
+    conn = expect(trace).connection(dport=PORT).handshake().connection
+    story = "\n" + timeline(conn.events, {"client": client.calls}) + f"\npcap: {capture.path}"
+    # The client never called bind(): the kernel chose the port at connect().
+    assert not [c for c in client.calls if c.call == "bind"]
+    assert client.call("connect").ret == 0
+    # getsockname() after connect() is exactly the SYN's source, and the port is in the range.
+    assert (name.addr, name.port) == conn.client, story
+    assert lo <= conn.client[1] <= hi, f"source port {conn.client[1]} outside {lo}-{hi}" + story
+    assert conn.client[0] == testbed.client.addr(family)
+    # And the server's accept() saw the same peer.
+    accepted = served.call("accept")
+    assert (accepted.addr, accepted.port) == conn.client

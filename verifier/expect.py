@@ -1,0 +1,340 @@
+"""Readable expectations on a Trace, with packetdrill-style failure reports.
+
+    expect(trace).connection(dport=8080).handshake().no_rst()
+    expect(trace).connection(dport=9).refused().syn_count(1)
+
+Every check returns the expectation so calls chain. A failed check raises
+`ExpectationFailed` (an AssertionError, so pytest shows it as a test failure)
+whose message says which check failed and why, shows the EXPECTED exchange
+next to the CAPTURED one (the ladder of the primary interface, with `>>` on
+the packet that broke the expectation) and names the capture file and the
+Wireshark frame number to look at.
+"""
+
+from __future__ import annotations
+
+from verifier.trace import Connection, Event, Trace, format_endpoint, format_events, icmp_description
+
+__all__ = ["ConnectionExpectation", "ExpectationFailed", "TraceExpectation", "expect"]
+
+_SIDES = {"client": "c>s", "server": "s>c"}
+
+
+class ExpectationFailed(AssertionError):
+    """An expectation on a captured exchange did not hold; the message is the report."""
+
+
+def expect(trace: Trace) -> TraceExpectation:
+    """Start expectations on a trace."""
+    return TraceExpectation(trace)
+
+
+def _filters_str(**filters: object) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in filters.items() if v is not None) or "no filter"
+
+
+def _pcap_line(trace: Trace) -> str:
+    return f"pcap: {trace.source}" if trace.source else "pcap: (trace not loaded from a file)"
+
+
+class TraceExpectation:
+    """Expectations about a whole trace: which connections it contains."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+
+    def _fail(self, title: str) -> ExpectationFailed:
+        lines = [title, "", "connections seen:" if self.trace.connections else "connections seen: none"]
+        lines += [f"  {c.describe()}" for c in self.trace.connections]
+        if self.trace.unmatched_icmp:
+            lines.append(f"  (+ {len(self.trace.unmatched_icmp)} ICMP error(s) quoting no seen connection)")
+        lines += ["", _pcap_line(self.trace)]
+        return ExpectationFailed("\n".join(lines))
+
+    def connection(
+        self,
+        dport: int | None = None,
+        sport: int | None = None,
+        src: str | None = None,
+        dst: str | None = None,
+        family: int | None = None,
+        index: int = 0,
+    ) -> ConnectionExpectation:
+        """The `index`-th connection (in time order) matching the filters.
+
+        sport/src are the client's port/address, dport/dst the server's.
+        """
+        filters = _filters_str(dport=dport, sport=sport, src=src, dst=dst, family=family)
+        found = self.trace.find(dport=dport, sport=sport, src=src, dst=dst, family=family)
+        if not found:
+            raise self._fail(f"expect.connection({filters}) failed: no such connection in the trace")
+        if index >= len(found):
+            raise self._fail(
+                f"expect.connection({filters}, index={index}) failed: only {len(found)} "
+                f"connection(s) match, so there is no index {index}"
+            )
+        return ConnectionExpectation(found[index], self.trace)
+
+    def connection_count(
+        self,
+        n: int,
+        *,
+        dport: int | None = None,
+        sport: int | None = None,
+        src: str | None = None,
+        dst: str | None = None,
+        family: int | None = None,
+    ) -> TraceExpectation:
+        """Exactly n connections (attempts) match the filters."""
+        found = self.trace.find(dport=dport, sport=sport, src=src, dst=dst, family=family)
+        if len(found) != n:
+            filters = _filters_str(dport=dport, sport=sport, src=src, dst=dst, family=family)
+            raise self._fail(f"connection_count({n}, {filters}) failed: {len(found)} connection(s) match")
+        return self
+
+
+class ConnectionExpectation:
+    """Chainable checks on one connection, judged on its primary interface."""
+
+    def __init__(self, connection: Connection, trace: Trace) -> None:
+        self.connection = connection
+        self.trace = trace
+
+    @property
+    def events(self) -> list[Event]:
+        return self.connection.events
+
+    # ---- reporting
+
+    def _fail(
+        self,
+        check: str,
+        why: str,
+        expected: list[str],
+        *,
+        mark: Event | None = None,
+        all_interfaces: bool = False,
+    ) -> ExpectationFailed:
+        c = self.connection
+        lines = [f"{check} failed: {why}", f"connection {c.describe()}"]
+        siblings = [o for o in self.trace.connections if o is not c and {o.client, o.server} == {c.client, c.server}]
+        if siblings:
+            lines.append(
+                f"note: {len(siblings)} other attempt(s) on this 4-tuple "
+                f"({', '.join('#' + str(o.number) for o in siblings)}); choose with index="
+            )
+        lines += ["", "expected (c>s = client to server, seq/ack relative to each side's ISN):"]
+        lines += [f"  {e}" for e in expected]
+        if all_interfaces:
+            where = "captured on all interfaces:"
+        else:
+            others = c.interfaces[1:]
+            where = f"captured on {c.primary_interface} (primary interface"
+            where += f"; also seen on {', '.join(others)}):" if others else "):"
+        lines += ["", where]
+        events = c.ladder(all_interfaces=True).split("\n", 1)[1] if all_interfaces else None
+        lines.append(events if events is not None else format_events(c.events, mark=mark, family=c.family))
+        lines.append("")
+        if mark is not None:
+            lines.append(
+                f"offending packet: index {mark.packet_index} in the capture "
+                f"(Wireshark frame {mark.packet_index + 1}) on {mark.iface}"
+            )
+        lines.append(_pcap_line(self.trace))
+        return ExpectationFailed("\n".join(lines))
+
+    def _syn(self, check: str, expected: list[str]) -> Event:
+        syn = self.connection.first("SYN", "c>s")
+        if syn is None:
+            why = "no SYN from the client"
+            if self.connection.partial:
+                why += " (the capture joined this connection mid-stream)"
+            raise self._fail(check, why, expected)
+        return syn
+
+    def _after(self, ev: Event) -> list[Event]:
+        events = self.connection.events
+        return events[events.index(ev) + 1 :]
+
+    # ---- checks
+
+    def handshake(self) -> ConnectionExpectation:
+        """Client SYN, server SYN-ACK with ack=1, client ACK seq=1 ack=1, in that order."""
+        check = "handshake()"
+        expected = [
+            "c>s  S    seq=0",
+            "s>c  SA   seq=0 ack=1        (acknowledges the client's ISN + 1)",
+            "c>s  A    seq=1 ack=1",
+        ]
+        syn = self._syn(check, expected)
+        later = self._after(syn)
+        synack = next((e for e in later if e.kind == "SYN-ACK" and e.direction == "s>c"), None)
+        if synack is None:
+            reply = next((e for e in later if e.direction == "s>c" or e.kind == "ICMP"), None)
+            if reply is None:
+                why = f"the server never answered the SYN (sent at t={syn.t:.6f})"
+            elif reply.kind == "RST":
+                why = f"the server answered with {reply.flags} (connection refused) instead of SYN-ACK"
+            elif reply.kind == "ICMP":
+                why = (
+                    f"an ICMP error came back instead of a SYN-ACK: type={reply.icmp_type} "
+                    f"code={reply.icmp_code} ({icmp_description(self.connection.family, reply.icmp_type, reply.icmp_code)}) "
+                    f"from {reply.icmp_from}"
+                )
+            else:
+                why = f"the server's first reply is {reply.flags}, not a SYN-ACK"
+            raise self._fail(check, why, expected, mark=reply)
+        if synack.ack != 1:
+            raise self._fail(
+                check,
+                f"the SYN-ACK acknowledges {synack.ack} (relative; absolute {synack.ack_abs}), "
+                f"expected 1 = client ISN {self.connection.isn_client} + 1",
+                expected,
+                mark=synack,
+            )
+        reply = next((e for e in self._after(synack) if e.direction == "c>s" and e.kind != "SYN"), None)
+        if reply is None:
+            raise self._fail(check, "the client never acknowledged the SYN-ACK", expected)
+        if reply.ack is None or "R" in reply.flags or reply.seq != 1 or reply.ack != 1:
+            raise self._fail(
+                check,
+                f"the client answered the SYN-ACK with {reply.flags} seq={reply.seq} "
+                f"ack={'-' if reply.ack is None else reply.ack}, expected an ACK with seq=1 ack=1",
+                expected,
+                mark=reply,
+            )
+        return self
+
+    def refused(self) -> ConnectionExpectation:
+        """SYN answered by RST/ACK with ack=1 (client ISN + 1) and no SYN-ACK."""
+        check = "refused()"
+        expected = [
+            "c>s  S    seq=0",
+            "s>c  RA   seq=0 ack=1        (RST/ACK for the SYN; no SYN-ACK)",
+        ]
+        syn = self._syn(check, expected)
+        synack = self.connection.first("SYN-ACK", "s>c")
+        if synack is not None:
+            raise self._fail(
+                check, "the server answered with SYN-ACK: the port accepted the connection", expected, mark=synack
+            )
+        rst = next((e for e in self._after(syn) if e.kind == "RST" and e.direction == "s>c"), None)
+        if rst is None:
+            icmp = self.connection.icmp_events()
+            why = "no RST from the server"
+            if icmp:
+                e = icmp[0]
+                why += (
+                    f"; an ICMP error came back instead: type={e.icmp_type} code={e.icmp_code} "
+                    f"({icmp_description(self.connection.family, e.icmp_type, e.icmp_code)}) from {e.icmp_from}"
+                )
+            raise self._fail(check, why, expected, mark=icmp[0] if icmp and icmp[0] in self.events else None)
+        if rst.ack is None:
+            raise self._fail(check, f"the server's RST has no ACK flag ({rst.flags})", expected, mark=rst)
+        if rst.ack != 1:
+            raise self._fail(
+                check,
+                f"the server's RST acknowledges {rst.ack} (relative; absolute {rst.ack_abs}), "
+                f"expected 1 = client ISN {self.connection.isn_client} + 1",
+                expected,
+                mark=rst,
+            )
+        return self
+
+    def syn_count(self, n: int) -> ConnectionExpectation:
+        """Exactly n client SYNs with the connection's ISN (first + retransmissions)."""
+        syns = self.connection.syns()
+        if len(syns) != n:
+            times = ", ".join(f"{e.t:.6f}" for e in syns) or "none"
+            gaps = ", ".join(f"{b.t - a.t:.3f}" for a, b in zip(syns, syns[1:]))
+            why = f"saw {len(syns)} SYN(s), expected {n}; SYNs at t={times}"
+            if gaps:
+                why += f" (gaps {gaps} s)"
+            expected = [f"c>s  S    seq=0          x {n} (1 SYN + {max(n - 1, 0)} retransmission(s), same ISN)"]
+            raise self._fail(f"syn_count({n})", why, expected, mark=syns[n] if len(syns) > n else None)
+        return self
+
+    def no_rst(self) -> ConnectionExpectation:
+        """No RST in either direction."""
+        rst = self.connection.first("RST")
+        if rst is not None:
+            side = "client" if rst.from_client else "server"
+            raise self._fail(
+                "no_rst()",
+                f"the {side} sent {rst.flags} at t={rst.t:.6f}",
+                ["no RST in either direction"],
+                mark=rst,
+            )
+        return self
+
+    def reset_by(self, side: str) -> ConnectionExpectation:
+        """A RST from `side` ("client" or "server")."""
+        direction = self._direction(side)
+        check = f"reset_by({side!r})"
+        if self.connection.first("RST", direction) is None:
+            other = self.connection.first("RST")
+            why = f"no RST from the {side}"
+            if other is not None:
+                why += f"; the {'client' if other.from_client else 'server'} sent {other.flags} at t={other.t:.6f}"
+            raise self._fail(check, why, [f"{direction}  R    (a RST from the {side})"], mark=other)
+        return self
+
+    def fin_from(self, side: str) -> ConnectionExpectation:
+        """A FIN from `side` ("client" or "server")."""
+        direction = self._direction(side)
+        if self.connection.first("FIN", direction) is None:
+            why = f"no FIN from the {side}"
+            rst = self.connection.first("RST", direction)
+            if rst is not None:
+                why += f"; it sent {rst.flags} at t={rst.t:.6f} instead"
+            raise self._fail(
+                f"fin_from({side!r})", why, [f"{direction}  F    (a FIN from the {side})"], mark=rst
+            )
+        return self
+
+    def icmp(self, type: int | None = None, code: int | None = None) -> ConnectionExpectation:  # noqa: A002
+        """An ICMP/ICMPv6 error quoting this connection, on any interface."""
+        found = [
+            e
+            for e in self.connection.icmp_events()
+            if (type is None or e.icmp_type == type) and (code is None or e.icmp_code == code)
+        ]
+        if not found:
+            fam = self.connection.family
+            want = f"ICMP{'v6' if fam == 6 else ''} error"
+            if type is not None:
+                want += f" type={type}"
+            if code is not None:
+                want += f" code={code}"
+                if type is not None:
+                    want += f" ({icmp_description(fam, type, code)})"
+            attached = self.connection.icmp_events()
+            why = f"no {want} attached to this connection"
+            if attached:
+                why += "; attached: " + ", ".join(f"type={e.icmp_type} code={e.icmp_code}" for e in attached)
+            unmatched = self.trace.unmatched_icmp
+            if unmatched:
+                why += f"; {len(unmatched)} ICMP error(s) in the trace quote other flows: " + ", ".join(
+                    f"type={p.icmp_type} code={p.icmp_code} from {p.src} quoting "
+                    f"{format_endpoint((p.quoted.src, p.quoted.sport or 0))} > "
+                    f"{format_endpoint((p.quoted.dst, p.quoted.dport or 0))}"
+                    for p in unmatched[:3]
+                    if p.quoted is not None
+                )
+            raise self._fail(
+                f"icmp(type={type}, code={code})",
+                why,
+                [f"s>c  {want} quoting a packet of this connection"],
+                all_interfaces=True,
+            )
+        return self
+
+    @staticmethod
+    def _direction(side: str) -> str:
+        try:
+            return _SIDES[side]
+        except KeyError:
+            raise ValueError(f"side must be 'client' or 'server', not {side!r}") from None
+
+    def __repr__(self) -> str:
+        return f"<ConnectionExpectation {self.connection.describe()}>"
