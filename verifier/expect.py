@@ -21,7 +21,16 @@ _SIDES = {"client": "c>s", "server": "s>c"}
 
 
 class ExpectationFailed(AssertionError):
-    """An expectation on a captured exchange did not hold; the message is the report."""
+    """An expectation on a captured exchange did not hold; the message is the report.
+
+    `connection` and `event` (the offending packet, if one is to blame) are
+    kept for callers that want to dig further, e.g. dissect that packet.
+    """
+
+    def __init__(self, message: str, *, connection: Connection | None = None, event: Event | None = None) -> None:
+        super().__init__(message)
+        self.connection = connection
+        self.event = event
 
 
 def expect(trace: Trace) -> TraceExpectation:
@@ -132,8 +141,7 @@ class ConnectionExpectation:
             where = f"captured on {c.primary_interface} (primary interface"
             where += f"; also seen on {', '.join(others)}):" if others else "):"
         lines += ["", where]
-        events = c.ladder(all_interfaces=True).split("\n", 1)[1] if all_interfaces else None
-        lines.append(events if events is not None else format_events(c.events, mark=mark, family=c.family))
+        lines.append(format_events(c.all_events() if all_interfaces else c.events, mark=mark, family=c.family))
         lines.append("")
         if mark is not None:
             lines.append(
@@ -141,7 +149,7 @@ class ConnectionExpectation:
                 f"(Wireshark frame {mark.packet_index + 1}) on {mark.iface}"
             )
         lines.append(_pcap_line(self.trace))
-        return ExpectationFailed("\n".join(lines))
+        return ExpectationFailed("\n".join(lines), connection=c, event=mark)
 
     def _syn(self, check: str, expected: list[str]) -> Event:
         syn = self.connection.first("SYN", "c>s")
@@ -176,10 +184,10 @@ class ConnectionExpectation:
             elif reply.kind == "RST":
                 why = f"the server answered with {reply.flags} (connection refused) instead of SYN-ACK"
             elif reply.kind == "ICMP":
+                name = icmp_description(self.connection.family, reply.icmp_type, reply.icmp_code)
                 why = (
                     f"an ICMP error came back instead of a SYN-ACK: type={reply.icmp_type} "
-                    f"code={reply.icmp_code} ({icmp_description(self.connection.family, reply.icmp_type, reply.icmp_code)}) "
-                    f"from {reply.icmp_from}"
+                    f"code={reply.icmp_code} ({name}) from {reply.icmp_from}"
                 )
             else:
                 why = f"the server's first reply is {reply.flags}, not a SYN-ACK"

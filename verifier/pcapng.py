@@ -361,6 +361,11 @@ class CaptureFile:
     # A small read-ahead buffer: one f.read() per megabyte instead of two per
     # record keeps the per-packet cost down to a few struct unpacks.
     def _read(self, f: BinaryIO) -> Iterator[RawPacket]:
+        self.format = None
+        self.interfaces = []
+        self.stats = []
+        self.packets_read = 0
+        self.truncated = False
         self._f = f
         self._buf = b""
         self._pos = 0
@@ -427,6 +432,7 @@ class CaptureFile:
     def _read_pcap(self, bo: str, nano: bool, extra: int) -> Iterator[RawPacket]:
         if self._peek(24) is None:
             raise _Truncated(self._offset())
+        # thiszone is 0 in every real-world writer: timestamps are taken as UTC
         _magic, major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack_from(
             bo + "IHHiIII", self._buf, self._pos
         )

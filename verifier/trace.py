@@ -172,7 +172,9 @@ class Connection:
     seen first (normally the client's own interface).
     """
 
-    def __init__(self, number: int, attempt: int, family: int, client: Endpoint, server: Endpoint, partial: bool) -> None:
+    def __init__(
+        self, number: int, attempt: int, family: int, client: Endpoint, server: Endpoint, partial: bool
+    ) -> None:
         self.number = number  # position in trace.connections
         self.attempt = attempt  # 0 for the first connection on this 4-tuple, then 1, ...
         self.family = family
@@ -301,7 +303,9 @@ class Connection:
         if kind is not None and kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
         events = self.events if iface is None else self.at(iface)
-        return [e for e in events if (kind is None or e.kind == kind) and (direction is None or e.direction == direction)]
+        return [
+            e for e in events if (kind is None or e.kind == kind) and (direction is None or e.direction == direction)
+        ]
 
     def first(self, kind: str, direction: str | None = None) -> Event | None:
         """The first event of that kind (and direction) on the primary interface."""
@@ -351,13 +355,18 @@ class Connection:
         return (
             f"#{self.number} {format_endpoint(self.client)} > {format_endpoint(self.server)} "
             f"IPv{self.family}{attempt}{extra}: {self.outcome}, {syns} SYN{'s' if syns != 1 else ''}, "
-            f"{len(self.events)} packets on {', '.join(self.interfaces)}"
+            f"{len(self.events)} packets on {self.primary_interface}"
+            + (f" (also seen on {', '.join(self.interfaces[1:])})" if len(self.interfaces) > 1 else "")
         )
+
+    def all_events(self) -> list[Event]:
+        """Events of every interface merged in time order (copies of a packet included)."""
+        return sorted((e for i in self.interfaces for e in self._events[i]), key=attrgetter("ts_ns"))
 
     def ladder(self, iface: str | None = None, *, all_interfaces: bool = False, mark: Event | None = None) -> str:
         """Header line plus the event ladder of one interface (default: primary) or all."""
         if all_interfaces:
-            events = sorted((e for i in self.interfaces for e in self._events[i]), key=attrgetter("ts_ns"))
+            events = self.all_events()
             where = "all interfaces"
         else:
             where = iface or self.primary_interface
@@ -394,11 +403,15 @@ class Trace:
         self.capture_stats: list[InterfaceStats] = []  # from the capture file's ISBs
 
     @classmethod
-    def from_packets(cls, packets: Iterable[Packet], *, source: str | None = None) -> Trace:
-        """Group packets into connections; they are first sorted (stably) by time."""
+    def from_packets(cls, packets: Iterable[Packet | None], *, source: str | None = None) -> Trace:
+        """Group packets into connections; they are first sorted (stably) by time.
+
+        None items (frames `decode` skipped) are ignored, so decoder output
+        can be passed straight in.
+        """
         trace = cls(source)
         # Captures from several interfaces interleave slightly out of order.
-        pkts = sorted(packets, key=attrgetter("ts_ns"))
+        pkts = sorted((p for p in packets if p is not None), key=attrgetter("ts_ns"))
         trace.packet_count = len(pkts)
         if not pkts:
             return trace

@@ -176,3 +176,23 @@ def test_without_root_the_error_says_so(monkeypatch):
         Testbed.pair().up()
     with pytest.raises(namespace.NamespaceError, match="needs root"):
         namespace.create("tvzzzzzz-never")
+
+
+def test_a_refused_netlink_request_is_reported_with_the_request(root):
+    from netns import testbed as tb
+
+    with Testbed.pair("ipv4") as bed, namespace.inside(bed.client.netns):
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
+            with pytest.raises(TestbedError, match=r"host client: netlink addr .*index': 999.* failed: No such device"):
+                tb._netlink_batch(nl, [("addr", dict(command="add", index=999, address="192.0.2.9", prefixlen=24))],
+                                  "host client")
+
+
+def test_compiled_requests_are_reused_with_each_testbeds_own_names(root):
+    with Testbed.routed("dual") as a:
+        pass
+    with Testbed.routed("dual") as b:
+        names = b.client.run(["ip", "-o", "link"]).check().stdout
+        assert f"{b.tag}-c0" in names and "tvQQQQQQ" not in names and a.tag not in names
+        peer = b.router.run(["ip", "-o", "link"]).check().stdout
+        assert f"{b.tag}-r0" in peer and f"{b.tag}-r1" in peer

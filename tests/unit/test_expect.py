@@ -116,6 +116,14 @@ def test_handshake_failure_report_on_refused_connection(tmp_path):
     assert lines[-1] == f"pcap: {path}"
 
 
+def test_failure_carries_the_connection_and_offending_event(tmp_path):
+    trace = load_trace(pcap(tmp_path, refused()))
+    with pytest.raises(ExpectationFailed) as exc:
+        expect(trace).connection().handshake()
+    assert exc.value.connection is trace.connections[0]
+    assert exc.value.event is not None and exc.value.event.kind == "RST"
+
+
 def test_handshake_failure_when_synack_acks_the_wrong_number(tmp_path):
     frames = [
         ("eth0", 0, tcp(C, S, 40000, 8080, "S", 1000)),
@@ -215,11 +223,10 @@ def test_other_attempts_on_the_same_four_tuple_are_pointed_out(tmp_path):
 
 
 def test_report_without_a_file():
-    raws = []
     buf = io.BytesIO()
     w = PcapngWriter(buf)
     w.add_interface("eth0")
-    for i, (_, t, l3) in enumerate(refused()):
+    for _, t, l3 in refused():
         w.write_packet(0, T0 + t * 1000, bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / l3))
     buf.seek(0)
     raws = [decode(r) for r in read_packets(buf)]

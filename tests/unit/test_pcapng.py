@@ -252,6 +252,22 @@ def test_sections_byte_orders_resolutions_and_old_block_types():
     assert [i.name for i in cap.interfaces] == ["be0", "le0", "le1"]
 
 
+def test_kuznetzov_modified_pcap_records():
+    header = struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 65535, 1)
+    rec = struct.pack("<IIII", 10, 5, 3, 3) + struct.pack("<IHBx", 2, 0x0800, 0) + b"abc"
+    (p,) = read_packets(io.BytesIO(header + rec))
+    assert (p.ts_ns, p.data) == (10_000_005_000, b"abc")
+
+
+def test_capture_file_can_be_iterated_twice(tmp_path):
+    path = tmp_path / "twice.pcapng"
+    with open(path, "wb") as f:
+        write_sample(f)
+    cap = CaptureFile(path)
+    assert list(cap) == list(cap)
+    assert len(cap.interfaces) == 2 and len(cap.stats) == 2
+
+
 def test_power_of_two_resolution_is_exact():
     ts = (1_700_000_000 << 30) + (1 << 29)  # .5 s at 2^-30 resolution
     data = shb("<") + idb("<", "x", opt("<", 9, bytes([0x80 | 30]))) + epb("<", 0, ts, b"z")

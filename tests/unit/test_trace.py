@@ -107,6 +107,8 @@ def test_same_connection_on_several_interfaces():
     assert summary(conn.at("router:eth2")) == summary(conn.events)
     assert conn.at("elsewhere") == []
     assert trace.interfaces == path
+    assert conn.describe().endswith("3 packets on client:eth0 (also seen on router:eth1, router:eth2, server:eth0)")
+    assert [e.iface for e in conn.all_events()[:4]] == path
 
 
 def test_primary_interface_is_where_the_connection_was_seen_first():
@@ -321,6 +323,15 @@ def test_empty_trace():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "0 connection(s)" in trace.summary()
+
+
+def test_from_packets_accepts_decoder_output_directly():
+    from verifier.packets import decode
+    from verifier.pcapng import read_packets
+
+    frames = handshake("eth0", 0) + [("eth0", 300, IP(src=C, dst=S) / UDP())]
+    trace = Trace.from_packets((decode(r) for r in read_packets(write(frames))), source="mem")
+    assert len(trace.connections) == 1 and trace.packet_count == 3 and trace.source == "mem"
 
 
 def test_select_rejects_unknown_kinds():
