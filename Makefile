@@ -7,9 +7,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv
+APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv tshark
 PYTEST_ARGS ?=
 DEMO_DIR := captures/demo
+
+# Refuse early, in one line, when a goal needs root and we are not root.
+ROOT_GOALS := setup apt demo test bench clean-leftovers root
+ifneq ($(filter $(ROOT_GOALS),$(or $(MAKECMDGOALS),help)),)
+ifneq ($(shell id -u),0)
+$(error this needs root (apt packages, network namespaces): run 'sudo make $(MAKECMDGOALS)')
+endif
+endif
 
 .PHONY: help setup apt demo test unit bench clean-leftovers root
 
@@ -20,8 +28,7 @@ help:
 	@echo "sudo make clean-leftovers - remove namespaces left by killed runs (only this project's names)"
 
 root:
-	@if [ "$$(id -u)" != 0 ]; then \
-	  echo "make: this needs root (apt packages, network namespaces): run 'sudo make $(or $(MAKECMDGOALS),demo)'"; exit 1; fi
+	@true
 
 setup: root apt $(STAMP)
 
@@ -56,7 +63,8 @@ demo: setup
 test: setup
 	@$(PY) -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
-unit: $(STAMP)
+unit:
+	@test -x $(PY) || { echo "make unit: run 'sudo make test' once first to set up $(VENV)"; exit 1; }
 	@$(PY) -m pytest tests/unit -p no:cacheprovider -q $(PYTEST_ARGS)
 
 bench: setup

@@ -46,6 +46,37 @@ def _pcap_line(trace: Trace) -> str:
     return f"pcap: {trace.source}" if trace.source else "pcap: (trace not loaded from a file)"
 
 
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+# Long connections would drown the report: show the start of the ladder and
+# the neighbourhood of the offending packet.
+_HEAD_LINES = 30
+_CONTEXT_LINES = 5
+
+
+def _excerpt(lines: list[str], mark: int | None) -> list[str]:
+    if len(lines) <= _HEAD_LINES + 2 * _CONTEXT_LINES + 2:
+        return lines
+    keep = set(range(_HEAD_LINES))
+    if mark is not None:
+        keep |= set(range(max(mark - _CONTEXT_LINES, 0), min(mark + _CONTEXT_LINES + 1, len(lines))))
+    out: list[str] = []
+    skipped = 0
+    for i, line in enumerate(lines):
+        if i in keep:
+            if skipped:
+                out.append(f"  ... {skipped} more packet(s) ...")
+                skipped = 0
+            out.append(line)
+        else:
+            skipped += 1
+    if skipped:
+        out.append(f"  ... {skipped} more packet(s) ...")
+    return out
+
+
 class TraceExpectation:
     """Expectations about a whole trace: which connections it contains."""
 
@@ -125,7 +156,11 @@ class ConnectionExpectation:
         all_interfaces: bool = False,
     ) -> ExpectationFailed:
         c = self.connection
-        lines = [f"{check} failed: {why}", f"connection {c.describe()}"]
+        lines = [
+            f"{check} failed: {why}",
+            f"connection {c.describe()}",
+            f"ISNs (absolute): client {_or_dash(c.isn_client)}, server {_or_dash(c.isn_server)}",
+        ]
         siblings = [o for o in self.trace.connections if o is not c and {o.client, o.server} == {c.client, c.server}]
         if siblings:
             lines.append(
@@ -141,7 +176,9 @@ class ConnectionExpectation:
             where = f"captured on {c.primary_interface} (primary interface"
             where += f"; also seen on {', '.join(others)}):" if others else "):"
         lines += ["", where]
-        lines.append(format_events(c.all_events() if all_interfaces else c.events, mark=mark, family=c.family))
+        events = c.all_events() if all_interfaces else c.events
+        ladder = format_events(events, mark=mark, family=c.family).split("\n")
+        lines += _excerpt(ladder, events.index(mark) if mark in events else None)
         lines.append("")
         if mark is not None:
             lines.append(

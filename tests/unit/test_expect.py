@@ -222,6 +222,19 @@ def test_other_attempts_on_the_same_four_tuple_are_pointed_out(tmp_path):
     assert "note: 1 other attempt(s) on this 4-tuple (#0); choose with index=" in msg
 
 
+def test_long_ladders_are_cut_around_the_offending_packet(tmp_path):
+    frames = good("eth0", isn_c=1000, isn_s=5000)
+    frames += [("eth0", 1000 + i, tcp(C, S, 40000, 8080, "A", 1001, 5001)) for i in range(100)]
+    frames += [("eth0", 2000, tcp(C, S, 40000, 8080, "RA", 1001, 5001))]
+    frames += [("eth0", 3000 + i, tcp(S, C, 8080, 40000, "A", 5001, 1001)) for i in range(50)]
+    msg = failure(lambda: expect(load_trace(pcap(tmp_path, frames))).connection().no_rst())
+    ladder = [line for line in msg.splitlines() if "  eth0  " in line]
+    assert len(ladder) == 30 + 11
+    assert ">>  0.002000  eth0  c>s  RA   seq=1 ack=1  len=0" in ladder
+    assert "  ... 68 more packet(s) ..." in msg and "  ... 45 more packet(s) ..." in msg
+    assert "ISNs (absolute): client 1000, server 5000" in msg
+
+
 def test_report_without_a_file():
     buf = io.BytesIO()
     w = PcapngWriter(buf)

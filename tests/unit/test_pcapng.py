@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import struct
+import subprocess
 import warnings
 from decimal import Decimal
 from pathlib import Path
@@ -147,6 +149,24 @@ def test_scapy_reads_our_pcapng(tmp_path):
         ("client:eth0", 2, len(frame(1))),
         ("server:eth0", 1, 500),
         ("client:eth0", None, len(frame(3, b"abcde"))),
+    ]
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+def test_tshark_reads_our_pcapng(tmp_path):
+    path = tmp_path / "ours.pcapng"
+    with open(path, "wb") as f:
+        write_sample(f)
+    fields = ["frame.interface_name", "frame.time_epoch", "frame.len", "frame.cap_len", "frame.packet_flags_direction"]
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", *(a for f in fields for a in ("-e", f))],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows == [
+        ["client:eth0", "1700000000.123456789", "54", "54", "0x00000002"],
+        ["server:eth0", f"{(T0 + (5 << 32) + 7) // 10**9}.{(T0 + (5 << 32) + 7) % 10**9:09d}", "500", "57", "0x00000001"],
+        ["client:eth0", "1700000000.123456791", "59", "59", ""],
     ]
 
 
