@@ -19,6 +19,9 @@ __all__ = ["ConnectionExpectation", "ExpectationFailed", "TraceExpectation", "ex
 
 _SIDES = {"client": "c>s", "server": "s>c"}
 
+# pytest hides this module's frames: a failed expectation shows its report, not our source.
+__tracebackhide__ = True
+
 
 class ExpectationFailed(AssertionError):
     """An expectation on a captured exchange did not hold; the message is the report.
