@@ -58,14 +58,27 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("family", fams, ids=[f"ipv{f}" for f in fams])
 
 
-def require_root(what: str = "network namespaces") -> None:
-    """Skip (or fail, under VERIFIER_REQUIRE_ROOT=1) when not root."""
-    if os.geteuid() == 0:
+def require(condition: bool, reason: str) -> None:
+    """Skip with `reason` unless `condition` holds; fail instead under VERIFIER_REQUIRE_ROOT=1 (CI)."""
+    if condition:
         return
-    reason = f"needs root for {what}: run with sudo (e.g. sudo make test)"
     if os.environ.get(REQUIRE_ROOT_ENV) == "1":
         pytest.fail(f"{reason} [{REQUIRE_ROOT_ENV}=1 forbids skipping]", pytrace=False)
     pytest.skip(reason)
+
+
+def require_root(what: str = "network namespaces") -> None:
+    """Skip (or fail, under VERIFIER_REQUIRE_ROOT=1) when not root."""
+    require(os.geteuid() == 0, f"needs root for {what}: run with sudo (e.g. sudo make test)")
+
+
+def require_tool(name: str) -> str:
+    """The path of a program that `make` setup installs; skip (or fail in CI) without it."""
+    import shutil
+
+    path = shutil.which(name)
+    require(path is not None, f"{name} is not installed (sudo make test installs it)")
+    return path
 
 
 def captures_dir(config) -> Path:

@@ -92,3 +92,28 @@ def test_capture_opens_in_scapy(root, tmp_path):
         theirs = list(r)
     assert len(ours) == len(theirs) > 0
     assert [bytes(p) for p in theirs] == [p.data for p in ours]
+
+
+def test_a_live_capture_opens_in_wireshark(root, tmp_path):
+    """tshark (Wireshark's dissector) reads the file: interface names, directions, ns timestamps."""
+    import subprocess
+
+    from verifier.pytest_plugin import require_tool
+
+    tshark = require_tool("tshark")
+    with Testbed.routed("ipv4") as bed:
+        with Capture(bed, tmp_path / "x.pcapng") as cap:
+            exchange(bed, 4)
+    fields = ["frame.interface_name", "frame.time_epoch", "frame.packet_flags_direction", "tcp.flags.str"]
+    out = subprocess.run([tshark, "-r", str(cap.path), "-Y", "tcp.port == 5000", "-T", "fields",
+                          *(a for f in fields for a in ("-e", f))],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    ours = [p for p in read_packets(cap.path) if p.data[23:24] == b"\x06"]  # IPv4 protocol = TCP
+    assert len(rows) == len(ours) > 0
+    for row, p in zip(rows, ours):
+        assert row[0] == p.iface_name
+        assert row[1] == f"{p.ts_ns // 10**9}.{p.ts_ns % 10**9:09d}"
+        assert row[2] == {"in": "0x00000001", "out": "0x00000002"}[p.direction]
+    # The first TCP packet on the wire is the client's SYN leaving the client.
+    assert rows[0][0] == "client:c0" and rows[0][2] == "0x00000002" and "S" in rows[0][3]
