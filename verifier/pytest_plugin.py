@@ -31,6 +31,7 @@ from netns import testbed as testbed_mod
 REQUIRE_ROOT_ENV = "VERIFIER_REQUIRE_ROOT"
 capture_paths_key = pytest.StashKey[list]()
 outcome_key = pytest.StashKey[dict]()
+testbed_key = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser):
@@ -110,6 +111,7 @@ def testbed(request):
     family = {4: "ipv4", 6: "ipv6", None: "dual"}[fam]
     bed = Testbed(topology, family)
     bed.up()
+    request.node.stash[testbed_key] = bed.describe()
     try:
         yield bed
     finally:
@@ -167,6 +169,8 @@ def pytest_runtest_makereport(item, call):
                 rep.user_properties.append(("captures", [str(p) for p in paths]))
             if rep.failed:
                 rep.sections.append(("captures kept", "\n".join(str(p) for p in paths)))
+    if rep.failed and testbed_key in item.stash:
+        rep.sections.append(("testbed", item.stash[testbed_key]))
     return rep
 
 

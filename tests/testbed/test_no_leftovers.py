@@ -83,6 +83,7 @@ def test_a_failing_test_leaves_nothing_but_its_capture(root, tmp_path):
     pcap = Path(info["pcap"])
     assert pcap.exists() and pcap.parent == tmp_path / "captures", "a failed test keeps its capture"
     assert str(pcap) in out, "the failure report names the kept capture"
+    assert f"testbed {info['namespaces'][0].split('-')[0]} (routed, dual)" in out, "and describes the testbed"
 
 
 def test_a_passing_test_removes_its_capture(root, tmp_path):

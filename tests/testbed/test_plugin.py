@@ -1,0 +1,68 @@
+"""The pytest plugin as a user meets it: run pytest on a small test file in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+INNER = textwrap.dedent('''
+    import pytest
+    from verifier.expect import expect
+
+    @pytest.mark.claim("C3")
+    @pytest.mark.families(6)
+    def test_refused(testbed, capture, family):
+        res = testbed.client.run(["python3", "-c",
+            f"import socket; socket.create_connection(({testbed.server.addr(family)!r}, 5000))"])
+        assert "ConnectionRefusedError" in res.stderr
+        expect(capture.trace()).connection(dport=5000).refused().syn_count(1)
+
+    @pytest.mark.topology("pair")
+    def test_pair(testbed, family):
+        assert list(testbed.hosts) == ["client", "server"]
+        assert testbed.family == {4: "ipv4", 6: "ipv6"}[family]
+''')
+NOT_ROOT = "import os\nos.geteuid = lambda: 1000  # behave as a user without sudo\n"
+
+
+def pytest_in(tmp_path, *args, conftest="", env=None):
+    (tmp_path / "test_inner.py").write_text(INNER)
+    (tmp_path / "conftest.py").write_text(conftest)
+    environ = {k: v for k, v in os.environ.items() if k != "VERIFIER_REQUIRE_ROOT"}
+    environ.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-rA",
+                           f"--rootdir={tmp_path}", str(tmp_path / "test_inner.py"), *args],
+                          cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120)
+
+
+def test_families_topology_keep_and_report(root, tmp_path):
+    caps, report = tmp_path / "caps", tmp_path / "out" / "report.md"
+    res = pytest_in(tmp_path, "--keep-captures", f"--verifier-captures={caps}", f"--verifier-report={report}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    # families(6) gives one test; the pair test runs once per family.
+    assert "PASSED test_inner.py::test_refused[ipv6]" in res.stdout
+    assert "test_refused[ipv4]" not in res.stdout
+    assert "PASSED test_inner.py::test_pair[ipv4]" in res.stdout and "PASSED test_inner.py::test_pair[ipv6]" in res.stdout
+    kept = sorted(p.name for p in caps.iterdir())
+    assert kept == ["test_inner.test_refused_ipv6.pcapng"], "--keep-captures keeps passed tests' captures"
+    data = json.loads(report.with_suffix(".json").read_text())
+    rows = [r for r in data["results"] if r["claim"] == "C3"]
+    assert len(rows) == 1 and rows[0]["outcome"] == "passed" and rows[0]["family"] == 6
+    assert rows[0]["captures"] == [str(caps / kept[0])]
+    md = report.read_text()
+    assert "| C3 |" in md and "holds" in md and "test_inner.test_refused_ipv6.pcapng" in md
+
+
+def test_without_root_namespace_tests_skip_with_the_reason(tmp_path):
+    res = pytest_in(tmp_path, conftest=NOT_ROOT)
+    assert res.returncode == 0, res.stdout
+    assert "3 skipped" in res.stdout
+    assert "needs root for network namespaces: run with sudo" in res.stdout
+
+
+def test_in_ci_a_namespace_test_without_root_fails_instead(tmp_path):
+    res = pytest_in(tmp_path, conftest=NOT_ROOT, env={"VERIFIER_REQUIRE_ROOT": "1"})
+    assert res.returncode == 1
+    assert "3 errors" in res.stdout  # the fixture fails, so pytest counts errors
+    assert "VERIFIER_REQUIRE_ROOT=1 forbids skipping" in res.stdout
