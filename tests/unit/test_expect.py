@@ -2,46 +2,26 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from scapy.all import ICMP, IP, TCP, Ether, ICMPv6DestUnreach, IPv6
+from scapy.all import ICMP, IP, ICMPv6DestUnreach, IPv6
 
 from verifier.expect import ExpectationFailed, expect
 from verifier.packets import decode
-from verifier.pcapng import PcapngWriter, read_packets
+from verifier.pcapng import read_packets
 from verifier.trace import Trace
 from verifier.tracefile import load_trace
 
-T0 = 1_700_000_000_000_000_000
-C, S, R = "10.0.0.1", "10.0.1.2", "10.0.0.254"
-
-
-def tcp(src, dst, sport, dport, flags, seq=0, ack=0):
-    ip = IPv6 if ":" in src else IP
-    return ip(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack)
+from .crafted import C, R, S, handshake, tcp, write
 
 
 def pcap(tmp_path, frames, name="run.pcapng"):
-    """Write (interface, microseconds, IP packet) frames; return the path."""
-    buf = io.BytesIO()
-    w = PcapngWriter(buf)
-    ids: dict[str, int] = {}
-    for iface, t_us, l3 in frames:
-        if iface not in ids:
-            ids[iface] = w.add_interface(iface)
-        w.write_packet(ids[iface], T0 + t_us * 1000, bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / l3))
-    path = tmp_path / name
-    path.write_bytes(buf.getvalue())
-    return path
+    """Write (interface, microseconds, IP packet) frames to tmp_path/name; return the path."""
+    return write(frames, tmp_path / name)
 
 
-def good(iface="client:eth0", t=0, sport=40000, dport=8080, isn_c=1000, isn_s=5000):
-    return [
-        (iface, t, tcp(C, S, sport, dport, "S", isn_c)),
-        (iface, t + 100, tcp(S, C, dport, sport, "SA", isn_s, isn_c + 1)),
-        (iface, t + 200, tcp(C, S, sport, dport, "A", isn_c + 1, isn_s + 1)),
-    ]
+def good(iface="client:eth0", **kw):
+    """A completed handshake, on the client's interface unless told otherwise."""
+    return handshake(iface, **kw)
 
 
 def refused(iface="client:eth0", t=0, sport=40000, dport=9, isn_c=1000, syns=1):
@@ -105,7 +85,7 @@ def test_handshake_failure_report_on_refused_connection(tmp_path):
     msg = failure(lambda: expect(trace).connection(dport=9).handshake())
     lines = msg.splitlines()
     assert lines[0] == "handshake() failed: the server answered with RA (connection refused) instead of SYN-ACK"
-    assert lines[1].startswith("connection #0 10.0.0.1:40000 > 10.0.1.2:9 IPv4: refused")
+    assert lines[1].startswith("connection #0 192.0.2.1:40000 > 198.51.100.2:9 IPv4: refused")
     expected = msg[msg.index("expected"): msg.index("captured")]
     assert "c>s  S    seq=0" in expected and "s>c  SA   seq=0 ack=1" in expected and "c>s  A    seq=1 ack=1" in expected
     assert "captured on client:eth0 (primary interface; also seen on server:eth0):" in msg
@@ -151,7 +131,7 @@ def test_handshake_failure_reports_icmp_instead_of_synack(tmp_path):
         ("eth0", 10, IP(src=R, dst=C) / ICMP(type=3, code=13) / tcp(C, S, 40000, 8080, "S", 1)),
     ]
     msg = failure(lambda: expect(load_trace(pcap(tmp_path, frames))).connection().handshake())
-    assert "ICMP error came back instead of a SYN-ACK: type=3 code=13 (communication administratively prohibited) from 10.0.0.254" in msg
+    assert "ICMP error came back instead of a SYN-ACK: type=3 code=13 (communication administratively prohibited) from 192.0.2.254" in msg
     assert ">>  0.000010  eth0  s>c  ICMP type=3 code=13" in msg
 
 
@@ -193,12 +173,12 @@ def test_rst_and_fin_failures(tmp_path):
 
 def test_icmp_failure_mentions_unmatched_errors(tmp_path):
     frames = good("eth0") + [
-        ("eth0", 300, IP(src=R, dst=C) / ICMP(type=3, code=3) / tcp(C, "10.7.7.7", 40000, 8080, "S", 1)),
+        ("eth0", 300, IP(src=R, dst=C) / ICMP(type=3, code=3) / tcp(C, "203.0.113.7", 40000, 8080, "S", 1)),
     ]
     msg = failure(lambda: expect(load_trace(pcap(tmp_path, frames))).connection().icmp(type=3, code=1))
     first = msg.splitlines()[0]
     assert first.startswith("icmp(type=3, code=1) failed: no ICMP error type=3 code=1 (host unreachable) attached")
-    assert "1 ICMP error(s) in the trace quote other flows: type=3 code=3 from 10.0.0.254 quoting 10.0.0.1:40000 > 10.7.7.7:8080" in first
+    assert "1 ICMP error(s) in the trace quote other flows: type=3 code=3 from 192.0.2.254 quoting 192.0.2.1:40000 > 203.0.113.7:8080" in first
     assert "captured on all interfaces:" in msg
 
 
@@ -208,8 +188,8 @@ def test_missing_connection_lists_what_was_seen(tmp_path):
     msg = failure(lambda: expect(trace).connection(dport=443))
     lines = msg.splitlines()
     assert lines[0] == "expect.connection(dport=443) failed: no such connection in the trace"
-    assert "  #0 10.0.0.1:40000 > 10.0.1.2:8080 IPv4: established, 1 SYN, 3 packets on client:eth0" in lines
-    assert "  #1 10.0.0.1:40001 > 10.0.1.2:9 IPv4: refused, 1 SYN, 2 packets on client:eth0" in lines
+    assert "  #0 192.0.2.1:40000 > 198.51.100.2:8080 IPv4: established, 1 SYN, 3 packets on client:eth0" in lines
+    assert "  #1 192.0.2.1:40001 > 198.51.100.2:9 IPv4: refused, 1 SYN, 2 packets on client:eth0" in lines
     assert lines[-1] == f"pcap: {path}"
     msg = failure(lambda: expect(trace).connection(dport=9, index=1))
     assert "only 1 connection(s) match, so there is no index 1" in msg
@@ -236,13 +216,7 @@ def test_long_ladders_are_cut_around_the_offending_packet(tmp_path):
 
 
 def test_report_without_a_file():
-    buf = io.BytesIO()
-    w = PcapngWriter(buf)
-    w.add_interface("eth0")
-    for _, t, l3 in refused():
-        w.write_packet(0, T0 + t * 1000, bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / l3))
-    buf.seek(0)
-    raws = [decode(r) for r in read_packets(buf)]
+    raws = [decode(r) for r in read_packets(write(refused()))]
     trace = Trace.from_packets(raws)
     msg = failure(lambda: expect(trace).connection().handshake())
     assert msg.splitlines()[-1] == "pcap: (trace not loaded from a file)"

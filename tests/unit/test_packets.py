@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
 import struct
 import warnings
 from pathlib import Path
@@ -40,13 +39,7 @@ from verifier import packets
 from verifier.packets import ACK, FIN, PSH, RST, SYN, MalformedPacket, Packet, QuotedPacket, decode, flag_str
 from verifier.pcapng import RawPacket, read_packets
 
-def eth(**kw) -> Ether:
-    """Ethernet with fixed MACs: Scapy would otherwise resolve them (slow for IPv6)."""
-    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", **kw)
-
-
-ZEEK = Path(__file__).resolve().parents[2].parent / "shared" / "oracle" / "zeek"
-V6C, V6S = "2001:db8::1", "2001:db8:1::2"
+from .crafted import C6, S6, ZEEK, eth, needs_zeek, zeek_traces
 
 
 def raw(data: bytes, linktype: int = 1, *, direction: str | None = None, orig_len: int | None = None,
@@ -90,7 +83,7 @@ def test_flag_constants_and_letters():
 
 @pytest.mark.parametrize("flags", ["S", "SA", "A", "PA", "FA", "R", "RA", "SEC", "FSRPAUECN", ""])
 def test_tcp_fields_match_scapy(flags):
-    pkt = eth() / IP(src="10.1.2.3", dst="192.168.7.9") / TCP(
+    pkt = eth() / IP(src="192.0.2.3", dst="198.51.100.9") / TCP(
         sport=43210, dport=8080, seq=0xFFFFFFF0, ack=12345, flags=flags, window=29200
     ) / Raw(b"hello")
     p = cross_check(pkt)
@@ -107,7 +100,7 @@ def test_mss_only_parsed_on_syn():
 
 
 def test_decoder_builds_the_same_object_as_the_constructor():
-    p = decode(raw(bytes(eth() / IP(src="1.2.3.4", dst="5.6.7.8") / TCP(flags="PA") / Raw(b"xy"))))
+    p = decode(raw(bytes(eth() / IP(src="192.0.2.4", dst="198.51.100.8") / TCP(flags="PA") / Raw(b"xy"))))
     kw = {f.name: getattr(p, f.name) for f in dataclasses.fields(Packet)}
     assert p == Packet(**kw)
     assert repr(p) == repr(Packet(**kw))
@@ -120,7 +113,7 @@ def test_decoder_builds_the_same_object_as_the_constructor():
 
 
 def test_ipv4_options_shift_the_tcp_header():
-    pkt = eth() / IP(options=[IPOption_RR(routers=["1.1.1.1", "2.2.2.2"])]) / TCP(sport=1, dport=2) / Raw(b"abc")
+    pkt = eth() / IP(options=[IPOption_RR(routers=["203.0.113.1", "203.0.113.2"])]) / TCP(sport=1, dport=2) / Raw(b"abc")
     assert IP(bytes(pkt)[14:]).ihl > 5
     p = cross_check(pkt)
     assert (p.sport, p.dport, p.payload_len) == (1, 2, 3)
@@ -137,12 +130,12 @@ def test_ipv4_options_shift_the_tcp_header():
     ids=["plain", "hop-by-hop", "hbh-routing-destopts", "first-fragment"],
 )
 def test_ipv6_extension_headers(exts):
-    l3 = IPv6(src="2001:0db8:0000::1", dst=V6S)
+    l3 = IPv6(src="2001:0db8:0000::1", dst=S6)
     for e in exts:
         l3 = l3 / e
     pkt = eth() / l3 / TCP(sport=5000, dport=443, flags="S", seq=77) / Raw(b"12345678")
     p = cross_check(pkt)
-    assert p.src == V6C  # canonical form
+    assert p.src == C6  # canonical form
     assert p.payload_len == 8 and p.seq == 77
 
 
@@ -169,22 +162,22 @@ def test_linux_cooked_v1_and_v2_give_direction():
     assert out.direction == "out"
     inbound = decode(raw(bytes(CookedLinux(pkttype=0) / IPv6() / TCP()), 113))
     assert inbound.direction == "in" and inbound.family == 6
-    v2 = CookedLinuxV2(pkttype=4, proto=0x0800) / IP(src="10.9.9.9") / TCP(sport=99)
+    v2 = CookedLinuxV2(pkttype=4, proto=0x0800) / IP(src="203.0.113.9") / TCP(sport=99)
     p = decode(raw(bytes(v2), 276))
-    assert (p.src, p.sport, p.direction) == ("10.9.9.9", 99, "out")
+    assert (p.src, p.sport, p.direction) == ("203.0.113.9", 99, "out")
     # a direction recorded by the capture (pcapng epb_flags) wins
     assert decode(raw(bytes(CookedLinux(pkttype=4) / IP() / TCP()), 113, direction="in")).direction == "in"
 
 
 @pytest.mark.parametrize("linktype", [101, 12, 14, 228])
 def test_raw_ipv4(linktype):
-    p = cross_check(IP(src="10.0.0.1") / TCP(sport=10), linktype)
-    assert p.src == "10.0.0.1"
+    p = cross_check(IP(src="192.0.2.1") / TCP(sport=10), linktype)
+    assert p.src == "192.0.2.1"
 
 
 @pytest.mark.parametrize("linktype", [101, 229])
 def test_raw_ipv6(linktype):
-    p = cross_check(IPv6(src=V6C) / TCP(sport=11), linktype)
+    p = cross_check(IPv6(src=C6) / TCP(sport=11), linktype)
     assert p.family == 6
 
 
@@ -271,20 +264,20 @@ def test_malformed_packets_raise(data, reason):
 
 
 def test_icmpv4_port_unreachable_quoting_tcp():
-    quoted = IP(src="10.0.0.1", dst="10.0.1.2") / TCP(sport=40000, dport=8080, seq=123456, flags="S")
-    pkt = eth() / IP(src="10.0.0.254", dst="10.0.0.1") / ICMP(type=3, code=1) / quoted
+    quoted = IP(src="192.0.2.1", dst="198.51.100.2") / TCP(sport=40000, dport=8080, seq=123456, flags="S")
+    pkt = eth() / IP(src="192.0.2.254", dst="192.0.2.1") / ICMP(type=3, code=1) / quoted
     p = decode(raw(bytes(pkt)))
     assert (p.proto, p.family, p.src, p.dst, p.icmp_type, p.icmp_code, p.mtu) == (
-        "icmp", 4, "10.0.0.254", "10.0.0.1", 3, 1, None,
+        "icmp", 4, "192.0.2.254", "192.0.2.1", 3, 1, None,
     )
-    assert p.quoted == QuotedPacket(4, "10.0.0.1", "10.0.1.2", "tcp", 40000, 8080, 123456)
+    assert p.quoted == QuotedPacket(4, "192.0.2.1", "198.51.100.2", "tcp", 40000, 8080, 123456)
     assert p.flags == 0 and p.flag_str == "" and p.sport is None
     s = Ether(bytes(pkt))
     assert (s["TCPerror"].sport, s["TCPerror"].seq) == (p.quoted.sport, p.quoted.seq)
 
 
 def test_icmpv4_frag_needed_and_short_quote():
-    inner = bytes(IP(src="10.0.0.1", dst="10.0.1.2") / TCP(sport=1, dport=2, seq=99))
+    inner = bytes(IP(src="192.0.2.1", dst="198.51.100.2") / TCP(sport=1, dport=2, seq=99))
     pkt = eth() / IP() / ICMP(type=3, code=4, nexthopmtu=1400) / Raw(inner[:28])  # IP + 8 bytes
     p = decode(raw(bytes(pkt)))
     assert p.mtu == 1400 and p.quoted.seq == 99
@@ -294,7 +287,7 @@ def test_icmpv4_frag_needed_and_short_quote():
 
 
 def test_icmpv4_quoting_udp():
-    pkt = eth() / IP() / ICMP(type=3, code=3) / IP(src="10.0.0.1") / UDP(sport=5353, dport=53)
+    pkt = eth() / IP() / ICMP(type=3, code=3) / IP(src="192.0.2.1") / UDP(sport=5353, dport=53)
     q = decode(raw(bytes(pkt))).quoted
     assert (q.proto, q.sport, q.dport, q.seq) == ("udp", 5353, 53, None)
 
@@ -304,29 +297,22 @@ def test_icmpv4_quoting_udp():
     [(ICMPv6DestUnreach(code=4), 1, None), (ICMPv6PacketTooBig(mtu=1280), 2, 1280), (ICMPv6TimeExceeded(), 3, None)],
 )
 def test_icmpv6_errors_quoting_tcp(layer, itype, mtu):
-    quoted = IPv6(src=V6C, dst=V6S) / IPv6ExtHdrDestOpt() / TCP(sport=40000, dport=8080, seq=42)
-    pkt = eth() / IPv6(src="2001:db8::fe", dst=V6C) / layer / quoted
+    quoted = IPv6(src=C6, dst=S6) / IPv6ExtHdrDestOpt() / TCP(sport=40000, dport=8080, seq=42)
+    pkt = eth() / IPv6(src="2001:db8::fe", dst=C6) / layer / quoted
     p = decode(raw(bytes(pkt)))
     assert (p.proto, p.family, p.icmp_type, p.mtu, p.src) == ("icmp", 6, itype, mtu, "2001:db8::fe")
-    assert p.quoted == QuotedPacket(6, V6C, V6S, "tcp", 40000, 8080, 42)
+    assert p.quoted == QuotedPacket(6, C6, S6, "tcp", 40000, 8080, 42)
 
 
 def test_address_cache_stays_correct_when_cleared(monkeypatch):
     monkeypatch.setattr(packets, "_addr_cache", {})
     for i in range(3):
-        p = decode(raw(bytes(eth() / IP(src=f"10.0.0.{i}") / TCP())))
-        assert p.src == f"10.0.0.{i}"
+        p = decode(raw(bytes(eth() / IP(src=f"192.0.2.{i}") / TCP())))
+        assert p.src == f"192.0.2.{i}"
 
 
 # --------------------------------------------------------------------------
 # real captures
-
-
-def zeek_traces() -> list[dict]:
-    index = ZEEK / "traces.jsonl"
-    if not index.exists():
-        return []
-    return [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
 
 
 # TCP in these is wrapped in something the decoder deliberately does not
@@ -342,7 +328,7 @@ NOT_DIRECT_TCP = {
 }
 
 
-@pytest.mark.skipif(not (ZEEK / "traces").is_dir(), reason=f"Zeek oracle traces not found at {ZEEK}")
+@needs_zeek
 def test_zeek_traces_decode_tcp():
     for t in zeek_traces():
         name = Path(t["trace"]).name
@@ -363,7 +349,7 @@ def test_zeek_traces_decode_tcp():
             assert tcp > 0, name
 
 
-@pytest.mark.skipif(not (ZEEK / "traces").is_dir(), reason=f"Zeek oracle traces not found at {ZEEK}")
+@needs_zeek
 @pytest.mark.parametrize("name", ["ftp__ipv6.pcap", "tls__irc-starttls.pcap", "pop3__pop3.pcap", "irc-dcc-send.pcapng"])
 def test_zeek_trace_fields_match_scapy(name):
     path = ZEEK / "traces" / name

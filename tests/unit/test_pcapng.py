@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
-import shutil
 import struct
 import subprocess
 import warnings
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from scapy.all import IP, TCP, CookedLinux, Ether, Raw
@@ -26,17 +23,13 @@ from verifier.pcapng import (
     read_packets,
 )
 
-def eth(**kw) -> Ether:
-    """Ethernet with fixed MACs: Scapy would otherwise resolve them (slow for IPv6)."""
-    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", **kw)
+from .crafted import C, S, ZEEK, eth, needs_zeek, zeek_traces
 
-
-ZEEK = Path(__file__).resolve().parents[2].parent / "shared" / "oracle" / "zeek"
-T0 = 1_700_000_000_123_456_789
+T0 = 1_700_000_000_123_456_789  # not crafted.T0: the nanosecond digits show whether readers keep them
 
 
 def frame(seq: int = 1, payload: bytes = b"") -> bytes:
-    return bytes(eth() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=80, seq=seq) / Raw(payload))
+    return bytes(eth() / IP(src=C, dst=S) / TCP(sport=40000, dport=80, seq=seq) / Raw(payload))
 
 
 def write_sample(f) -> None:
@@ -152,14 +145,16 @@ def test_scapy_reads_our_pcapng(tmp_path):
     ]
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 def test_tshark_reads_our_pcapng(tmp_path):
+    from verifier.pytest_plugin import require_tool
+
+    tshark = require_tool("tshark")
     path = tmp_path / "ours.pcapng"
     with open(path, "wb") as f:
         write_sample(f)
     fields = ["frame.interface_name", "frame.time_epoch", "frame.len", "frame.cap_len", "frame.packet_flags_direction"]
     out = subprocess.run(
-        ["tshark", "-r", str(path), "-T", "fields", *(a for f in fields for a in ("-e", f))],
+        [tshark, "-r", str(path), "-T", "fields", *(a for f in fields for a in ("-e", f))],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout
     rows = [line.split("\t") for line in out.splitlines()]
@@ -411,14 +406,7 @@ def test_raw_packet_is_frozen():
 # real captures from Zeek's test suite
 
 
-def zeek_traces() -> list[dict]:
-    index = ZEEK / "traces.jsonl"
-    if not index.exists():
-        return []
-    return [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
-
-
-@pytest.mark.skipif(not (ZEEK / "traces").is_dir(), reason=f"Zeek oracle traces not found at {ZEEK}")
+@needs_zeek
 def test_reads_every_zeek_trace_without_error():
     traces = zeek_traces()
     assert len(traces) >= 30
@@ -432,7 +420,7 @@ def test_reads_every_zeek_trace_without_error():
             assert {i.linktype for i in cap.interfaces} == set(t["linktypes"]), t["trace"]
 
 
-@pytest.mark.skipif(not (ZEEK / "traces").is_dir(), reason=f"Zeek oracle traces not found at {ZEEK}")
+@needs_zeek
 @pytest.mark.parametrize(
     "name",
     ["tls__irc-starttls.pcap", "irc-dcc-send.pcapng", "ldap__missing_ldap_logs.pcapng", "ftp__ipv6.pcap"],

@@ -2,55 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import warnings
-from pathlib import Path
 
 import pytest
-from scapy.all import ICMP, IP, TCP, UDP, Ether, ICMPv6DestUnreach, IPv6, Raw
+from scapy.all import ICMP, IP, TCP, UDP, ICMPv6DestUnreach, IPv6
 
-from verifier.pcapng import CaptureTruncatedWarning, PcapngWriter
+from verifier.pcapng import CaptureTruncatedWarning
 from verifier.trace import Trace, format_events
 from verifier.tracefile import load_trace
 
-T0 = 1_700_000_000_000_000_000
-C, S, R = "10.0.0.1", "10.0.1.2", "10.0.0.254"
-C6, S6 = "2001:db8::1", "2001:db8:1::2"
-
-
-def tcp(src: str, dst: str, sport: int, dport: int, flags: str, seq: int = 0, ack: int = 0, data: bytes = b""):
-    ip = IPv6 if ":" in src else IP
-    pkt = ip(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack)
-    return pkt / Raw(data) if data else pkt
-
-
-def write(frames, path: Path | None = None) -> io.BytesIO | Path:
-    """frames: (interface name, microseconds after T0, IP packet), in any order."""
-    buf = io.BytesIO()
-    w = PcapngWriter(buf)
-    ids: dict[str, int] = {}
-    for iface, t_us, l3 in frames:
-        if iface not in ids:
-            ids[iface] = w.add_interface(iface)
-        data = l3 if isinstance(l3, bytes) else bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / l3)
-        w.write_packet(ids[iface], T0 + t_us * 1000, data)
-    if path is None:
-        buf.seek(0)
-        return buf
-    path.write_bytes(buf.getvalue())
-    return path
+from .crafted import C, C6, R, S, S6, T0, eth, handshake, tcp, write
 
 
 def trace_of(frames) -> Trace:
     return load_trace(write(frames))
-
-
-def handshake(iface: str, t: int, sport: int = 40000, isn_c: int = 1000, isn_s: int = 5000, client=C, server=S, dport=8080):
-    return [
-        (iface, t, tcp(client, server, sport, dport, "S", isn_c)),
-        (iface, t + 100, tcp(server, client, dport, sport, "SA", isn_s, (isn_c + 1) & 0xFFFFFFFF)),
-        (iface, t + 200, tcp(client, server, sport, dport, "A", (isn_c + 1) & 0xFFFFFFFF, (isn_s + 1) & 0xFFFFFFFF)),
-    ]
 
 
 def summary(events):
@@ -180,7 +145,7 @@ def test_icmp_error_attaches_to_the_quoted_connection():
         *handshake("eth0", 0, sport=40000),
         ("eth0", 300, tcp(C, S, 40001, 8080, "S", 42)),
         ("eth0", 400, IP(src=R, dst=C) / ICMP(type=3, code=1) / tcp(C, S, 40001, 8080, "S", 42)),
-        ("eth0", 500, IP(src=R, dst=C) / ICMP(type=3, code=1) / tcp(C, "10.9.9.9", 40002, 80, "S", 1)),
+        ("eth0", 500, IP(src=R, dst=C) / ICMP(type=3, code=1) / tcp(C, "203.0.113.9", 40002, 80, "S", 1)),
     ]
     trace = trace_of(frames)
     first, second = trace.connections
@@ -192,7 +157,7 @@ def test_icmp_error_attaches_to_the_quoted_connection():
     assert ev in second.events and ev.packet_index == 4
     assert second.outcome == "icmp error"
     (stray,) = trace.unmatched_icmp
-    assert stray.quoted.dst == "10.9.9.9"
+    assert stray.quoted.dst == "203.0.113.9"
 
 
 def test_icmpv6_error_prefers_the_attempt_whose_syn_it_quotes():
@@ -280,10 +245,10 @@ def test_ladder_lines():
     assert format_events(conn.events).splitlines() == [
         "    0.000000  client:eth0  c>s  S    seq=0 ack=-  len=0  mss=1460",
         "    0.001500  client:eth0  s>c  RA   seq=0 ack=1  len=0",
-        "    0.002500  client:eth0  s>c  ICMP type=3 code=4 (fragmentation needed) from 10.0.0.254, "
+        "    0.002500  client:eth0  s>c  ICMP type=3 code=4 (fragmentation needed) from 192.0.2.254, "
         "quoting c>s seq=0 mtu=1400",
     ]
-    assert conn.ladder().splitlines()[0] == "10.0.0.1:40000 > 10.0.1.2:8080 on client:eth0:"
+    assert conn.ladder().splitlines()[0] == "192.0.2.1:40000 > 198.51.100.2:8080 on client:eth0:"
     marked = format_events(conn.events, mark=conn.events[1]).splitlines()
     assert marked[1].startswith(">>") and not marked[0].startswith(">>")
 
@@ -298,14 +263,14 @@ def test_ladder_of_all_interfaces_is_time_ordered():
 def test_load_trace_counts_and_summary(tmp_path):
     good = handshake("eth0", 0)
     udp = ("eth0", 300, IP(src=C, dst=S) / UDP(sport=53, dport=53))
-    broken = ("eth0", 400, bytes(Ether() / IP(src=C, dst=S) / TCP())[:40])
+    broken = ("eth0", 400, bytes(eth() / IP(src=C, dst=S) / TCP())[:40])
     path = write(good + [udp, broken], tmp_path / "run.pcapng")
     trace = load_trace(path)
     assert (trace.malformed, trace.skipped, trace.packet_count) == (1, 1, 3)
     assert trace.source == str(path)
     text = trace.summary()
     assert text.splitlines()[0] == f"trace {path}: 1 connection(s), 1 malformed packet(s)"
-    assert "#0 10.0.0.1:40000 > 10.0.1.2:8080 IPv4: established, 1 SYN" in text
+    assert "#0 192.0.2.1:40000 > 198.51.100.2:8080 IPv4: established, 1 SYN" in text
 
 
 def test_load_trace_of_a_truncated_file(tmp_path):
