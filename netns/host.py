@@ -80,15 +80,17 @@ class Host:
                 raise KeyError(f"sysctl {key} does not exist on this kernel") from None
 
     # -- programs ------------------------------------------------------------------------------
-    def start(self, argv: Sequence[str], env: dict | None = None) -> Process:
-        """Start a program inside this host, in the background."""
-        proc = Process(self.name, argv, lambda: namespace.enter_in_child(self.path), self._workdir, env=env)
+    def start(self, argv: Sequence[str], env: dict | None = None, input: str | bytes | None = None) -> Process:
+        """Start a program inside this host, in the background (`input`: its standard input)."""
+        proc = Process(self.name, argv, lambda: namespace.enter_in_child(self.path), self._workdir, env=env,
+                       input=input)
         self._processes.append(proc)
         return proc
 
-    def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = False, env: dict | None = None) -> Result:
+    def run(self, argv: Sequence[str], timeout: float = 30.0, check: bool = False, env: dict | None = None,
+            input: str | bytes | None = None) -> Result:
         """Run a program inside this host to completion and return its result."""
-        proc = self.start(argv, env=env)
+        proc = self.start(argv, env=env, input=input)
         try:
             res = proc.wait(timeout)
         except ProcessError:

@@ -49,7 +49,7 @@ class Process:
     """A program started in the background inside a host."""
 
     def __init__(self, host_name: str, argv: Sequence[str], preexec: Callable[[], None], workdir: Path,
-                 env: dict | None = None, stdin: int | None = None):
+                 env: dict | None = None, input: str | bytes | None = None):
         self.host_name = host_name
         self.argv = tuple(str(a) for a in argv)
         fd, out = tempfile.mkstemp(prefix="out-", dir=workdir)
@@ -59,16 +59,26 @@ class Process:
         self._out_path, self._err_path = Path(out), Path(err)
         self.started_ns = time.time_ns()
         self.ended_ns: int | None = None
+        stdin = subprocess.DEVNULL
+        if input is not None:
+            # Standard input from a file, like stdout: the program reads it at its own pace.
+            fd, inp = tempfile.mkstemp(prefix="in-", dir=workdir)
+            os.write(fd, input.encode() if isinstance(input, str) else input)
+            os.lseek(fd, 0, os.SEEK_SET)
+            stdin = fd
         try:
             with open(out, "wb") as o, open(err, "wb") as e:
                 self._popen = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=o, stderr=e,
+                    self.argv, stdin=stdin, stdout=o, stderr=e,
                     preexec_fn=preexec, start_new_session=True, close_fds=True, env=env,
                 )
         except FileNotFoundError:
             raise ProcessError(f"{self.argv[0]}: program not found (on host {host_name})") from None
         except subprocess.SubprocessError as exc:  # preexec failed: setns refused
             raise ProcessError(f"could not start {self.argv[0]} in host {host_name}: {exc}") from None
+        finally:
+            if input is not None:
+                os.close(stdin)
         self._result: Result | None = None
 
     @property

@@ -34,6 +34,22 @@ outcome_key = pytest.StashKey[dict]()
 testbed_key = pytest.StashKey[str]()
 
 
+class Evidence:
+    """What a claim's test saw on this kernel, and whether the book's 4.4BSD model (the `stevens`
+    profile) predicts the same. The test itself asserts the `linux` profile; this is the record."""
+
+    def __init__(self) -> None:
+        self.observed: str | None = None
+        self.stevens: bool | None = None
+        self.why = ""
+
+    def record(self, observed: str, *, stevens: bool, why: str = "") -> None:
+        self.observed, self.stevens, self.why = observed, stevens, why
+
+
+evidence_key = pytest.StashKey[Evidence]()
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("verifier", "TCP socket verifier")
     group.addoption("--verifier-captures", metavar="DIR", default=None,
@@ -119,6 +135,13 @@ def testbed(request):
 
 
 @pytest.fixture
+def evidence(request) -> Evidence:
+    """Record what the kernel did and the stevens verdict; both go to the claim report."""
+    ev = request.node.stash[evidence_key] = Evidence()
+    return ev
+
+
+@pytest.fixture
 def capture_path(request) -> Path:
     """Where this test's capture goes; registered so that it is kept or removed after the test."""
     base = captures_dir(request.config)
@@ -160,6 +183,9 @@ def pytest_runtest_makereport(item, call):
         marker = item.get_closest_marker("claim")
         if marker:
             rep.user_properties.append(("claim", marker.args[0]))
+        ev = item.stash.get(evidence_key, None)
+        if ev is not None and ev.observed is not None:
+            rep.user_properties += [("observed", ev.observed), ("stevens", ev.stevens), ("stevens_why", ev.why)]
         family = getattr(item, "callspec", None) and item.callspec.params.get("family")
         if family:
             rep.user_properties.append(("family", family))
@@ -182,6 +208,7 @@ def pytest_runtest_logreport(report):
     _results.append({
         "nodeid": report.nodeid, "outcome": report.outcome, "claim": props.get("claim"),
         "family": props.get("family"), "captures": props.get("captures", []),
+        "observed": props.get("observed"), "stevens": props.get("stevens"), "stevens_why": props.get("stevens_why", ""),
         "duration_s": round(report.duration, 4),
         "message": str(report.longrepr).splitlines()[-1][:300] if report.failed and report.longrepr else "",
     })

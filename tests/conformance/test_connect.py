@@ -23,7 +23,7 @@ AT_ONCE_NS = INITIAL_RTO_NS // 10
 
 
 @pytest.mark.claim("C1")
-def test_c1_connect_returns_only_after_the_handshake(testbed, capture, family, programs):
+def test_c1_connect_returns_only_after_the_handshake(testbed, capture, family, programs, evidence):
     server = start_server(testbed, programs, family, "--accept", "1")
     client = run_client(testbed, programs, family)
     finish(server)
@@ -39,10 +39,12 @@ def test_c1_connect_returns_only_after_the_handshake(testbed, capture, family, p
     assert synack.ts_ns <= connect.t_return_ns, "connect() returned before the SYN-ACK arrived" + story
     assert ack.ts_ns <= connect.t_return_ns, "connect() returned before the client's ACK left" + story
     assert syn.ts_ns < synack.ts_ns < ack.ts_ns
+    evidence.record(f"SYN, SYN-ACK, ACK, then connect() = 0 {(connect.t_return_ns - ack.ts_ns) / 1e3:.0f} us "
+                    f"after the ACK left", stevens=True)
 
 
 @pytest.mark.claim("C3")
-def test_c3_c4a_no_listener_means_rst_and_econnrefused(testbed, capture, family, programs):
+def test_c3_c4a_no_listener_means_rst_and_econnrefused(testbed, capture, family, programs, evidence):
     client = run_client(testbed, programs, family, port=PORT + 1)
     connect = client.call("connect")
     trace = capture.trace()
@@ -57,6 +59,8 @@ def test_c3_c4a_no_listener_means_rst_and_econnrefused(testbed, capture, family,
     assert connect.t_enter_ns <= syn.ts_ns < rst.ts_ns <= connect.t_return_ns, story
     assert connect.t_return_ns - rst.ts_ns < AT_ONCE_NS, story
     assert client.returncode == 1
+    evidence.record(f"one SYN, RST/ACK ack=ISN+1 after {(rst.ts_ns - syn.ts_ns) / 1e3:.0f} us, ECONNREFUSED "
+                    f"{(connect.t_return_ns - rst.ts_ns) / 1e3:.0f} us later", stevens=True)
 
 
 def _unusual_range(host_range: tuple[int, int]) -> tuple[int, int]:
@@ -69,7 +73,7 @@ def _unusual_range(host_range: tuple[int, int]) -> tuple[int, int]:
 
 
 @pytest.mark.claim("C7")
-def test_c7_c13a_ephemeral_port_from_the_namespace_range(testbed, capture, family, programs):
+def test_c7_c13a_ephemeral_port_from_the_namespace_range(testbed, capture, family, programs, evidence):
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         host_range = tuple(int(x) for x in f.read().split())
     lo, hi = _unusual_range(host_range)
@@ -94,3 +98,5 @@ def test_c7_c13a_ephemeral_port_from_the_namespace_range(testbed, capture, famil
     # And the server's accept() saw the same peer.
     accepted = served.call("accept")
     assert (accepted.addr, accepted.port) == conn.client
+    evidence.record(f"source port {conn.client[1]} in the namespace's range {lo}-{hi}; getsockname() and "
+                    f"accept() agree with the SYN", stevens=True)

@@ -51,7 +51,8 @@ def test_families_topology_keep_and_report(root, tmp_path):
     assert len(rows) == 1 and rows[0]["outcome"] == "passed" and rows[0]["family"] == 6
     assert rows[0]["captures"] == [str(caps / kept[0])]
     md = report.read_text()
-    assert "| C3 |" in md and "holds" in md and "test_inner.test_refused_ipv6.pcapng" in md
+    assert "## C3:" in md and "| `test_refused` | IPv6 |" in md and "holds" in md
+    assert "test_inner.test_refused_ipv6.pcapng" in md
 
 
 def test_without_root_namespace_tests_skip_with_the_reason(tmp_path):
