@@ -110,6 +110,29 @@ class Process:
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
 
+    def wchan(self) -> str:
+        """The kernel function the program sleeps in ("" when running), e.g. "inet_csk_accept"."""
+        try:
+            with open(f"/proc/{self.pid}/wchan") as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
+    def wait_blocked(self, wchan: str, timeout: float = 5.0) -> None:
+        """Poll until the program sleeps in the kernel function `wchan` (e.g. blocked in accept())."""
+        deadline = time.monotonic() + timeout
+        delay = 0.0002
+        while self.wchan() != wchan:
+            if not self.running:
+                res = self.wait()
+                raise ProcessError(f"{self.argv[0]} on {self.host_name} exited ({res.returncode}) before "
+                                   f"blocking in {wchan}: {res.stderr.strip()[-300:]}")
+            if time.monotonic() > deadline:
+                raise ProcessError(f"{self.argv[0]} on {self.host_name} did not block in {wchan} within "
+                                   f"{timeout} s (it is in {self.wchan() or 'user space'})")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
     def wait(self, timeout: float | None = None) -> Result:
         """Wait for the program to end and collect its result."""
         if self._result is None:

@@ -16,7 +16,7 @@ def programs():
     """The C test programs, compiled once (cached by source hash)."""
     from verifier.programs import build
 
-    return {name: str(build(name)) for name in ("client", "server")}
+    return {name: str(build(name)) for name in ("client", "server", "handler")}
 
 
 @dataclass
@@ -32,6 +32,18 @@ class Run:
 
         return find(self.calls, name, n)
 
+    def close_of(self, fd: int, pid: int | None = None) -> SyscallEvent:
+        """The close() of descriptor `fd` (in process `pid`, if given)."""
+        for c in self.calls:
+            if c.call == "close" and c.args.get("fd") == fd and pid in (None, c.pid):
+                return c
+        raise LookupError(f"no close({fd}) reported" + (f" by pid {pid}" if pid else ""))
+
+    @property
+    def conn_fd(self) -> int:
+        """The connected socket of the (first) accept()."""
+        return self.call("accept").ret
+
 
 def wildcard(family: int) -> str:
     return "::" if family == 6 else "0.0.0.0"
@@ -44,10 +56,20 @@ def start_server(bed, programs, family, *extra, port=PORT):
     return proc
 
 
+def client_argv(bed, programs, family, *extra, port=PORT) -> list[str]:
+    return [programs["client"], "--family", str(family), *extra, bed.server.addr(family), str(port)]
+
+
 def run_client(bed, programs, family, *extra, port=PORT, timeout=60) -> Run:
-    res = bed.client.run([programs["client"], "--family", str(family), *extra, bed.server.addr(family), str(port)],
-                         timeout=timeout)
+    res = bed.client.run(client_argv(bed, programs, family, *extra, port=port), timeout=timeout)
     return Run(res.returncode, parse_report(res.stdout), res.stderr)
+
+
+def story(conn, capture, **calls) -> str:
+    """Packets and socket calls as one timeline, plus the pcap: the tail of a failure message."""
+    from verifier.timeline import timeline
+
+    return "\n" + timeline(conn.events, calls) + f"\npcap: {capture.path}"
 
 
 def finish(proc) -> Run:

@@ -12,6 +12,13 @@
  *     fork:      fork (reported by the parent, with the child's pid); the
  *                child closes the listening socket, serves and exits; the
  *                parent closes its copy of the connected socket;
+ *     exec:      as fork, but the child (inetd-style) makes the connected
+ *                socket its stdin and stdout and execs the program given
+ *                after "--" (reported as an "execve" line written just
+ *                before the call; the report descriptor stays open across
+ *                the exec and its number is in $VERIFIER_REPORT_FD);
+ *     batch:     accept all N connections first (distinct descriptors, all
+ *                open at once), then serve them one after another;
  *   close the listening socket; in fork mode wait until every child exited.
  * Serving a connection:
  *   getsockname, getpeername, [write --send],
@@ -33,8 +40,8 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-        "usage: server [options] ADDR PORT\n"
-        "       server [options] --listen ADDR PORT\n"
+        "usage: server [options] ADDR PORT [-- PROGRAM ARGS...]\n"
+        "       server [options] --listen ADDR PORT [-- PROGRAM ARGS...]\n"
         "Listen on ADDR PORT (numeric; 0.0.0.0 or :: for the wildcard, PORT may be 0)\n"
         "and report every socket call as one JSON line on the report descriptor.\n"
         "  -f, --family 4|6        address family (default 4)\n"
@@ -42,8 +49,14 @@ static void usage(FILE *out)
         "      --backlog N         listen() backlog (default 128)\n"
         "  -n, --accept N          connections to accept, then exit (default 1;\n"
         "                          0 = listen, never accept, run until SIGTERM)\n"
-        "  -m, --mode iterative|fork  serve in the process itself, or fork a child\n"
-        "                          per connection (default iterative)\n"
+        "  -m, --mode iterative|fork|exec|batch\n"
+        "                          serve in the process itself (iterative), fork a\n"
+        "                          child per connection (fork), fork and exec the\n"
+        "                          program given after -- with the connection as\n"
+        "                          stdin/stdout (exec, inetd-style), or accept all N\n"
+        "                          first and then serve them (batch); default iterative\n"
+        "      --cloexec           exec mode: set FD_CLOEXEC on stdin/stdout first\n"
+        "      --delay-accept-ms N sleep N ms after listen() before the first accept()\n"
         "  -e, --echo              write back what is read, until EOF\n"
         "  -s, --send STR          write STR after accepting\n"
         "      --close-unread      close without reading what the peer sent\n"
@@ -55,10 +68,13 @@ static void usage(FILE *out)
         "Exit: 0 ok (and on SIGTERM), 1 a socket call failed, 2 bad usage.\n");
 }
 
+enum { MODE_ITERATIVE, MODE_FORK, MODE_EXEC, MODE_BATCH };
+
 static struct {
-    int echo, close_unread, linger, fork_mode;
-    long hold;
+    int echo, close_unread, linger, fork_mode, mode, cloexec;
+    long hold, delay_accept;
     const char *send;
+    char **exec_argv;
 } cfg;
 
 /* ------------------------------------------------------------- signals */
@@ -231,7 +247,51 @@ static void wait_children(void)
     }
 }
 
-enum { OPT_BACKLOG = 256, OPT_UNREAD, OPT_LINGER, OPT_HOLD, OPT_REUSE, OPT_REPFD };
+/* Exec mode, in the child: the connection becomes stdin and stdout, then exec. */
+static int exec_handler(int cfd)
+{
+    /* Keep the report descriptor out of the way of 0 and 1, open across exec. */
+    int rfd = fcntl(report_fd, F_DUPFD, 3);
+    if (rfd < 0)
+        return 1;
+    report_fd = rfd;
+    char num[16];
+    snprintf(num, sizeof num, "%d", rfd);
+    setenv("VERIFIER_REPORT_FD", num, 1);
+    if (dup2(cfd, 0) < 0 || dup2(cfd, 1) < 0)
+        return 1;
+    if (cfd > 1)
+        close(cfd);
+    if (cfg.cloexec) {
+        long long t0 = now_ns();
+        int r0 = fcntl(0, F_SETFD, FD_CLOEXEC), r1 = fcntl(1, F_SETFD, FD_CLOEXEC);
+        int err = errno;
+        struct report r;
+        r_begin(&r, "fcntl");
+        r_str(&r, "fds", "0,1");
+        r_str(&r, "cmd", "F_SETFD");
+        r_str(&r, "arg", "FD_CLOEXEC");
+        r_result(&r, (r0 < 0 || r1 < 0) ? -1 : 0, err, t0, now_ns());
+        r_emit(&r);
+    }
+    struct report r;
+    long long t0 = now_ns();
+    r_begin(&r, "execve");
+    r_str(&r, "path", cfg.exec_argv[0]);
+    r_int(&r, "stdin", 0);
+    r_int(&r, "stdout", 1);
+    r_result(&r, 0, 0, t0, t0);
+    r_emit(&r);
+    execvp(cfg.exec_argv[0], cfg.exec_argv);
+    int err = errno;                         /* only reached when exec failed */
+    r_begin(&r, "execve");
+    r_str(&r, "path", cfg.exec_argv[0]);
+    r_result(&r, -1, err, t0, now_ns());
+    r_emit(&r);
+    return 1;
+}
+
+enum { OPT_BACKLOG = 256, OPT_UNREAD, OPT_LINGER, OPT_HOLD, OPT_REUSE, OPT_REPFD, OPT_CLOEXEC, OPT_DELAY };
 
 int main(int argc, char **argv)
 {
@@ -248,6 +308,8 @@ int main(int argc, char **argv)
         {"hold-ms", required_argument, 0, OPT_HOLD},
         {"reuseaddr", no_argument, 0, OPT_REUSE},
         {"report-fd", required_argument, 0, OPT_REPFD},
+        {"cloexec", no_argument, 0, OPT_CLOEXEC},
+        {"delay-accept-ms", required_argument, 0, OPT_DELAY},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -257,6 +319,14 @@ int main(int argc, char **argv)
 
     prog_name = "server";
     opterr = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) {        /* what exec mode runs */
+            cfg.exec_argv = argv + i + 1;
+            argv[i] = NULL;
+            argc = i;
+            break;
+        }
+    }
     int c;
     while ((c = getopt_long(argc, argv, ":f:l:n:m:es:h", opts, NULL)) != -1) {
         switch (c) {
@@ -266,11 +336,16 @@ int main(int argc, char **argv)
         case 'n': n_accept = parse_long("--accept", optarg, 0, 1000000); break;
         case 'm':
             if (!strcmp(optarg, "iterative"))
-                cfg.fork_mode = 0;
+                cfg.mode = MODE_ITERATIVE;
             else if (!strcmp(optarg, "fork"))
-                cfg.fork_mode = 1;
+                cfg.mode = MODE_FORK;
+            else if (!strcmp(optarg, "exec"))
+                cfg.mode = MODE_EXEC;
+            else if (!strcmp(optarg, "batch"))
+                cfg.mode = MODE_BATCH;
             else
-                die_usage("bad --mode '%s' (expected iterative or fork)", optarg);
+                die_usage("bad --mode '%s' (expected iterative, fork, exec or batch)", optarg);
+            cfg.fork_mode = cfg.mode == MODE_FORK || cfg.mode == MODE_EXEC;
             break;
         case 'e': cfg.echo = 1; break;
         case 's': cfg.send = optarg; break;
@@ -279,12 +354,18 @@ int main(int argc, char **argv)
         case OPT_HOLD: cfg.hold = parse_long("--hold-ms", optarg, 0, 86400000L); break;
         case OPT_REUSE: reuse = 1; break;
         case OPT_REPFD: set_report_fd(optarg); break;
+        case OPT_CLOEXEC: cfg.cloexec = 1; break;
+        case OPT_DELAY: cfg.delay_accept = parse_long("--delay-accept-ms", optarg, 0, 86400000L); break;
         case 'h': usage(stdout); return 0;
         default: bad_option(c, argv);
         }
     }
     if (cfg.echo && cfg.close_unread)
         die_usage("--echo and --close-unread exclude each other");
+    if ((cfg.mode == MODE_EXEC) != (cfg.exec_argv != NULL && cfg.exec_argv[0] != NULL))
+        die_usage("--mode exec needs a program after --, and a program after -- needs --mode exec");
+    if (cfg.cloexec && cfg.mode != MODE_EXEC)
+        die_usage("--cloexec applies to --mode exec only");
     const char *addr, *port;
     int npos = argc - optind;
     if (listen_addr) {
@@ -332,6 +413,14 @@ int main(int argc, char **argv)
         while (!stop_requested)
             sigsuspend(&none);               /* the alarm covers the race */
     }
+    if (cfg.delay_accept > 0 && !stop_requested)
+        hold_ms(cfg.delay_accept);
+    int *batch = NULL;
+    long n_batch = 0;
+    if (cfg.mode == MODE_BATCH && n_accept > 0 && !(batch = calloc((size_t)n_accept, sizeof *batch))) {
+        perror("server: calloc");
+        return 1;
+    }
     for (long i = 0; i < n_accept && !stop_requested; i++) {
         int cfd = do_accept(lfd);
         if (cfd < 0) {
@@ -341,6 +430,10 @@ int main(int argc, char **argv)
             }
             failed = 1;
             break;
+        }
+        if (cfg.mode == MODE_BATCH) {
+            batch[n_batch++] = cfd;
+            continue;
         }
         if (!cfg.fork_mode) {
             failed |= serve(cfd);
@@ -355,6 +448,8 @@ int main(int argc, char **argv)
             handle(SIGCHLD, SIG_DFL, 0);
             block_chld(SIG_UNBLOCK);
             int f = rep_close(lfd) < 0;
+            if (cfg.mode == MODE_EXEC)
+                _exit(exec_handler(cfd));
             f |= serve(cfd);
             _exit(f);
         }
@@ -368,6 +463,9 @@ int main(int argc, char **argv)
         if (rep_close(cfd) < 0)
             failed = 1;
     }
+    for (long i = 0; i < n_batch; i++)
+        failed |= serve(batch[i]);
+    free(batch);
     if (rep_close(lfd) < 0)
         failed = 1;
     if (cfg.fork_mode && n_children > 0)
