@@ -60,7 +60,7 @@ def client_argv(bed, programs, family, *extra, port=PORT) -> list[str]:
     return [programs["client"], "--family", str(family), *extra, bed.server.addr(family), str(port)]
 
 
-def run_client(bed, programs, family, *extra, port=PORT, timeout=60) -> Run:
+def run_client(bed, programs, family, *extra, port=PORT, timeout=15) -> Run:
     res = bed.client.run(client_argv(bed, programs, family, *extra, port=port), timeout=timeout)
     return Run(res.returncode, parse_report(res.stdout), res.stderr)
 

@@ -100,3 +100,29 @@ def test_c7_c13a_ephemeral_port_from_the_namespace_range(testbed, capture, famil
     assert (accepted.addr, accepted.port) == conn.client
     evidence.record(f"source port {conn.client[1]} in the namespace's range {lo}-{hi}; getsockname() and "
                     f"accept() agree with the SYN", stevens=True)
+
+
+@pytest.mark.claim("C6")
+def test_c6_connect_again_on_a_failed_socket(testbed, capture, family, programs, evidence):
+    client = run_client(testbed, programs, family, "--connect-twice", port=PORT + 3)
+    first, second = client.call("connect", 0), client.call("connect", 1)
+    sockets = [c for c in client.calls if c.call == "socket"]
+    trace = capture.trace()
+    attempts = trace.find(dport=PORT + 3)
+    tale = "\n" + "\n".join(c.ladder() for c in attempts) + f"\npcap: {capture.path}"
+    assert len(sockets) == 1 and first.args["fd"] == second.args["fd"], "the program did not reuse its socket"
+    assert (first.ret, first.errno) == (-1, "ECONNREFUSED"), tale
+    # Linux returns a failed socket to CLOSED, so a second connect() is a whole new attempt: a new SYN
+    # (its own ISN) that is refused like the first, rather than an immediate error on the dead socket.
+    assert len(attempts) == 2, f"expected a second attempt on the wire{tale}"
+    for i in range(2):
+        expect(trace).connection(dport=PORT + 3, index=i).refused().syn_count(1)
+    second_syn = attempts[1].first("SYN")
+    assert second.t_enter_ns <= second_syn.ts_ns <= second.t_return_ns, tale
+    assert (second.ret, second.errno) == (-1, "ECONNREFUSED"), tale
+    same_port = attempts[0].client[1] == attempts[1].client[1]
+    evidence.record(f"second connect() on the failed socket sent a new SYN ({'same' if same_port else 'new'} "
+                    f"source port, new ISN), refused again: -1 ECONNREFUSED", stevens=False,
+                    why="the book says a socket whose connect() failed cannot be used again and must be closed; "
+                        "Linux resets it to CLOSED and lets connect() start over (close-and-reopen stays the "
+                        "portable rule)")
