@@ -58,6 +58,10 @@ def pytest_addoption(parser):
                     help="keep the captures of passed tests too")
     group.addoption("--verifier-report", metavar="FILE", default=None,
                     help="write a claim-by-claim report (Markdown; a .json twin is written beside it)")
+    group.addoption("--verifier-server", metavar="CMD", default=None,
+                    help="your own server in place of ours where a check only needs a listener that accepts "
+                         "(placeholders: {port}, {family} = 4 or 6, {addr} = the wildcard address), e.g. "
+                         "'socat TCP{family}-LISTEN:{port},reuseaddr,fork EXEC:cat'")
 
 
 def pytest_configure(config):

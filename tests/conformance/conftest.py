@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import pytest
@@ -70,6 +71,41 @@ def story(conn, capture, **calls) -> str:
     from verifier.timeline import timeline
 
     return "\n" + timeline(conn.events, calls) + f"\npcap: {capture.path}"
+
+
+@pytest.fixture
+def listener(request, programs):
+    """Start a server that accepts connections on the testbed's server host: ours (which reports its
+    socket calls), or the user's own command given with --verifier-server. Returns `start(bed, family)`
+    giving the process and a `done()` that ends it and returns our server's report (None for theirs)."""
+    user = request.config.getoption("verifier_server")
+
+    def start(bed, family, port=PORT):
+        if user:
+            argv = shlex.split(user.format(port=port, family=family, addr=wildcard(family)))
+            proc = bed.server.start(argv)
+            bed.server.wait_listen(port, process=proc)
+            return Listener(proc, " ".join(argv))
+        return Listener(start_server(bed, programs, family, "--accept", "1", port=port), None)
+
+    return start
+
+
+@dataclass
+class Listener:
+    """A running server; `command` is the user's command line, or None for our own server."""
+
+    proc: object
+    command: str | None
+
+    def done(self) -> Run | None:
+        if self.command is None:
+            return finish(self.proc)
+        self.proc.stop()
+        return None
+
+    def label(self) -> str:
+        return f" (server: {self.command})" if self.command else ""
 
 
 def finish(proc) -> Run:
