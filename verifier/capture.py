@@ -5,16 +5,21 @@
     trace = cap.trace()                          # analysis of what was recorded
     assert not cap.lost
 
-The recording is done by a separate process (`verifier.capture_agent`) that opens a packet socket
-inside each interface's namespace; `Capture` starts it, waits for its confirmation that every socket
-is bound, and on stop collects the kernel's receive and drop counters.
+The recording is done by a separate process (`verifier.capture_agent`, one per Python process,
+serving every capture of that process) that opens a packet socket inside each interface's namespace;
+`Capture.start` returns once it confirms that every socket is bound, and `stop` collects the kernel's
+receive and drop counters.
 """
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import json
+import select
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -25,8 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from netns import Testbed
     from verifier.trace import Trace
 
-AGENT_START_TIMEOUT = 10.0
-AGENT_STOP_TIMEOUT = 10.0
+AGENT_TIMEOUT = 10.0
 
 
 class CaptureError(RuntimeError):
@@ -51,7 +55,7 @@ class Capture:
     """
 
     def __init__(self, bed: "Testbed", path: str | Path, *, hosts: Iterable[str] | None = None,
-                 interfaces: Iterable[str] | None = None, settle_ms: int = 20):
+                 interfaces: Iterable[str] | None = None, settle_ms: int = 10):
         self.bed = bed
         self.path = Path(path)
         wanted_hosts = list(hosts) if hosts is not None else list(bed.hosts)
@@ -67,58 +71,30 @@ class Capture:
             raise CaptureError("nothing to capture: no interface matches the chosen hosts/interfaces")
         self.settle_ms = settle_ms
         self.stats: list[InterfaceStats] = []
-        self._proc: subprocess.Popen | None = None
+        self._id: int | None = None
         self._trace: Trace | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "Capture":
+        """Start recording; returns once every interface's socket is bound (the capture is live)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "verifier.capture_agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
-        )
-        config = {"path": str(self.path), "settle_ms": self.settle_ms, "interfaces": self.targets}
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(json.dumps(config) + "\n")
-        self._proc.stdin.flush()
-        line = _readline_within(self._proc, AGENT_START_TIMEOUT)
-        if line.strip() != "ready":
-            err = self._abort()
-            detail = line.strip()
-            try:
-                detail = json.loads(detail).get("error", detail)
-            except (ValueError, AttributeError):
-                pass
-            raise CaptureError(f"capture did not start: {detail or err or 'no answer from the capture process'}")
+        answer = _service.request({"op": "start", "path": str(self.path), "settle_ms": self.settle_ms,
+                                   "interfaces": self.targets})
+        if not answer.get("ready"):
+            raise CaptureError(f"capture did not start: {answer.get('error', answer)}")
+        self._id = answer["id"]
         return self
 
     def stop(self) -> list[InterfaceStats]:
         """Stop recording; returns the per-interface counts. Safe to call more than once."""
-        if self._proc is None:
+        if self._id is None:
             return self.stats
-        proc, self._proc = self._proc, None
-        try:
-            out, err = proc.communicate(input="stop\n", timeout=AGENT_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise CaptureError(f"the capture process did not stop within {AGENT_STOP_TIMEOUT} s") from None
-        report = None
-        for line in out.splitlines():
-            if line.startswith("{"):
-                report = json.loads(line)
-        if proc.returncode != 0 or report is None:
-            raise CaptureError(f"the capture process failed (status {proc.returncode}): {err.strip()[-500:]}")
-        self.stats = [InterfaceStats(**i) for i in report["interfaces"]]
+        rid, self._id = self._id, None
+        answer = _service.request({"op": "stop", "id": rid})
+        if "interfaces" not in answer:
+            raise CaptureError(f"the capture of {self.path} ended badly: {answer.get('error', answer)}")
+        self.stats = [InterfaceStats(**i) for i in answer["interfaces"]]
         return self.stats
-
-    def _abort(self) -> str:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return ""
-        proc.kill()
-        _, err = proc.communicate()
-        return err.strip()[-500:]
 
     def __enter__(self) -> "Capture":
         return self.start()
@@ -158,15 +134,73 @@ class Capture:
         return self._trace
 
 
+class _Service:
+    """The capture process of this Python process (see `verifier.capture_agent`), started on first
+    use and restarted if it died. Requests are serialised: each is one line out, one line back."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def request(self, req: dict) -> dict:
+        answer = self._request(req)
+        if answer.get("gone") and req["op"] == "start":
+            answer = self._request(req)  # it died between captures: a fresh one takes the request
+        return answer
+
+    def _request(self, req: dict) -> dict:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._spawn()
+            proc = self._proc
+            assert proc is not None and proc.stdin is not None and proc.stdout is not None
+            req.setdefault("id", next(self._ids))
+            try:
+                proc.stdin.write(json.dumps(req) + "\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                return {"error": f"the capture process is gone: {self._reap()}", "gone": True}
+            ready, _, _ = select.select([proc.stdout], [], [], AGENT_TIMEOUT)
+            line = proc.stdout.readline() if ready else ""
+            if not line:
+                return {"error": f"no answer from the capture process: {self._reap()}", "gone": True}
+            answer = json.loads(line)
+            answer.setdefault("id", req["id"])
+            return answer
+
+    def _spawn(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "verifier.capture_agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
+        )
+
+    def _reap(self) -> str:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return ""
+        proc.kill()
+        _, err = proc.communicate()
+        return (err or "").strip()[-500:] or f"exit status {proc.returncode}"
+
+    def close(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.communicate(timeout=AGENT_TIMEOUT)  # EOF on stdin ends it
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+
 def _die_with_parent() -> None:
     namespace._libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
-def _readline_within(proc: subprocess.Popen, timeout: float) -> str:
-    import select
-
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        return ""
-    return proc.stdout.readline()
+_service = _Service()
+atexit.register(_service.close)

@@ -1,21 +1,26 @@
-"""The capture process: records chosen testbed interfaces to one pcapng file.
+"""The capture service: a process that records testbed interfaces to pcapng files, several at once.
 
-Run by `verifier.capture.Capture` as ``python -m verifier.capture_agent``, with a JSON
-configuration on stdin's first line::
+`verifier.capture.Capture` starts one per Python process (``python -m verifier.capture_agent``),
+the first time it is needed, and talks to it with JSON lines on stdin/stdout::
 
-    {"path": "out.pcapng", "settle_ms": 20,
-     "interfaces": [{"netns": "tv00abc0-client", "ifname": "tv00abc0-c0", "label": "client:c0"}]}
+    > {"op": "start", "id": 1, "path": "out.pcapng", "settle_ms": 10,
+       "interfaces": [{"netns": "tv00abc0-client", "ifname": "tv00abc0-c0", "label": "client:c0"}]}
+    < {"id": 1, "ready": true}
+    > {"op": "stop", "id": 1}
+    < {"id": 1, "interfaces": [{"label": "client:c0", "written": 7, "received": 7, "dropped": 0}]}
 
-It opens one AF_PACKET socket per interface from inside that interface's namespace (the socket stays
-bound to the namespace; this process itself stays where it is), binds it, and only then prints
-``ready`` — so the capture is live before the caller sends any traffic. It stops when stdin says
-``stop``, when stdin closes (the caller died), or on SIGTERM/SIGINT. It then drains what the sockets
-still hold, writes an Interface Statistics Block per interface with the kernel's drop counters,
-and prints one JSON line with the counts: `received` is what the kernel counted for the socket,
-including the `dropped` packets it could not queue, so `received == written + dropped`.
+For each capture it opens one AF_PACKET socket per interface from inside that interface's namespace
+(the socket stays bound to the namespace; this process stays where it is) and answers ``ready`` only
+once every socket is bound, so the capture is live before the caller sends any traffic. On stop it
+drains what the sockets still hold until they have been quiet for ``settle_ms``, closes each socket's
+gate (a drop-all BPF program), drains once more, and writes an Interface Statistics Block per
+interface with the kernel's counters: ``received`` is what the kernel counted for the socket,
+including the ``dropped`` packets it could not queue, so ``received == written + dropped``.
 
-This process deliberately avoids Scapy: importing Scapy costs about a second, and timestamps and
-frames come straight from the kernel (SO_TIMESTAMPNS, nanoseconds, CLOCK_REALTIME).
+Keeping one service per process makes a capture cost a pipe round trip instead of an interpreter
+start (about 60 ms). It ends when its stdin closes (its parent is done or died), on SIGTERM, and with
+its parent (PR_SET_PDEATHSIG). It deliberately avoids Scapy, whose import costs about a second:
+timestamps and frames come straight from the kernel (SO_TIMESTAMPNS, nanoseconds, CLOCK_REALTIME).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 
 from netns import namespace
@@ -107,92 +113,123 @@ def drain(sock: socket.socket, iface_id: int, batch: list) -> int:
         n += 1
 
 
-def main() -> int:
-    config = json.loads(sys.stdin.buffer.readline())
-    stop_r, stop_w = os.pipe()
-    os.set_blocking(stop_w, False)
+class Recording:
+    """One capture: its sockets, its pcapng writer and its counters."""
 
-    def on_signal(signum, frame):
-        os.write(stop_w, b"x")
+    def __init__(self, path: str, interfaces: list[dict], settle_ms: float):
+        self.settle = settle_ms / 1000
+        self.labels = [itf["label"] for itf in interfaces]
+        self.socks: list[socket.socket] = []
+        try:
+            for itf in interfaces:
+                self.socks.append(open_socket(itf["netns"], itf["ifname"]))
+        except OSError as exc:
+            self.close()
+            raise OSError(f"cannot capture on {itf['label']}: {exc.strerror or exc}") from None
+        self.out = open(path, "wb")
+        self.writer = PcapngWriter(self.out)
+        for itf in interfaces:
+            self.writer.add_interface(itf["label"], linktype=LINKTYPE_ETHERNET,
+                                      description=f"{itf['ifname']} in netns {itf['netns']}")
+        self.writer.flush()
+        self.written = [0] * len(self.socks)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    socks = []
-    try:
-        for itf in config["interfaces"]:
-            socks.append(open_socket(itf["netns"], itf["ifname"]))
-    except OSError as exc:
-        print(json.dumps({"error": f"cannot capture on {itf['label']}: {exc}"}), flush=True)
-        return 2
-
-    out = open(config["path"], "wb")
-    writer = PcapngWriter(out)
-    for itf in config["interfaces"]:
-        writer.add_interface(itf["label"], linktype=LINKTYPE_ETHERNET,
-                             description=f"{itf['ifname']} in netns {itf['netns']}")
-    writer.flush()
-    totals = [[0, 0] for _ in socks]  # kernel-counted packets, drops
-    written = [0 for _ in socks]
-    print("ready", flush=True)
-
-    stdin_fd = sys.stdin.fileno()
-    watch = [s.fileno() for s in socks] + [stdin_fd, stop_r]
-    stopping = False
-    while not stopping:
-        ready, _, _ = select.select(watch, [], [], 0.5)
-        if stop_r in ready:
-            stopping = True
-        if stdin_fd in ready:
-            line = sys.stdin.readline()
-            if not line or line.strip() == "stop":
-                stopping = True
+    def pump(self) -> int:
+        """Move what the sockets hold into the file, in time order; returns the packet count."""
         batch: list = []
-        for i, s in enumerate(socks):
-            written[i] += drain(s, i, batch)
+        for i, s in enumerate(self.socks):
+            self.written[i] += drain(s, i, batch)
         # Interfaces are read one after another; sort each batch so the file is in time order.
         batch.sort(key=lambda rec: rec[0])
         for ts, i, data, orig_len, direction in batch:
-            writer.write_packet(i, ts, data, orig_len=orig_len, direction=direction)
+            self.writer.write_packet(i, ts, data, orig_len=orig_len, direction=direction)
         if batch:
-            out.flush()
+            self.out.flush()
+        return len(batch)
 
-    # Frames sent just before the stop may still be on their way through a veth's backlog:
-    # keep draining until every socket has been quiet for settle_ms.
-    settle = config.get("settle_ms", 20) / 1000
-    quiet_since = time.monotonic()
-    while time.monotonic() - quiet_since < settle:
-        ready, _, _ = select.select([s.fileno() for s in socks], [], [], settle)
-        if ready:
-            batch = []
-            for i, s in enumerate(socks):
-                written[i] += drain(s, i, batch)
-            batch.sort(key=lambda rec: rec[0])
-            for ts, i, data, orig_len, direction in batch:
-                writer.write_packet(i, ts, data, orig_len=orig_len, direction=direction)
-            quiet_since = time.monotonic()
+    def finish(self) -> dict:
+        # Frames sent just before the stop may still be on their way through a veth's backlog:
+        # keep draining until every socket has been quiet for the settle time.
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < self.settle:
+            ready, _, _ = select.select(self.socks, [], [], self.settle)
+            if ready and self.pump():
+                quiet_since = time.monotonic()
+        for s in self.socks:
+            close_gate(s)
+        self.pump()
+        now = time.time_ns()
+        report = []
+        for i, s in enumerate(self.socks):
+            packets, drops = read_stats(s)
+            self.writer.write_stats(i, now, received=packets, dropped=drops)
+            report.append({"label": self.labels[i], "written": self.written[i], "received": packets,
+                           "dropped": drops})
+        self.writer.flush()
+        self.out.close()
+        return {"interfaces": report}
 
-    batch = []
-    for i, s in enumerate(socks):
-        close_gate(s)
-        written[i] += drain(s, i, batch)
-    batch.sort(key=lambda rec: rec[0])
-    for ts, i, data, orig_len, direction in batch:
-        writer.write_packet(i, ts, data, orig_len=orig_len, direction=direction)
+    def close(self) -> None:
+        """Close the sockets. Each close of a packet socket waits for an RCU grace period (about
+        10 ms, in synchronize_net), so callers do this off the request path."""
+        socks, self.socks = self.socks, []
+        for s in socks:
+            s.close()
+        if getattr(self, "out", None) is not None and not self.out.closed:
+            self.out.close()
 
-    now = time.time_ns()
-    report = {"interfaces": []}
-    for i, (s, itf) in enumerate(zip(socks, config["interfaces"])):
-        packets, drops = read_stats(s)
-        totals[i][0] += packets
-        totals[i][1] += drops
-        writer.write_stats(i, now, received=totals[i][0], dropped=totals[i][1])
-        report["interfaces"].append({"label": itf["label"], "written": written[i], "received": totals[i][0],
-                                     "dropped": totals[i][1]})
-        s.close()
-    writer.flush()
-    out.close()
-    print(json.dumps(report), flush=True)
+
+def reply(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    stop_r, stop_w = os.pipe()
+    os.set_blocking(stop_w, False)
+    signal.signal(signal.SIGTERM, lambda *_: os.write(stop_w, b"x"))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the caller, which stops us in order
+    recordings: dict[int, Recording] = {}
+    owner: dict[int, Recording] = {}  # socket fd -> recording
+    closers: list[threading.Thread] = []
+    stdin = sys.stdin.buffer
+    while True:
+        ready, _, _ = select.select([stdin, stop_r, *owner], [], [], 0.5)
+        if stop_r in ready:
+            break
+        busy = {owner[fd] for fd in ready if fd in owner}
+        for rec in busy:
+            rec.pump()
+        if stdin not in ready:
+            continue
+        line = stdin.readline()
+        if not line:
+            break  # the caller is gone
+        req = json.loads(line)
+        rid = req.get("id")
+        try:
+            if req["op"] == "start":
+                rec = Recording(req["path"], req["interfaces"], req.get("settle_ms", 10))
+                recordings[rid] = rec
+                owner.update({s.fileno(): rec for s in rec.socks})
+                reply({"id": rid, "ready": True})
+            elif req["op"] == "stop":
+                rec = recordings.pop(rid)
+                for s in rec.socks:
+                    owner.pop(s.fileno(), None)
+                reply({"id": rid, **rec.finish()})
+                closer = threading.Thread(target=rec.close, daemon=True)
+                closer.start()
+                closers = [c for c in closers if c.is_alive()] + [closer]
+            else:
+                reply({"id": rid, "error": f"unknown op {req['op']!r}"})
+        except Exception as exc:  # one bad request must not end the other captures
+            reply({"id": rid, "error": str(exc)})
+    for rec in recordings.values():
+        rec.finish()
+        rec.close()
+    for closer in closers:
+        closer.join()
     return 0
 
 

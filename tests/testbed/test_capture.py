@@ -117,3 +117,31 @@ def test_a_live_capture_opens_in_wireshark(root, tmp_path):
         assert row[2] == {"in": "0x00000001", "out": "0x00000002"}[p.direction]
     # The first TCP packet on the wire is the client's SYN leaving the client.
     assert rows[0][0] == "client:c0" and rows[0][2] == "0x00000002" and "S" in rows[0][3]
+
+
+def test_one_capture_process_serves_concurrent_captures_and_is_replaced_if_it_dies(root, tmp_path):
+    import os
+    import signal
+
+    from netns import namespace
+    from verifier.capture import _service
+
+    with Testbed.pair("ipv4") as bed:
+        a = Capture(bed, tmp_path / "a.pcapng").start()
+        pid = _service.pid
+        b = Capture(bed, tmp_path / "b.pcapng", hosts=["server"]).start()
+        assert _service.pid == pid, "a second capture started a second process"
+        exchange(bed, 4)
+        a.stop()
+        b.stop()
+        assert [e.kind for e in a.trace().find(dport=5000)[0].events][:3] == ["SYN", "SYN-ACK", "ACK"]
+        assert b.trace().find(dport=5000)[0].interfaces == ["server:s0"]
+    os.kill(pid, signal.SIGKILL)
+    while namespace.pid_alive(pid):
+        pass
+    with Testbed.pair("ipv4") as bed:
+        c = Capture(bed, tmp_path / "c.pcapng").start()
+        assert _service.pid not in (None, pid)
+        exchange(bed, 4)
+        c.stop()
+        assert c.trace().find(dport=5000)

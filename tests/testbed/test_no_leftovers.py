@@ -24,7 +24,7 @@ TEST_FILE = textwrap.dedent('''
         procs = [testbed.server.start(["sleep", "301"]), testbed.client.start(["sleep", "302"])]
         info = {"namespaces": testbed.namespaces, "pids": [p.pid for p in procs],
                 "links": [i.name for h in testbed.hosts.values() for i in h.interfaces],
-                "agent": capture._proc.pid, "pcap": str(capture.path)}
+                "agent": __import__("verifier.capture").capture._service.pid, "pcap": str(capture.path)}
         OUT.write_text(json.dumps(info))
 
     def test_fails_on_purpose(testbed, capture):
