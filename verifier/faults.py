@@ -197,3 +197,194 @@ def inject(host: "Host", fault: Fault) -> Iterator[Fault]:
         yield fault
     finally:
         fault.remove(host)
+
+
+# ---------------------------------------------------------------------------------------------------
+# ICMP errors forged by the fault agent (verifier.fault_agent)
+# ---------------------------------------------------------------------------------------------------
+
+#: Friendly name -> {family: (ICMP type, code)}. IPv4: type 3 (destination unreachable) codes of
+#: RFC 792/1812; IPv6: type 1 (destination unreachable) codes of RFC 4443, and type 2 (packet too big)
+#: as the IPv6 counterpart of "fragmentation needed". A name missing for a family has no equivalent there.
+ICMP_UNREACH_CODES: dict[str, dict[int, tuple[int, int]]] = {
+    "net": {4: (3, 0), 6: (1, 0)},          # net unreachable / no route to destination
+    "host": {4: (3, 1), 6: (1, 3)},         # host unreachable / address unreachable
+    "protocol": {4: (3, 2)},                # IPv6 signals this with a parameter problem, not type 1
+    "port": {4: (3, 3), 6: (1, 4)},
+    "frag-needed": {4: (3, 4), 6: (2, 0)},  # with an MTU: fragmentation needed / packet too big
+    "admin": {4: (3, 13), 6: (1, 1)},       # communication administratively prohibited
+}
+_ICMP_ALIASES = {
+    "net-unreachable": "net", "network": "net", "no-route": "net",
+    "host-unreachable": "host", "address": "host", "addr-unreachable": "host", "address-unreachable": "host",
+    "proto": "protocol", "protocol-unreachable": "protocol",
+    "port-unreachable": "port",
+    "frag": "frag-needed", "fragmentation-needed": "frag-needed", "too-big": "frag-needed",
+    "packet-too-big": "frag-needed",
+    "admin-prohibited": "admin", "prohibited": "admin",
+}
+DEFAULT_MTU = {4: 1200, 6: 1280}  # what a "fragmentation needed" / "packet too big" announces by default
+
+
+def icmp_unreach_code(code: str | int, family: int) -> tuple[int, int] | None:
+    """The (type, code) a friendly name (or a raw destination-unreachable code) means in one family,
+    or None if the family has no such error."""
+    if isinstance(code, int):
+        return (3, code) if family == 4 else (1, code)
+    name = _ICMP_ALIASES.get(code, code)
+    if name not in ICMP_UNREACH_CODES:
+        names = sorted(set(ICMP_UNREACH_CODES) | set(_ICMP_ALIASES))
+        raise FaultError(f"unknown ICMP unreachable code {code!r}; use a number or one of {', '.join(names)}")
+    return ICMP_UNREACH_CODES[name].get(family)
+
+
+class _FamilyDrop(Drop):
+    """`Drop`, limited to some IP families (those the ICMP fault answers)."""
+
+    def __init__(self, match: Match, families: list[int]) -> None:
+        super().__init__(match)
+        self.families = sorted(families)
+
+    def rule(self) -> str:
+        if self.families == [4, 6]:
+            return super().rule()
+        proto = "ipv4" if self.families == [4] else "ipv6"
+        return f"meta nfproto {proto} {super().rule()}"
+
+
+class IcmpUnreachable(Fault):
+    """Answer matching packets arriving at a host (normally the router) with a forged ICMP
+    destination-unreachable, sent by the long-lived fault agent (Scapy, built at layer 2):
+
+        with inject(bed.router, IcmpUnreachable("host", Syn(dport=5000), delay_ms=50)) as fault:
+            ...                                    # every SYN to port 5000 gets an ICMP 50 ms later
+        fault.report   # {"matched": 1, "sent": 1, "send_times_ns": [...], "match_times_ns": [...], ...}
+
+    `code`: a friendly name ("net", "host", "protocol", "port", "frag-needed", "admin", and aliases such
+    as "no-route", "address-unreachable", "port-unreachable", "admin-prohibited", "too-big"), mapped per
+    family by `ICMP_UNREACH_CODES`; or a raw code number used with type 3 (IPv4) / 1 (IPv6).
+    `nth`: answer only the nth match (1-based); None answers every match, up to `max_answers`.
+    `delay_ms`: wait that long after the packet's arrival (kernel timestamp) before answering.
+    `family`: 4 or 6 to act on one family only; by default every family the code exists in.
+    `interface`: the host's interface (name or peer host) to listen and answer on; by default the one
+    facing the client. The ICMP comes from that interface's address.
+    `lifetime_s`: the agent closes its socket by itself after that, should nobody disarm it.
+
+    While armed, the matched packets are also dropped at this host (an nft `Drop`), so that the
+    destination never answers them; the agent still sees them, because packet taps see an incoming
+    frame before netfilter's prerouting hook.
+    """
+
+    kind = "icmp-unreachable"
+
+    def __init__(self, code: str | int = "host", match: Match | None = None, nth: int | None = None,
+                 delay_ms: float = 0, *, mtu: int | None = None, family: int | None = None,
+                 max_answers: int | None = None, lifetime_s: float = 60.0, interface: str | None = None) -> None:
+        super().__init__()
+        self.code = code
+        self.match = match if match is not None else Syn()
+        if nth is not None and int(nth) < 1:
+            raise FaultError(f"nth counts matches from 1, got {nth}")
+        if delay_ms < 0:
+            raise FaultError(f"delay_ms must not be negative, got {delay_ms}")
+        self.nth = nth
+        self.delay_ms = delay_ms
+        self.mtu = mtu
+        self.max_answers = max_answers
+        self.lifetime_s = lifetime_s
+        self.interface = interface
+        wanted = [family] if family is not None else [4, 6]
+        self.types = {f: tc for f in wanted if (tc := icmp_unreach_code(code, f)) is not None}
+        if not self.types:
+            raise FaultError(f"ICMP code {code!r} does not exist in IPv{family}")
+        self._id = ""
+        self._drop: _FamilyDrop | None = None
+        self._itf = None
+
+    def _interface(self, host: "Host"):
+        if self.interface is not None:
+            return host.interface(self.interface)
+        try:
+            return host.interface("client")
+        except LookupError:
+            if len(host.interfaces) == 1:
+                return host.interfaces[0]
+            raise FaultError(f"{host.name} has several interfaces and none faces a client: "
+                             f"say which one with interface=") from None
+
+    def apply(self, host: "Host") -> None:
+        from verifier.fault_agent import AgentError, agent
+
+        itf = self._interface(host)
+        reply = {}
+        for fam, (icmp_type, icmp_code) in self.types.items():
+            if fam in itf.addresses:  # a single-family testbed has no address of the other family
+                mtu = self.mtu if self.mtu is not None else DEFAULT_MTU[fam]
+                reply[str(fam)] = {"type": icmp_type, "code": icmp_code, "src": itf.addresses[fam], "mtu": mtu}
+        if not reply:
+            raise FaultError(f"{host.name}:{itf.name} has no address of IPv{'/'.join(map(str, self.types))} "
+                             f"to send the ICMP error from")
+        self._itf = itf
+        tag = host.netns.split("-", 1)[0]
+        self._id = f"{tag}-{self.kind}{next(_ids)}"
+        m = self.match
+        try:
+            agent().request("arm", id=self._id, netns=host.netns, ifname=itf.name,
+                            match={"flags": m.flags, "sport": m.sport, "dport": m.dport, "src": m.src, "dst": m.dst},
+                            reply=reply, nth=self.nth, delay_ms=self.delay_ms, max_answers=self.max_answers,
+                            lifetime_s=self.lifetime_s)
+        except AgentError as exc:
+            raise FaultError(f"could not arm the ICMP injector on {host.name}:{itf.name}: {exc}") from None
+        self._drop = _FamilyDrop(m, [int(f) for f in reply])
+        try:
+            self._drop.apply(host)
+        except BaseException:
+            self._drop = None
+            agent().request("disarm", id=self._id)
+            raise
+
+    def status(self) -> dict:
+        """While armed: the agent's report so far (`matched`, `sent`, `matches`, `sends`), without disarming."""
+        from verifier.fault_agent import agent
+
+        if not self._id:
+            raise FaultError("the ICMP fault is not armed")
+        return agent().request("status", id=self._id)["report"]
+
+    def wait_sent(self, n: int = 1, timeout: float = 5.0) -> dict:
+        """Poll the agent until it has sent `n` ICMP errors; FaultError after `timeout` seconds."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            report = self.status()
+            if report["sent"] >= n:
+                return report
+            if time.monotonic() > deadline:
+                raise FaultError(f"the ICMP injector sent {report['sent']} of {n} errors within {timeout} s "
+                                 f"({report['matched']} packets matched)")
+            time.sleep(delay)  # polling interval of a bounded wait, not a readiness guess
+            delay = min(delay * 2, 0.02)
+
+    def remove(self, host: "Host") -> dict:
+        from verifier.fault_agent import agent
+
+        try:
+            dropped = self._drop.remove(host)["matched"] if self._drop is not None else 0
+        finally:
+            # Whatever happened to the nft table, the agent's socket must not outlive the fault: it
+            # would keep the testbed's namespace alive.
+            self._drop = None
+            report = agent().request("disarm", id=self._id)["report"]
+        sends = report["sends"]
+        self.report = {
+            "fault": self.kind, "host": host.name, "interface": self._itf.name if self._itf else None,
+            "match": self.match.describe(), "code": self.code, "nth": self.nth, "delay_ms": self.delay_ms,
+            "matched": report["matched"], "sent": report["sent"], "dropped": dropped,
+            "match_times_ns": [m["t_ns"] for m in report["matches"]],
+            "send_times_ns": [s["t_ns"] for s in sends],
+            "matches": report["matches"], "sends": sends, "cancelled": report["cancelled"],
+            "expired": report["expired"], "errors": report["errors"], "agent_pid": agent().pid,
+        }
+        return self.report
