@@ -24,13 +24,27 @@ def write_report(path: Path, results: list[dict]) -> None:
     lines = [f"# TCP socket claims (Stevens, UNP ch. 4) on Linux {kernel}", "",
              "`linux`: the kernel matches the model derived from its own settings (the test passed). "
              "`stevens`: the book's 4.4BSD behaviour would have produced the same.", ""]
+    by_claim: dict[str, list[dict]] = {}
+    for r in rows:
+        by_claim.setdefault(r["claim"], []).append(r)
+    lines += ["| claim | the book says | linux (this kernel) | stevens (the book's 4.4BSD) |", "|---|---|---|---|"]
+    for cid, checks in by_claim.items():
+        claim = CLAIMS.get(cid)
+        failed = sum(r["outcome"] == "failed" for r in checks)
+        passed = sum(r["outcome"] == "passed" for r in checks)
+        linux = f"**FAILS** ({failed} of {len(checks)} checks)" if failed else (
+            f"holds ({passed} checks)" if passed else "not run")
+        verdicts = [r["stevens"] for r in checks if r.get("stevens") is not None]
+        stevens = ("–" if not verdicts else "holds" if all(verdicts) else "differs" if not any(verdicts)
+                   else f"partly ({sum(verdicts)} of {len(verdicts)} checks)")
+        lines.append(f"| [{cid}](#{cid.lower()}) | {_cell(claim.statement if claim else '')} | {linux} | {stevens} |")
     shown = set()
     for r in rows:
         cid = r["claim"]
         if cid not in shown:
             shown.add(cid)
             claim = CLAIMS.get(cid)
-            lines += ["", f"## {cid}: {claim.title if claim else ''}", "",
+            lines += ["", f"<a id=\"{cid.lower()}\"></a>", "", f"## {cid}: {claim.title if claim else ''}", "",
                       f"> {claim.statement if claim else ''}", "",
                       "| check | family | kernel did | linux | stevens | capture |", "|---|---|---|---|---|---|"]
         test = r["nodeid"].split("::", 1)[-1].split("[", 1)[0]
