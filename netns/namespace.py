@@ -33,8 +33,26 @@ MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-# tv<pid:5 base36><bed:1 base36>-<host>
+# tv<pid:5 base36><bed:1 base36>-<host>: a run's testbed, removed with the run (or by `verifier clean`)
 NAME_RE = re.compile(r"^tv(?P<pid>[0-9a-z]{5})(?P<bed>[0-9a-z])-(?P<host>[a-z0-9]+)$")
+# tn<name>-<host>: a named testbed that outlives the command that made it (`verifier testbed up`)
+NAMED_RE = re.compile(r"^tn(?P<name>[a-z0-9]{1,6})-(?P<host>[a-z0-9]+)$")
+
+
+def check_testbed_name(name: str) -> str:
+    """A testbed name: 1 to 6 lower-case letters or digits, so every namespace name fits 15 characters."""
+    if not re.fullmatch(r"[a-z0-9]{1,6}", name or ""):
+        raise NamespaceError(f"testbed name {name!r}: use 1 to 6 lower-case letters or digits")
+    return name
+
+
+def named_tag(name: str) -> str:
+    return "tn" + check_testbed_name(name)
+
+
+def is_testbed_namespace(name: str) -> bool:
+    """Does this namespace belong to a testbed of this project (a run's or a named one)?"""
+    return bool(NAME_RE.match(name) or NAMED_RE.match(name))
 
 
 class NamespaceError(RuntimeError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -37,6 +38,7 @@ from . import namespace
 from .host import Host, Interface
 
 IFA_F_NODAD = 0x02
+STATE_DIR = Path("/run/tcp-verifier/testbeds")  # named testbeds' records; /run dies with the namespaces
 FAMILIES = {"ipv4": (4,), "ipv6": (6,), "dual": (4, 6)}
 
 
@@ -108,7 +110,8 @@ class Testbed:
 
     __test__ = False
 
-    def __init__(self, topology: str = "routed", family: str = "dual", *, workdir: str | Path | None = None):
+    def __init__(self, topology: str = "routed", family: str = "dual", *, workdir: str | Path | None = None,
+                 name: str | None = None):
         if topology not in TOPOLOGIES:
             raise TestbedError(f"unknown topology {topology!r}; choose one of {', '.join(TOPOLOGIES)}")
         if family not in FAMILIES:
@@ -117,6 +120,7 @@ class Testbed:
         self.family = family
         self.families = FAMILIES[family]
         self.tag = ""
+        self.name = namespace.check_testbed_name(name) if name is not None else None
         self.hosts: dict[str, Host] = {}
         self._undo: list[tuple[str, object]] = []
         self._own_workdir = workdir is None
@@ -152,7 +156,12 @@ class Testbed:
         return self
 
     def _build(self) -> None:
-        self.tag = _next_tag()
+        if self.name is not None:
+            self.tag = namespace.named_tag(self.name)
+            if any(n.startswith(self.tag + "-") for n in namespace.list_names()):
+                raise TestbedError(f"a testbed named {self.name} already exists (verifier testbed list)")
+        else:
+            self.tag = _next_tag()
         _live.add(self)
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
@@ -254,6 +263,7 @@ class Testbed:
     @property
     def workdir(self) -> Path:
         assert self._workdir is not None
+        self._workdir.mkdir(parents=True, exist_ok=True)
         return self._workdir
 
     def describe(self) -> str:
@@ -263,6 +273,65 @@ class Testbed:
                 addrs = " ".join(f"{a}/{itf.prefixlen[f]}" for f, a in itf.addresses.items())
                 lines.append(f"  {h.name:<7} {h.netns:<16} {itf.name:<12} -> {itf.peer_host:<7} {addrs}")
         return "\n".join(lines)
+
+    # -- long-lived, named testbeds ------------------------------------------------------------
+    def detach(self) -> Path:
+        """Let a named testbed outlive this process: record it under /run and drop it from the
+        teardown-at-exit list. `Testbed.attach(name)` gets it back; `down()` removes it."""
+        if self.name is None:
+            raise TestbedError("only a named testbed can outlive its process: give it a name")
+        state = {
+            "name": self.name, "tag": self.tag, "topology": self.topology.name, "family": self.family,
+            "created_ns": self.up_ns, "created_by_pid": os.getpid(),
+            "hosts": {h.name: {"netns": h.netns, "gateway": h.gateway,
+                               "interfaces": [vars(i) for i in h.interfaces]} for h in self.hosts.values()},
+        }
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        path = STATE_DIR / f"{self.name}.json"
+        path.write_text(json.dumps(state, indent=2) + "\n")
+        _live.discard(self)
+        return path
+
+    @classmethod
+    def attach(cls, name: str) -> "Testbed":
+        """The named testbed that `detach()` left running."""
+        namespace.check_testbed_name(name)
+        path = STATE_DIR / f"{name}.json"
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise TestbedError(f"no testbed named {name} (see: verifier testbed list)") from None
+        bed = cls(state["topology"], state["family"], name=name, workdir=STATE_DIR / f"{name}.d")
+        bed._own_workdir = True
+        bed.tag = state["tag"]
+        bed.up_ns = state.get("created_ns")
+        for hname, h in state["hosts"].items():
+            if not namespace.exists(h["netns"]):
+                raise TestbedError(f"testbed {name} is broken: namespace {h['netns']} is gone "
+                                   f"(remove it with: verifier testbed down {name})")
+            host = Host(hname, h["netns"], bed.workdir)
+            host.gateway = {int(k): v for k, v in h["gateway"].items()}
+            for i in h["interfaces"]:
+                host.interfaces.append(Interface(i["name"], i["host"], i["peer_host"], i["peer_name"],
+                                                 {int(k): v for k, v in i["addresses"].items()},
+                                                 {int(k): v for k, v in i["prefixlen"].items()}))
+            bed.hosts[hname] = host
+            bed._undo.append(("netns", h["netns"]))
+        bed._undo.append(("state", str(path)))
+        return bed
+
+    @staticmethod
+    def named() -> list[dict]:
+        """The recorded named testbeds, each with `alive`: are all its namespaces still there?"""
+        out = []
+        for path in sorted(STATE_DIR.glob("*.json")):
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            state["alive"] = all(namespace.exists(h["netns"]) for h in state["hosts"].values())
+            out.append(state)
+        return out
 
     # -- teardown ------------------------------------------------------------------------------
     def down(self) -> None:
@@ -279,6 +348,8 @@ class Testbed:
             kind, what = self._undo.pop()
             if kind == "netns":
                 namespace.remove(what)  # type: ignore[arg-type]
+            elif kind == "state":
+                Path(what).unlink(missing_ok=True)  # type: ignore[arg-type]
         if self._own_workdir and self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
         _live.discard(self)
@@ -294,15 +365,17 @@ _batch_lock = threading.Lock()
 NLMSG_ERROR = 2
 
 
-TAG_PLACEHOLDER = "tvQQQQQQ"  # same length as a real tag; upper case never occurs in real names
+def _placeholder(tag: str) -> str:
+    """Stands for a tag in compiled requests: same length, and upper case never occurs in real names."""
+    return "Q" * len(tag)
 FD_PLACEHOLDER = 0x7F7F7F00
 IFLA_NET_NS_FD = 28
 _compiled: dict[str, tuple[bytes, list[int]]] = {}
 
 
 def _template(name: str, tag: str) -> str:
-    assert name.startswith(tag) and len(tag) == len(TAG_PLACEHOLDER)
-    return TAG_PLACEHOLDER + name[len(tag):]
+    assert name.startswith(tag)
+    return _placeholder(tag) + name[len(tag):]
 
 
 def _netlink_batch(nl: socket.socket, requests: list[tuple[str, dict]], where: str, tag: str = "",
@@ -333,7 +406,7 @@ def _netlink_batch(nl: socket.socket, requests: list[tuple[str, dict]], where: s
                 off += length
             _compiled[key] = (template, seqs)
     template, seqs = _compiled[key]
-    data = template.replace(TAG_PLACEHOLDER.encode(), tag.encode()) if tag else template
+    data = template.replace(_placeholder(tag).encode(), tag.encode()) if tag else template
     for k, fd in enumerate(fds):
         attr = struct.pack("=HHI", 8, IFLA_NET_NS_FD, FD_PLACEHOLDER + k)
         if data.count(attr) != 1:
@@ -352,7 +425,7 @@ def _netlink_batch(nl: socket.socket, requests: list[tuple[str, dict]], where: s
                 pending.discard(seq)
                 if err:
                     method, kw = described.get(seq, ("?", {}))
-                    request = f"{method} {kw}".replace(TAG_PLACEHOLDER, tag or TAG_PLACEHOLDER)
+                    request = f"{method} {kw}".replace(_placeholder(tag), tag) if tag else f"{method} {kw}"
                     raise TestbedError(f"{where}: netlink {request} failed: {os.strerror(-err)}")
             off += length or len(reply)
 

@@ -85,6 +85,15 @@ class Capture:
         self._id = answer["id"]
         return self
 
+    def written(self) -> int:
+        """Packets recorded so far (while running)."""
+        if self._id is None:
+            return sum(s.written for s in self.stats)
+        answer = _service.request({"op": "status", "id": self._id})
+        if "written" not in answer:
+            raise CaptureError(f"the capture of {self.path} ended badly: {answer.get('error', answer)}")
+        return answer["written"]
+
     def stop(self) -> list[InterfaceStats]:
         """Stop recording; returns the per-interface counts. Safe to call more than once."""
         if self._id is None:

@@ -213,6 +213,10 @@ def main() -> int:
                 recordings[rid] = rec
                 owner.update({s.fileno(): rec for s in rec.socks})
                 reply({"id": rid, "ready": True})
+            elif req["op"] == "status":
+                rec = recordings[rid]
+                rec.pump()
+                reply({"id": rid, "written": sum(rec.written)})
             elif req["op"] == "stop":
                 rec = recordings.pop(rid)
                 for s in rec.socks:

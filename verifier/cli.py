@@ -1,7 +1,12 @@
 """The `verifier` command line.
 
-    verifier clean [--dry-run] [--json]   remove namespaces (and their processes) left by dead runs
+    verifier testbed up [--name N] [--topology pair|routed] [--ipv4|--ipv6|--dual] [--json]
+    verifier testbed list [--json]
+    verifier testbed exec N HOST -- CMD...
+    verifier testbed down N|--all [--json]
+    verifier capture N [--host H] [-w FILE] [--duration S] [--count N]
     verifier show FILE [--json]           list the TCP connections in a capture, with their exchanges
+    verifier clean [--dry-run] [--json]   remove namespaces (and their processes) left by dead runs
 
 Errors are one line on stderr and a non-zero exit, never a traceback.
 """
@@ -46,6 +51,178 @@ def cmd_clean(args) -> int:
     return 0
 
 
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise UserError(f"{what} needs root (network namespaces): run it with sudo")
+
+
+def _attach(name: str):
+    from netns import Testbed, TestbedError
+    from netns.namespace import NamespaceError
+
+    try:
+        return Testbed.attach(name)
+    except (TestbedError, NamespaceError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _bed_json(bed) -> dict:
+    return {"name": bed.name, "topology": bed.topology.name, "family": bed.family,
+            "hosts": {h.name: {"netns": h.netns, "interfaces": [
+                {"name": i.name, "peer": i.peer_host,
+                 "addresses": [f"{a}/{i.prefixlen[f]}" for f, a in sorted(i.addresses.items())]}
+                for i in h.interfaces]} for h in bed.hosts.values()}}
+
+
+def cmd_testbed_up(args) -> int:
+    from netns import Testbed, TestbedError
+    from netns.namespace import NamespaceError
+
+    _need_root("testbed up")
+    family = args.family or "dual"
+    name = args.name
+    if name is None:  # the lowest free number
+        taken = {s["name"] for s in Testbed.named()}
+        name = next(str(i) for i in range(1, 10**6) if str(i) not in taken)
+    try:
+        bed = Testbed(args.topology, family, name=name)
+        bed.up()
+    except (TestbedError, NamespaceError) as exc:
+        raise UserError(str(exc)) from None
+    bed.detach()
+    if args.json:
+        print(json.dumps(_bed_json(bed)))
+    else:
+        print(bed.describe().replace(f"testbed {bed.tag}", f"testbed {bed.name}", 1))
+        print(f"\nrun a program:  verifier testbed exec {bed.name} client -- CMD...")
+        print(f"remove it:      verifier testbed down {bed.name}")
+    return 0
+
+
+def cmd_testbed_list(args) -> int:
+    from netns import Testbed
+
+    beds = Testbed.named()
+    if args.json:
+        print(json.dumps([{k: b[k] for k in ("name", "topology", "family", "alive", "created_ns")} |
+                          {"hosts": {h: v["netns"] for h, v in b["hosts"].items()}} for b in beds]))
+        return 0
+    if not beds:
+        print("no testbeds (make one: verifier testbed up)")
+    for b in beds:
+        addrs = []
+        for h, v in b["hosts"].items():
+            first = next((i for i in v["interfaces"]), None)
+            if first:
+                addrs.append(f"{h} {' '.join(first['addresses'].values())}")
+        state = "" if b["alive"] else "  BROKEN (namespaces missing: verifier testbed down " + b["name"] + ")"
+        print(f"{b['name']:<8} {b['topology']:<7} {b['family']:<5} " + "; ".join(addrs) + state)
+    return 0
+
+
+def cmd_testbed_exec(args) -> int:
+    from netns import namespace
+
+    _need_root("testbed exec")
+    bed = _attach(args.name)
+    if args.host not in bed.hosts:
+        raise UserError(f"testbed {args.name} has no host {args.host!r}; it has {', '.join(bed.hosts)}")
+    argv = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not argv:
+        raise UserError("give the command to run after --, e.g. verifier testbed exec 1 client -- ip addr")
+    fd = os.open(bed[args.host].path, os.O_RDONLY)
+    if namespace._libc.setns(fd, namespace.CLONE_NEWNET) != 0:
+        raise UserError(f"cannot enter {bed[args.host].netns}")
+    os.close(fd)
+    try:
+        os.execvp(argv[0], argv)  # stdin, stdout and the exit status are the program's own
+    except FileNotFoundError:
+        raise UserError(f"{argv[0]}: command not found") from None
+    return 127  # pragma: no cover
+
+
+def cmd_testbed_down(args) -> int:
+    from netns import Testbed
+
+    _need_root("testbed down")
+    names = [b["name"] for b in Testbed.named()] if args.all else [args.name]
+    if not args.all and not args.name:
+        raise UserError("say which testbed: verifier testbed down NAME (or --all)")
+    done = []
+    for name in names:
+        bed = _attach_even_broken(name)
+        bed.down()
+        done.append(name)
+    if args.json:
+        print(json.dumps({"removed": done}))
+    else:
+        print("removed " + (", ".join(done) if done else "nothing"))
+    return 0
+
+
+def _attach_even_broken(name: str):
+    """For `down`: a testbed whose namespaces are partly gone is still removed completely."""
+    from netns import Testbed, TestbedError, namespace
+    from netns.testbed import STATE_DIR
+
+    try:
+        return Testbed.attach(name)
+    except TestbedError:
+        path = STATE_DIR / f"{name}.json"
+        if not path.exists():
+            raise UserError(f"no testbed named {name} (see: verifier testbed list)") from None
+        state = json.loads(path.read_text())
+        bed = Testbed(state["topology"], state["family"], name=name, workdir=STATE_DIR / f"{name}.d")
+        bed._undo = [("netns", h["netns"]) for h in state["hosts"].values() if namespace.exists(h["netns"])]
+        bed._undo.append(("state", str(path)))
+        return bed
+
+
+def cmd_capture(args) -> int:
+    import signal
+    import time
+
+    from verifier.capture import Capture, CaptureError
+
+    _need_root("capture")
+    bed = _attach(args.name)
+    hosts = args.host or None
+    for h in hosts or []:
+        if h not in bed.hosts:
+            raise UserError(f"testbed {args.name} has no host {h!r}; it has {', '.join(bed.hosts)}")
+    path = args.write or f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}.pcapng"
+    try:
+        cap = Capture(bed, path, hosts=hosts).start()
+    except CaptureError as exc:
+        raise UserError(str(exc)) from None
+    labels = ", ".join(t["label"] for t in cap.targets)
+    print(f"capturing {labels} to {path}; Ctrl-C to stop", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    started = time.monotonic()
+    try:
+        while True:
+            elapsed = time.monotonic() - started
+            if args.duration is not None and elapsed >= args.duration:
+                break
+            written = cap.written()
+            if args.count is not None and written >= args.count:
+                break
+            if sys.stderr.isatty():
+                print(f"\r{written} packets, {elapsed:.0f} s", end="", file=sys.stderr, flush=True)
+            time.sleep(0.2 if args.count is not None else 0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stats = cap.stop()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps({"path": str(path), "interfaces": [vars(s) for s in stats]}))
+    else:
+        print(cap.summary())
+    return 0
+
+
 def cmd_show(args) -> int:
     from verifier.pcapng import CaptureFormatError
     from verifier.tracefile import load_trace
@@ -78,6 +255,45 @@ def cmd_show(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="verifier", description="Packet-level verifier of TCP socket behaviour.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    t = sub.add_parser("testbed", help="long-lived testbeds: up, list, exec, down",
+                       description="Testbeds that outlive the command: bring one up, run your own programs "
+                                   "in its hosts, capture and inject faults, then take it down.")
+    tsub = t.add_subparsers(dest="action", metavar="ACTION", required=True)
+    up = tsub.add_parser("up", help="bring up a testbed and print its hosts and addresses")
+    up.add_argument("--name", help="1-6 lower-case letters or digits (default: the lowest free number)")
+    up.add_argument("--topology", choices=["pair", "routed"], default="routed",
+                    help="pair: client-server; routed: client-router-server (default)")
+    fam = up.add_mutually_exclusive_group()
+    for flag in ("ipv4", "ipv6", "dual"):
+        fam.add_argument(f"--{flag}", dest="family", action="store_const", const=flag,
+                         help={"ipv4": "IPv4 only", "ipv6": "IPv6 only", "dual": "both (default)"}[flag])
+    up.add_argument("--json", action="store_true", help="print the testbed as JSON")
+    up.set_defaults(func=cmd_testbed_up)
+    ls = tsub.add_parser("list", help="the testbeds that exist")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_testbed_list)
+    ex = tsub.add_parser("exec", help="run a command inside a host (stdin, stdout, exit status pass through)")
+    ex.add_argument("name")
+    ex.add_argument("host", help="client, router or server")
+    ex.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    ex.set_defaults(func=cmd_testbed_exec)
+    dn = tsub.add_parser("down", help="remove a testbed completely (processes, links, namespaces)")
+    dn.add_argument("name", nargs="?")
+    dn.add_argument("--all", action="store_true", help="remove every named testbed")
+    dn.add_argument("--json", action="store_true")
+    dn.set_defaults(func=cmd_testbed_down)
+
+    cp = sub.add_parser("capture", help="record a testbed's interfaces to pcapng until Ctrl-C or a limit",
+                        description="Record every packet on a testbed's interfaces (all hosts, or --host) to a "
+                                    "pcapng file with nanosecond timestamps, until Ctrl-C, --duration or --count.")
+    cp.add_argument("name", help="the testbed")
+    cp.add_argument("--host", action="append", help="only this host's interfaces (repeatable)")
+    cp.add_argument("-w", "--write", metavar="FILE", help="output file (default NAME-DATE-TIME.pcapng)")
+    cp.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    cp.add_argument("--count", type=int, metavar="N", help="stop after N packets")
+    cp.add_argument("--json", action="store_true", help="print the counts as JSON")
+    cp.set_defaults(func=cmd_capture)
+
     c = sub.add_parser("clean", help="remove namespaces left behind by runs whose process is gone",
                        description="Remove the network namespaces (and processes inside them) of runs whose "
                                    "owning process is gone. Only names of this project's scheme (tv<pid><n>-<host>) "
