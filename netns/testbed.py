@@ -194,12 +194,24 @@ class Testbed:
             shared = next(i for i in self.hosts[router].interfaces if i.peer_host == end)
             self.hosts[end].gateway = dict(shared.addresses)
 
+        # Per-namespace settings, in every namespace before any link exists: a veth's far end is
+        # created from the other namespace, and takes this namespace's defaults (no DAD, so even the
+        # link-local addresses are usable at once) at that moment.
+        for name in topo.hosts:
+            with namespace.inside(self.hosts[name].netns):
+                _write_sysctl("net/ipv6/conf/default/accept_dad", "0")
+                _write_sysctl("net/ipv6/conf/all/accept_dad", "0")
+                _write_sysctl("net/ipv6/conf/default/router_solicitations", "0")
+                if name in topo.routers:
+                    _write_sysctl("net/ipv4/ip_forward", "1")
+                    _write_sysctl("net/ipv6/conf/all/forwarding", "1")
+
         # Hosts are configured in topology order; a link's `a` side always comes first, so every
         # interface exists by the time its host is configured.
         for name in topo.hosts:
-            self._configure(self.hosts[name], plan[name], name in topo.routers)
+            self._configure(self.hosts[name], plan[name])
 
-    def _configure(self, host: Host, plan: list[tuple[Interface, bool]], router: bool) -> None:
+    def _configure(self, host: Host, plan: list[tuple[Interface, bool]]) -> None:
         # All of a host's netlink requests are compiled by pyroute2's IPBatch and sent in one
         # sendmsg; the kernel applies them in order. This keeps `up` near a millisecond per host,
         # where one IPRoute round trip per request costs about a millisecond each.
@@ -207,13 +219,6 @@ class Testbed:
         peer_fds = []
         with namespace.inside(host.netns):
             try:
-                # Per-namespace settings, written before any interface exists so they apply to all.
-                _write_sysctl("net/ipv6/conf/default/accept_dad", "0")
-                _write_sysctl("net/ipv6/conf/all/accept_dad", "0")
-                _write_sysctl("net/ipv6/conf/default/router_solicitations", "0")
-                if router:
-                    _write_sysctl("net/ipv4/ip_forward", "1")
-                    _write_sysctl("net/ipv6/conf/all/forwarding", "1")
                 next_index = 100
                 for itf, create in plan:
                     if create:

@@ -130,11 +130,11 @@ def test_failure_during_setup_removes_what_was_built(root, monkeypatch):
     calls = []
     real = tb.Testbed._configure
 
-    def failing(self, host, plan, router):
+    def failing(self, host, plan):
         calls.append(host.name)
         if host.name == "router":
             raise TestbedError("injected failure while configuring the router")
-        return real(self, host, plan, router)
+        return real(self, host, plan)
 
     monkeypatch.setattr(tb.Testbed, "_configure", failing)
     bed = Testbed.routed("dual")
@@ -196,3 +196,13 @@ def test_compiled_requests_are_reused_with_each_testbeds_own_names(root):
         assert f"{b.tag}-c0" in names and "tvQQQQQQ" not in names and a.tag not in names
         peer = b.router.run(["ip", "-o", "link"]).check().stdout
         assert f"{b.tag}-r0" in peer and f"{b.tag}-r1" in peer
+
+
+def test_no_address_is_left_tentative(root):
+    """Every IPv6 address, link-local ones on the far ends of links included, is usable at once."""
+    with Testbed.routed("ipv6") as bed:
+        for host in bed.hosts.values():
+            out = host.run(["ip", "-6", "-o", "addr", "show"]).check().stdout
+            assert "tentative" not in out, f"{host.name}: {out}"
+            for itf in host.interfaces:
+                assert host.sysctl(f"net.ipv6.conf.{itf.name}.accept_dad") == "0"
