@@ -55,13 +55,13 @@ $(STAMP): pyproject.toml | root apt
 
 demo: setup
 	@rm -rf $(DEMO_DIR)
-	@$(PY) -m pytest tests/conformance -p no:cacheprovider -q -n 2 --keep-captures \
+	@$(PY) -m pytest tests/conformance -p no:cacheprovider -q -n 4 --keep-captures \
 	  --verifier-captures $(DEMO_DIR) --verifier-report $(DEMO_DIR)/report.md $(PYTEST_ARGS); \
 	status=$$?; echo; cat $(DEMO_DIR)/report.md 2>/dev/null; \
 	echo; echo "captures (open them in Wireshark): $(DEMO_DIR)/"; exit $$status
 
 test: setup
-	@$(PY) -m pytest -p no:cacheprovider -n 2 $(PYTEST_ARGS)
+	@$(PY) -m pytest -p no:cacheprovider -n 4 $(PYTEST_ARGS)
 
 unit:
 	@test -x $(PY) || { echo "make unit: run 'sudo make test' once first to set up $(VENV)"; exit 1; }
@@ -69,6 +69,7 @@ unit:
 
 bench: setup
 	@$(PY) bench/testbed.py
+	@$(PY) bench/suite.py
 
 clean-leftovers: root $(STAMP)
 	@$(VENV)/bin/verifier clean
