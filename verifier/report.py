@@ -33,7 +33,7 @@ def write_report(path: Path, results: list[dict]) -> None:
         failed = sum(r["outcome"] == "failed" for r in checks)
         passed = sum(r["outcome"] == "passed" for r in checks)
         linux = f"**FAILS** ({failed} of {len(checks)} checks)" if failed else (
-            f"holds ({passed} checks)" if passed else "not run")
+            f"holds ({passed} check{'' if passed == 1 else 's'})" if passed else "not run")
         verdicts = [r["stevens"] for r in checks if r.get("stevens") is not None]
         stevens = ("–" if not verdicts else "holds" if all(verdicts) else "differs" if not any(verdicts)
                    else f"partly ({sum(verdicts)} of {len(verdicts)} checks)")
