@@ -183,16 +183,17 @@ def pytest_runtest_makereport(item, call):
     rep = yield
     item.stash.setdefault(outcome_key, {})[rep.when] = rep.passed or rep.skipped
     paths = item.stash.get(capture_paths_key, [])
-    if rep.when == "call":
+    if rep.when == "call" or (rep.when == "setup" and not rep.passed):
         marker = item.get_closest_marker("claim")
         if marker:
             rep.user_properties.append(("claim", marker.args[0]))
-        ev = item.stash.get(evidence_key, None)
-        if ev is not None and ev.observed is not None:
-            rep.user_properties += [("observed", ev.observed), ("stevens", ev.stevens), ("stevens_why", ev.why)]
         family = getattr(item, "callspec", None) and item.callspec.params.get("family")
         if family:
             rep.user_properties.append(("family", family))
+    if rep.when == "call":
+        ev = item.stash.get(evidence_key, None)
+        if ev is not None and ev.observed is not None:
+            rep.user_properties += [("observed", ev.observed), ("stevens", ev.stevens), ("stevens_why", ev.why)]
         if paths:
             keep = rep.failed or item.config.getoption("keep_captures")
             if keep:
@@ -214,8 +215,16 @@ def pytest_runtest_logreport(report):
         "family": props.get("family"), "captures": props.get("captures", []),
         "observed": props.get("observed"), "stevens": props.get("stevens"), "stevens_why": props.get("stevens_why", ""),
         "duration_s": round(report.duration, 4),
-        "message": str(report.longrepr).splitlines()[-1][:300] if report.failed and report.longrepr else "",
+        "message": _failure_line(report) if report.failed else "",
     })
+
+
+def _failure_line(report) -> str:
+    """The first line of what went wrong (for an ExpectationFailed: its title line)."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr or "")
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0][:300] if lines else ""
 
 
 _results: list[dict] = []
