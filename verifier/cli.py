@@ -5,6 +5,8 @@
     verifier testbed exec N HOST -- CMD...
     verifier testbed down N|--all [--json]
     verifier capture N [--host H] [-w FILE] [--duration S] [--count N]
+    verifier inject N KIND [--host H] [--duration S] [--json] [options]   drop, reject, icmp-unreachable,
+                                          rst, segment, blackhole, delay, syn-flood
     verifier show FILE [--json]           list the TCP connections in a capture, with their exchanges
     verifier clean [--dry-run] [--json]   remove namespaces (and their processes) left by dead runs
 
@@ -223,6 +225,136 @@ def cmd_capture(args) -> int:
     return 0
 
 
+# The options of each fault kind, as (flag, type, help). The names are the keyword arguments of the
+# kind's `from_cli` in verifier/faults.py; a host name (client, router, server) may stand for an address.
+MATCH_OPTS = [
+    ("--flags", str, "TCP flags to match: syn, syn-ack, rst, fin or ack"),
+    ("--sport", int, "source port"), ("--dport", int, "destination port"),
+    ("--src", str, "source address(es), comma-separated, or a host name"),
+    ("--dst", str, "destination address(es), comma-separated, or a host name"),
+]
+INJECT_OPTS = {
+    "drop": ("drop matching packets silently", MATCH_OPTS + [
+        ("--first", int, "drop only the first K matches"), ("--nth", int, "drop only the Kth match"),
+        ("--probability", float, "drop each match with this probability (0..1)")]),
+    "reject": ("answer matching packets at once with the kernel's ICMP error (nft reject)", MATCH_OPTS + [
+        ("--code", str, "host-unreachable (default), net-unreachable, port-unreachable, admin-prohibited")]),
+    "icmp-unreachable": ("answer matching packets (SYNs by default) with a crafted ICMP/ICMPv6 "
+                         "destination-unreachable quoting them", MATCH_OPTS + [
+        ("--code", str, "net, host (default), port, protocol, admin, frag-needed; ICMPv6: no-route, address, port"),
+        ("--nth", int, "answer only the Kth match"), ("--delay-ms", float, "wait this long before answering"),
+        ("--mtu", int, "the MTU of a frag-needed"), ("--family", int, "4 or 6 only")]),
+    "rst": ("inject a RST into an established connection", MATCH_OPTS + [
+        ("--to", str, "the endpoint (address or host name) that receives the RST (required)"),
+        ("--at", str, "exact (RCV.NXT: resets), in-window (draws a challenge ACK) or out-of-window"),
+        ("--offset", int, "sequence offset from RCV.NXT instead of --at"),
+        ("--wait-s", float, "how long to wait to learn the sequence numbers from traffic")]),
+    "segment": ("send one crafted segment (e.g. an ACK for no connection) and report the answer", [
+        ("--dst", str, "destination address or host name (required)"), ("--dport", int, "destination port (required)"),
+        ("--flags", str, "TCP flags as letters, default A"), ("--sport", int, "source port"),
+        ("--seq", int, "sequence number"), ("--ack", int, "acknowledgement number"), ("--payload", str, "data")]),
+    "blackhole": ("make an address unreachable with no answer at all (no ARP or neighbour reply)", [
+        ("--address", str, "the address or host name to blackhole (default: the server's)"),
+        ("--family", int, "4 or 6 only")]),
+    "delay": ("delay matching packets (netem, or a user-space delay line at the router)", MATCH_OPTS + [
+        ("--delay-ms", float, "the added delay (required)"), ("--method", str, "auto (default), netem or agent"),
+        ("--max-packets", int, "delay at most this many packets")]),
+    "syn-flood": ("SYNs from spoofed testbed addresses, at a rate, bounded in count and time", [
+        ("--dst", str, "target address or host name (default: the server's)"), ("--dport", int, "target port (required)"),
+        ("--count", int, "how many SYNs (default 100)"), ("--rate-pps", float, "SYNs per second (default 1000)"),
+        ("--sources", str, "spoofed source network (documentation range)")]),
+}
+ONE_SHOT = {"rst", "segment", "syn-flood"}
+
+
+def _resolve(bed, value: str | None, family: int | None = None, single: bool = False) -> str | None:
+    """A host name stands for its addresses (of `family`, else all, comma-separated; or the first one)."""
+    if value is None or value not in bed.hosts:
+        return value
+    addrs = bed[value].addresses(family)
+    if not addrs:
+        raise UserError(f"host {value} has no IPv{family} address in testbed {bed.name}")
+    return addrs[0] if single else ",".join(addrs)
+
+
+def cmd_inject(args) -> int:
+    import signal
+    import time
+
+    from verifier import faults
+
+    _need_root("inject")
+    bed = _attach(args.name)
+    opts = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
+            for flag, _, _ in INJECT_OPTS[args.kind][1]}
+    fam = opts.get("family")
+    one_address = {"to", "address"} | ({"dst"} if args.kind in ("segment", "syn-flood") else set())
+    for key in ("src", "dst", "to", "address"):
+        if opts.get(key) is not None:
+            opts[key] = _resolve(bed, opts[key], fam, single=key in one_address)
+    if args.kind == "rst" and not opts.get("to"):
+        raise UserError("rst needs --to: the endpoint that receives the RST")
+    if args.kind == "segment" and (not opts.get("dst") or opts.get("dport") is None):
+        raise UserError("segment needs --dst and --dport")
+    if args.kind == "delay" and opts.get("delay_ms") is None:
+        raise UserError("delay needs --delay-ms")
+    if args.kind == "syn-flood":
+        if opts.get("dport") is None:
+            raise UserError("syn-flood needs --dport")
+        opts["dst"] = opts.get("dst") or bed["server"].addr(4 if 4 in bed.families else 6)
+    host = args.host
+    if args.kind == "blackhole":
+        address = opts.get("address") or bed["server"].addresses(fam)[0]
+        owner = next((h for h in bed.hosts.values() if address in h.addresses()), None)
+        if owner is None:
+            raise UserError(f"no host of testbed {bed.name} has the address {address}")
+        opts["address"], host = address, owner.name
+    if host is None:
+        host = "client" if args.kind in ("syn-flood", "segment") else "router" if "router" in bed.hosts else "server"
+    if host not in bed.hosts:
+        raise UserError(f"testbed {args.name} has no host {host!r}; it has {', '.join(bed.hosts)}")
+    if args.kind == "drop" or args.kind == "reject":
+        opts["duration_s"] = args.duration
+    try:
+        fault = faults.from_cli(args.kind, **opts)
+    except (faults.FaultError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+    def on_term(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    def say(*a):  # progress for people goes to stderr, also with --json (stdout is the data)
+        print(*a, file=sys.stderr, flush=True)
+
+    result = None
+    try:
+        with faults.inject(bed[host], fault):
+            say(f"{fault.describe()} on {host} of testbed {bed.name}")
+            if args.kind in ONE_SHOT:
+                result = fault.fire()
+            else:
+                say(f"active for {args.duration:g} s; Ctrl-C to remove it sooner")
+                end = time.monotonic() + args.duration
+                while time.monotonic() < end:
+                    time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    except faults.FaultError as exc:
+        raise UserError(str(exc)) from None
+    report = dict(fault.report)
+    if isinstance(result, dict):
+        report.setdefault("result", result)
+    if args.json:
+        print(json.dumps(report, default=str))
+    else:
+        print(f"{report.get('fault', args.kind)} on {host}: " +
+              ", ".join(f"{k}={v}" for k, v in report.items()
+                        if k != "fault" and not isinstance(v, (list, dict))))
+    return 0
+
+
 def cmd_show(args) -> int:
     from verifier.pcapng import CaptureFormatError
     from verifier.tracefile import load_trace
@@ -293,6 +425,22 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--count", type=int, metavar="N", help="stop after N packets")
     cp.add_argument("--json", action="store_true", help="print the counts as JSON")
     cp.set_defaults(func=cmd_capture)
+
+    inj = sub.add_parser("inject", help="inject a fault into a running testbed, bounded, removed on exit",
+                         description="Apply one fault inside a testbed until --duration ends (standing faults) or "
+                                     "its action is done (rst, segment, syn-flood), or Ctrl-C/SIGTERM; then remove "
+                                     "it and report what it did. Faults act only inside testbed namespaces.")
+    ksub = inj.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, (text, options) in INJECT_OPTS.items():
+        kp = ksub.add_parser(kind, help=text, description=text)
+        kp.add_argument("name", help="the testbed")
+        kp.add_argument("--host", help="where the fault acts (default: the router, or the host the kind needs)")
+        kp.add_argument("--duration", type=float, default=60.0, metavar="S",
+                        help="how long a standing fault stays (default 60 s)")
+        kp.add_argument("--json", action="store_true", help="print the report as JSON")
+        for flag, typ, helptext in options:
+            kp.add_argument(flag, type=typ, help=helptext)
+        kp.set_defaults(func=cmd_inject)
 
     c = sub.add_parser("clean", help="remove namespaces left behind by runs whose process is gone",
                        description="Remove the network namespaces (and processes inside them) of runs whose "

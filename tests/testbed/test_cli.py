@@ -93,3 +93,60 @@ def test_a_garbage_capture_is_one_clear_line(tmp_path):
     res = verifier("show", str(bad))
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == [f"verifier: {bad}: not a pcap or pcapng file (magic 0x3c68746d)"]
+
+
+def _wait_for(stream, text: str, timeout: float = 30) -> str:
+    """Read an unbuffered pipe until `text` appears (bounded); returns what was read."""
+    import time
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(stream.fileno(), 65536) if ready else b""
+        assert chunk, f"no {text!r} in time; got {seen!r}"
+        seen += chunk
+    return seen.decode()
+
+
+def test_a_user_session_up_exec_inject_capture_down(bed_name, tmp_path):
+    """What a user does: up, a server, a capture, a fault, a client, the capture checked, down."""
+    import signal
+
+    from netns import Testbed
+    from verifier.programs import build
+    from verifier.syscalls import find, parse_report
+    from verifier.tracefile import load_trace
+
+    server, client = str(build("server")), str(build("client"))
+    assert verifier("testbed", "up", "--name", bed_name).returncode == 0
+    names = [h.netns for h in Testbed.attach(bed_name).hosts.values()]
+    srv = subprocess.Popen([*VERIFIER, "testbed", "exec", bed_name, "server", "--", server, "--family", "4",
+                            "0.0.0.0", "5000"], stdout=subprocess.PIPE, bufsize=0)
+    _wait_for(srv.stdout, '"call":"listen"')  # the server's readiness line
+    cap_file = tmp_path / "session.pcapng"
+    cap = subprocess.Popen([*VERIFIER, "capture", bed_name, "--host", "client", "-w", str(cap_file), "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    _wait_for(cap.stderr, "Ctrl-C to stop")
+    inj = subprocess.Popen([*VERIFIER, "inject", "icmp-unreachable", bed_name, "--dport", "5001", "--code", "host",
+                            "--duration", "30", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    _wait_for(inj.stderr, "Ctrl-C to remove it sooner")  # printed once the fault is in place
+    # A client to the faulty port gets the router's ICMP: EHOSTUNREACH; one to the server connects.
+    bad = verifier("testbed", "exec", bed_name, "client", "--", client, "--family", "4", "203.0.113.2", "5001")
+    good = verifier("testbed", "exec", bed_name, "client", "--", client, "--family", "4", "203.0.113.2", "5000")
+    assert find(parse_report(bad.stdout), "connect").errno == "EHOSTUNREACH"
+    assert find(parse_report(good.stdout), "connect").ret == 0
+    inj.send_signal(signal.SIGINT)
+    report = json.loads(inj.communicate(timeout=30)[0])
+    assert (report["fault"], report["matched"], report["sent"]) == ("icmp-unreachable", 1, 1)
+    cap.send_signal(signal.SIGINT)
+    cap_report = json.loads(cap.communicate(timeout=30)[0])
+    assert cap.returncode == 0 and cap_report["path"] == str(cap_file)
+    srv.wait(10)
+    trace = load_trace(cap_file)
+    refused = trace.find(dport=5001)[0]
+    assert [(e.kind, e.icmp_type, e.icmp_code, e.icmp_from) for e in refused.icmp_events()] == \
+        [("ICMP", 3, 1, "192.0.2.1")]
+    assert [e.kind for e in trace.find(dport=5000)[0].events][:3] == ["SYN", "SYN-ACK", "ACK"]
+    assert verifier("testbed", "down", bed_name).returncode == 0
+    assert not any(namespace.exists(n) for n in names)
