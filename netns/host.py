@@ -106,6 +106,18 @@ class Host:
         for proc in reversed(self._processes):
             proc.stop(grace=0.2)
 
+    # -- faults --------------------------------------------------------------------------------
+    def inject(self, fault):
+        """Apply a fault (see `verifier.faults`) here for the duration of a `with` block:
+
+            with bed.router.inject(IcmpUnreachable(code="host", match=Syn(dport=5000), nth=2)) as f:
+                ...
+            f.report
+        """
+        from verifier.faults import inject  # the faults build on hosts, not the other way round
+
+        return inject(self, fault)
+
     # -- readiness -----------------------------------------------------------------------------
     def listening(self, port: int) -> bool:
         """Is some socket in this host in LISTEN on `port` (IPv4 or IPv6)? Read from /proc/net/tcp{,6}."""

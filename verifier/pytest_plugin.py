@@ -139,6 +139,31 @@ def testbed(request):
 
 
 @pytest.fixture
+def fault():
+    """Apply faults that stay until the test ends: `drop = fault(testbed.router, Drop(Syn(dport=5000)))`.
+    Each is removed at teardown, also when the test fails; its `report` is filled in then."""
+    from verifier.faults import inject
+
+    active = []
+
+    def apply(host, f):
+        cm = inject(host, f)
+        cm.__enter__()
+        active.append(cm)
+        return f
+
+    yield apply
+    errors = []
+    for cm in reversed(active):
+        try:
+            cm.__exit__(None, None, None)
+        except Exception as exc:  # remove the others all the same
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
 def evidence(request) -> Evidence:
     """Record what the kernel did and the stevens verdict; both go to the claim report."""
     ev = request.node.stash[evidence_key] = Evidence()

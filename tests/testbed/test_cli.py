@@ -150,3 +150,31 @@ def test_a_user_session_up_exec_inject_capture_down(bed_name, tmp_path):
     assert [e.kind for e in trace.find(dport=5000)[0].events][:3] == ["SYN", "SYN-ACK", "ACK"]
     assert verifier("testbed", "down", bed_name).returncode == 0
     assert not any(namespace.exists(n) for n in names)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_inject_removes_its_fault_when_stopped(bed_name, sig):
+    import signal
+
+    from netns import Testbed
+
+    assert verifier("testbed", "up", "--name", bed_name, "--ipv4").returncode == 0
+    router = Testbed.attach(bed_name).router
+    inj = subprocess.Popen([*VERIFIER, "inject", "drop", bed_name, "--flags", "syn", "--duration", "60", "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    _wait_for(inj.stderr, "Ctrl-C to remove it sooner")
+    assert "tn" in router.run(["nft", "list", "tables"]).check().stdout
+    inj.send_signal(getattr(signal, sig))
+    report = json.loads(inj.communicate(timeout=30)[0])
+    assert inj.returncode == 0 and report["fault"] == "drop"
+    assert router.run(["nft", "list", "tables"]).check().stdout.strip() == ""
+
+
+def test_fault_fixture_and_host_inject(testbed, fault):
+    from verifier.faults import Drop, Syn
+
+    drop = fault(testbed.router, Drop(Syn(dport=5000)))
+    assert "drop" in testbed.router.run(["nft", "list", "tables"]).check().stdout
+    with testbed.router.inject(Drop(Syn(dport=5001))) as other:
+        assert testbed.router.run(["nft", "list", "tables"]).check().stdout.count("table") == 2
+    assert other.report["fault"] == "drop" and drop.report == {}
