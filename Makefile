@@ -69,6 +69,7 @@ unit:
 
 bench: setup
 	@$(PY) bench/testbed.py
+	@$(PY) bench/replay.py
 	@$(PY) bench/suite.py
 
 clean-leftovers: root $(STAMP)

@@ -8,6 +8,8 @@
     verifier inject N KIND [--host H] [--duration S] [--json] [options]   drop, reject, icmp-unreachable,
                                           rst, segment, blackhole, delay, syn-flood
     verifier show FILE [--json]           list the TCP connections in a capture, with their exchanges
+    verifier replay FILE [--json] [--expect COND]...   classify every TCP connection attempt (no root)
+    verifier replay FILE --against TESTBED --connection ID   re-drive one connection against a live stack
     verifier clean [--dry-run] [--json]   remove namespaces (and their processes) left by dead runs
 
 Errors are one line on stderr and a non-zero exit, never a traceback.
@@ -441,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
         for flag, typ, helptext in options:
             kp.add_argument(flag, type=typ, help=helptext)
         kp.set_defaults(func=cmd_inject)
+
+    from verifier import replay
+
+    replay.add_parser(sub)
 
     c = sub.add_parser("clean", help="remove namespaces left behind by runs whose process is gone",
                        description="Remove the network namespaces (and processes inside them) of runs whose "
