@@ -77,6 +77,20 @@ def run_client(bed, programs, family, *extra, port=PORT, timeout=15) -> Run:
     return Run(res.returncode, parse_report(res.stdout), res.stderr)
 
 
+SERVER_IF = "server:s0"
+
+
+def sent_by_server(conn, kind: str):
+    """The server's first packet of `kind`, as it left the server (its own interface): compare server-side
+    call times with this, not with the client's view, which adds the trip through the router."""
+    return next((e for e in conn.at(SERVER_IF) if e.kind == kind and e.direction == "s>c"), None)
+
+
+def arrived_at_server(conn, kind: str):
+    """The client's first packet of `kind`, as it reached the server."""
+    return next((e for e in conn.at(SERVER_IF) if e.kind == kind and e.direction == "c>s"), None)
+
+
 def story(conn, capture, **calls) -> str:
     """Packets and socket calls as one timeline, plus the pcap: the tail of a failure message."""
     from verifier.timeline import timeline

@@ -8,7 +8,7 @@ import pytest
 from verifier.expect import expect
 from verifier.syscalls import parse_report
 
-from .conftest import PORT, client_argv, finish, run_client, start_server, story, wildcard
+from .conftest import PORT, client_argv, finish, run_client, sent_by_server, start_server, story, wildcard
 
 
 @pytest.mark.claim("C9")
@@ -103,10 +103,10 @@ def test_c11_fork_server_parent_close_sends_no_fin(testbed, capture, family, pro
         tale = story(conn, capture, server=[c for c in served.calls if c.pid in (parent, child)])
         parent_close = served.close_of(accept.ret, pid=parent)
         child_close = served.close_of(accept.ret, pid=child)
-        fin = conn.first("FIN", "s>c")
+        fin = sent_by_server(conn, "FIN")
         # The parent's close() only dropped the count from 2 to 1: no FIN then.
         assert parent_close.t_return_ns < fin.ts_ns, "FIN before the child closed" + tale
-        assert not [e for e in conn.events if e.direction == "s>c" and e.kind in ("FIN", "RST")
+        assert not [e for e in conn.at("server:s0") if e.direction == "s>c" and e.kind in ("FIN", "RST")
                     and e.ts_ns < child_close.t_enter_ns], tale
         # The FIN leaves during the child's close(), the last reference.
         assert child_close.t_enter_ns <= fin.ts_ns <= child_close.t_return_ns, tale
@@ -171,11 +171,11 @@ def test_c14_exec_hands_the_connected_socket_to_a_new_program(testbed, capture, 
     assert (peer.args["fd"], peer.ret, (peer.addr, peer.port)) == (0, 0, conn.client), tale
     # Its data reached the client, and the exec itself sent nothing.
     assert "".join(c.extra.get("data", "") for c in client.calls if c.call == "read") == greeting, tale
-    at_exec = [e for e in conn.events if e.direction == "s>c" and e.kind in ("FIN", "RST")
+    at_exec = [e for e in conn.at("server:s0") if e.direction == "s>c" and e.kind in ("FIN", "RST")
                and e.ts_ns < handler[0].t_enter_ns]
     assert not at_exec, "a FIN or RST left at the exec" + tale
     last = [c for c in handler if c.call == "close"][-1]
-    assert last.t_enter_ns <= conn.first("FIN", "s>c").ts_ns <= last.t_return_ns, tale
+    assert last.t_enter_ns <= sent_by_server(conn, "FIN").ts_ns <= last.t_return_ns, tale
     evidence.record(f"pid {child} exec'ed the handler, which read its peer from fd 0 and served the client; "
                     f"no FIN/RST at the exec; FIN at the handler's last close()", stevens=True)
 
@@ -193,7 +193,7 @@ def test_c14_close_on_exec_closes_the_connection_at_exec(testbed, capture, famil
     name = next(c for c in handler if c.call == "getsockname")
     # FD_CLOEXEC: fd 0 is gone in the new program, and the last reference went with the exec.
     assert (name.ret, name.errno) == (-1, "EBADF"), tale
-    fin = conn.first("FIN", "s>c")
+    fin = sent_by_server(conn, "FIN")
     assert execve.t_enter_ns <= fin.ts_ns <= name.t_enter_ns, "the FIN did not leave at the exec" + tale
     assert not [c for c in client.calls if c.call == "read" and c.ret > 0], tale
     evidence.record("with FD_CLOEXEC the exec closed the socket: FIN at the exec, the handler's fd 0 is EBADF",

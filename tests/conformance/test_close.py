@@ -9,7 +9,7 @@ import pytest
 from netns import namespace
 from verifier.expect import expect
 
-from .conftest import PORT, finish, run_client, start_server, story
+from .conftest import PORT, arrived_at_server, finish, run_client, sent_by_server, start_server, story
 
 
 @pytest.mark.claim("C12")
@@ -26,8 +26,8 @@ def test_c12_close_starts_the_four_segment_termination(testbed, capture, family,
     got = [(e.direction, e.flags, e.seq, e.ack) for e in ending]
     # FIN from the closer, its ACK, FIN from the other side, its ACK: seq/ack relative to each ISN.
     assert got == [("c>s", "FA", 1, 1), ("s>c", "A", 1, 2), ("s>c", "FA", 1, 2), ("c>s", "A", 2, 2)], tale
-    fin_c, fin_s = ending[0], ending[2]
-    # Each FIN leaves during the close() that dropped the last reference.
+    fin_c, fin_s = ending[0], sent_by_server(conn, "FIN")
+    # Each FIN leaves during the close() that dropped the last reference (each seen on its sender's side).
     assert close_c.t_enter_ns <= fin_c.ts_ns <= close_c.t_return_ns, tale
     assert close_s.t_enter_ns <= fin_s.ts_ns <= close_s.t_return_ns, tale
     evidence.record("client close(): FIN; server ACK; server close() 50 ms later: FIN; client ACK", stevens=True)
@@ -61,12 +61,12 @@ def test_c4b_close_with_unread_data_sends_rst_not_fin(testbed, capture, family, 
     served = finish(server)
     conn = expect(capture.trace()).connection(dport=PORT).handshake().reset_by("server").connection
     tale = story(conn, capture, client=client.calls, server=served.calls)
-    data = conn.first("DATA", "c>s")
+    data = arrived_at_server(conn, "DATA")
     close = served.close_of(served.conn_fd)
     # Precondition of the claim: the data had arrived when the server called close().
     assert data is not None and data.ts_ns < close.t_enter_ns, "the data came after close(): no claim to check" + tale
     assert not conn.select("FIN", "s>c"), "closing with unread data sent a FIN" + tale
-    rst = conn.first("RST", "s>c")
+    rst = sent_by_server(conn, "RST")
     assert close.t_enter_ns <= rst.ts_ns <= close.t_return_ns, tale
     assert client.call("read").errno == "ECONNRESET", tale
     evidence.record(f"{data.payload_len} bytes unread at close(): RST, no FIN; the client's read() fails with "
