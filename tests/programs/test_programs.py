@@ -595,6 +595,14 @@ def test_server_sigterm_while_never_accepting(ns, binaries, fam):
 READ_NR = {"x86_64": 0, "aarch64": 63, "riscv64": 63, "i686": 3, "armv7l": 3}.get(platform.machine())
 
 
+def wait_wchan(pid: int, function: str) -> None:
+    """Bounded poll until pid sleeps in the kernel function `function` (e.g. accept's)."""
+    deadline = time.monotonic() + TIMEOUT
+    while Path(f"/proc/{pid}/wchan").read_text().strip() != function:
+        assert time.monotonic() < deadline, f"pid {pid} never slept in {function}"
+        time.sleep(0.001)
+
+
 def wait_in_syscall(pid: int, nr: int) -> None:
     """Bounded poll until pid is blocked in system call nr."""
     deadline = time.monotonic() + TIMEOUT
@@ -635,7 +643,8 @@ def test_fork_server_sigterm_stops_children(ns, binaries):
     srv.buf += buf
     child = find(parse_report(bytes(buf).decode().rsplit("\n", 1)[0]), "fork").ret
     wait_in_syscall(child, READ_NR)          # the child serves: blocked in read
-    srv.proc.send_signal(signal.SIGTERM)     # the parent is blocked in accept
+    wait_wchan(srv.pid, "inet_csk_accept")   # and the parent is back in accept()
+    srv.proc.send_signal(signal.SIGTERM)
     res = srv.finish()
     assert res.rc == 0, res
     per_pid = by_pid(res.events)
