@@ -3,6 +3,8 @@ descriptor reference counts, the names a socket reports, and exec handing a sock
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from verifier.expect import expect
@@ -33,9 +35,14 @@ def test_c9_accept_sleeps_until_a_connection_completes(testbed, capture, family,
 
 @pytest.mark.claim("C9")
 def test_c9_handshake_completes_before_accept_is_called(testbed, capture, family, programs, evidence):
-    # The server calls accept() 300 ms after listen(): the kernel completes the handshake without it.
+    # The server waits 300 ms after listen() before accept(), and is stopped (SIGSTOP) for the whole
+    # handshake, however long the machine takes: the kernel completes it without the process.
     server = start_server(testbed, programs, family, "--accept", "1", "--delay-accept-ms", "300")
-    client = run_client(testbed, programs, family)
+    server.signal(signal.SIGSTOP)
+    try:
+        client = run_client(testbed, programs, family)
+    finally:
+        server.signal(signal.SIGCONT)
     served = finish(server)
     conn = expect(capture.trace()).connection(dport=PORT).handshake().connection
     tale = story(conn, capture, client=client.calls, server=served.calls)
@@ -83,9 +90,10 @@ def test_c10_one_listener_gives_a_new_socket_per_connection(testbed, capture, fa
 @pytest.mark.claim("C11")
 def test_c11_fork_server_parent_close_sends_no_fin(testbed, capture, family, programs, evidence):
     n = 6
-    # Each child holds its connection 200 ms: the parent's close() of its copy comes long before.
+    # Each child holds its connection 400 ms: the parent's close() of its copy comes long before, and the
+    # children overlap even when a loaded machine is slow to start the clients.
     server = start_server(testbed, programs, family, "--accept", str(n), "--mode", "fork", "--send", "hello",
-                          "--close-unread", "--hold-ms", "200")
+                          "--close-unread", "--hold-ms", "400")
     clients = [testbed.client.start(client_argv(testbed, programs, family, "--read")) for _ in range(n)]
     results = [c.wait(10) for c in clients]
     served = finish(server)
