@@ -55,7 +55,7 @@ class Capture:
     """
 
     def __init__(self, bed: "Testbed", path: str | Path, *, hosts: Iterable[str] | None = None,
-                 interfaces: Iterable[str] | None = None, settle_ms: int = 10):
+                 interfaces: Iterable[str] | None = None, settle_ms: int = 20):
         self.bed = bed
         self.path = Path(path)
         wanted_hosts = list(hosts) if hosts is not None else list(bed.hosts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -83,6 +84,21 @@ def _craft_ack(src: str, dst: str, sport: int, dport: int, seq: int, ack: int) -
     return bytes(pkt)[40 if ip is IPv6 else 20:]
 
 
+def _await_rst(raw: socket.socket, family: int, sport: int, dport: int, timeout: float = 5.0) -> None:
+    """Read the raw TCP socket (bounded) until the RST from sport to dport has reached the client."""
+    deadline = time.monotonic() + timeout
+    while True:
+        raw.settimeout(max(0.001, deadline - time.monotonic()))
+        try:
+            data = raw.recv(65535)
+        except socket.timeout:
+            raise AssertionError(f"no RST from port {sport} within {timeout} s") from None
+        tcp = data if family == 6 else data[(data[0] & 0x0F) * 4:]  # IPv4 raw sockets include the header
+        if len(tcp) >= 14 and int.from_bytes(tcp[0:2], "big") == sport and \
+                int.from_bytes(tcp[2:4], "big") == dport and tcp[13] & 0x04:
+            return
+
+
 @pytest.mark.claim("C4")
 def test_c4c_segment_for_no_connection_gets_rst_with_seq_from_its_ack(testbed, capture, family, evidence):
     src, dst = testbed.client.addr(family), testbed.server.addr(family)
@@ -93,6 +109,7 @@ def test_c4c_segment_for_no_connection_gets_rst_with_seq_from_its_ack(testbed, c
         raw = socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_TCP)
     with raw:
         raw.sendto(segment, (dst, 0))
+        _await_rst(raw, family, PORT + 2, sport)  # the answer is in before the capture stops
     trace = capture.trace()
     conns = trace.find(sport=sport, dport=PORT + 2)
     assert len(conns) == 1, trace.summary()
