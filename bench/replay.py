@@ -34,19 +34,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from verifier.packets import internet_checksum  # noqa: E402
 from verifier.pcapng import PcapngWriter  # noqa: E402
 
 T0 = 1_700_000_000 * 10**9
 MS = 1_000_000
 S = 1_000_000_000
 RATE = 20  # connection attempts started per second of capture time
-
-
-def _csum(b: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 class Frames:
@@ -62,7 +56,7 @@ class Frames:
     def _ip(self, src: bytes, dst: bytes, proto: int, payload: bytes) -> bytes:
         if self.family == 4:
             hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0x4000, 64, proto, 0, src, dst)
-            hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+            hdr = hdr[:10] + struct.pack("!H", internet_checksum(hdr)) + hdr[12:]
             return hdr + payload
         return struct.pack("!IHBB16s16s", 0x60000000, len(payload), proto, 64, src, dst) + payload
 

@@ -58,6 +58,7 @@ from typing import BinaryIO
 from verifier import classify
 from verifier.classify import (ACK, DEFAULT_LIKELY_SERVER_PORTS, MAX_SYN_TIMES, RST, SYN, TRANSITION_ARRAY, E,
                                AttemptMachine, ConnectionRecord, ZeekConn, event_of)
+from verifier.packets import address_text, internet_checksum
 from verifier.pcapng import CaptureFile, CaptureFormatError, CaptureTruncatedWarning
 
 __all__ = ["CEngine", "ScanStats", "Scanner", "build_engine", "decode_frame", "engine_available", "scan", "scan_raw"]
@@ -111,16 +112,6 @@ _tcp_hdr = struct.Struct("!HHIIHH").unpack_from
 
 # Item kinds yielded by decode_frame
 TCP_ITEM, ICMP_ITEM, MALFORMED, FRAGMENT, OTHER, BADSUM = range(6)
-
-
-def _csum(data: bytes) -> int:
-    """Ones' complement sum of `data` (padded to even length), folded to 16 bits."""
-    if len(data) & 1:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
 
 
 def decode_frame(linktype: int, data: bytes, orig_len: int, *, checksums: bool = False) -> list[tuple]:
@@ -246,7 +237,7 @@ def _ip4(d: bytes, pos: int, n: int, out: list, ck: bool, depth: int) -> None:
     if total < ihl:
         out.append((MALFORMED,))
         return
-    if ck and _csum(d[pos:pos + ihl]) != 0xFFFF:
+    if ck and internet_checksum(d[pos:pos + ihl]) != 0:
         out.append((BADSUM,))
         return
     frag = _u16(d, pos + 6)[0]
@@ -314,7 +305,7 @@ def _l4(proto: int, fam: int, src: bytes, dst: bytes, d: bytes, pos: int, end: i
         kind = TCP_ITEM
         if ck and complete:
             pseudo = src + dst + (struct.pack("!HH", 6, seg_len) if fam == 4 else struct.pack("!IxxxB", seg_len, 6))
-            if _csum(pseudo + d[pos:wire_end]) != 0xFFFF:
+            if internet_checksum(pseudo + d[pos:wire_end]) != 0:
                 kind = BADSUM
         out.append((kind, fam, src, dst, sport, dport, seq, ack, offflags & 0x1FF, win, plen, complete))
         return
@@ -1008,18 +999,7 @@ class CEngine:
         self.close()
 
 
-_addr_cache: dict[bytes, str] = {}
 _text_cache: dict[bytes, str] = {}
-
-
-def _addr(b: bytes) -> str:
-    """inet_ntop with a cache: the same few addresses recur in every record."""
-    s = _addr_cache.get(b)
-    if s is None:
-        if len(_addr_cache) > 65536:
-            _addr_cache.clear()
-        s = _addr_cache[b] = _ntop(b)
-    return s
 
 
 def _text(b: bytes) -> str:
@@ -1036,16 +1016,16 @@ def _from_c(t: tuple, names: list[str]) -> ConnectionRecord:
     family = t[6]
     alen = 4 if family == 4 else 16
     nsyn = t[12]
-    srv = (_addr(t[26][:alen]), t[24])
+    srv = (address_text(t[26][:alen]), t[24])
     icmp = None
     if t[16]:
         ifam = t[20]
-        icmp = {"family": ifam, "type": t[17], "code": t[18], "from": _addr(t[27][:4 if ifam == 4 else 16]),
+        icmp = {"family": ifam, "type": t[17], "code": t[18], "from": address_text(t[27][:4 if ifam == 4 else 16]),
                 "count": t[19]}
     iface = t[7]
     rtt = t[3]
     return classify._record(
-        number=t[0], family=family, client=(_addr(t[25][:alen]), t[23]), server=srv, state=t[9], visited=t[10],
+        number=t[0], family=family, client=(address_text(t[25][:alen]), t[23]), server=srv, state=t[9], visited=t[10],
         conn_state=_text(t[60]), history=_text(t[61][:t[21]]), zeek_orig=srv if t[15] else None,
         syn_times=list(t[28:28 + nsyn]), syn_count=t[22], end_ns=t[5], icmp=icmp, start_ns=t[1], last_ns=t[2],
         packets=t[11], iface=names[iface] if iface < len(names) else str(iface), partial=bool(t[8]),

@@ -81,6 +81,8 @@ import threading
 import time
 from typing import Any
 
+from verifier.packets import internet_checksum
+
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -144,16 +146,6 @@ def _seq_after(a: int, b: int) -> bool:
     return 0 < ((a - b) & 0xFFFFFFFF) < 0x80000000
 
 
-def _csum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _tcp_checksummed(family: int, src: bytes, dst: bytes, tcp: bytearray) -> bytearray:
     """`tcp` with its checksum computed afresh. A segment handed over by a veth may carry only a
     partial checksum (the sender's NIC was to finish it), so a re-sent segment always gets a full one."""
@@ -162,7 +154,7 @@ def _tcp_checksummed(family: int, src: bytes, dst: bytes, tcp: bytearray) -> byt
         pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
     else:
         pseudo = src + dst + struct.pack("!I3xB", len(tcp), 6)
-    tcp[16:18] = struct.pack("!H", _csum(pseudo + bytes(tcp)))
+    tcp[16:18] = struct.pack("!H", internet_checksum(pseudo + bytes(tcp)))
     return tcp
 
 
@@ -607,7 +599,7 @@ def _forwarded(t: _Tcp, src_mac: bytes, dst_mac: bytes, mtu: int) -> list[bytes]
         if t.family == 4:
             struct.pack_into("!HH", h, 2, hl + len(seg), (ip_id + n) & 0xFFFF)
             h[10:12] = b"\0\0"
-            h[10:12] = struct.pack("!H", _csum(bytes(h)))
+            h[10:12] = struct.pack("!H", internet_checksum(bytes(h)))
         else:
             struct.pack_into("!H", h, 4, len(seg))
         frames.append(dst_mac + src_mac + struct.pack("!H", ETH_P_IP if t.family == 4 else ETH_P_IPV6) + h + seg)

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 from netns import namespace
+from verifier.packets import checksum_of_sum
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns import Host
@@ -114,19 +115,6 @@ class FloodReport:
 # build one (and a second to import), this takes a few. tests/testbed/test_flood.py checks these bytes
 # against Scapy's dissection, checksums included.
 
-def _fold(total: int) -> int:
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of `data`."""
-    if len(data) % 2:
-        data += b"\0"
-    return ~_fold(sum(struct.unpack(f"!{len(data) // 2}H", data))) & 0xFFFF
-
-
 def _words(raw: bytes) -> int:
     return sum(struct.unpack(f"!{len(raw) // 2}H", raw))
 
@@ -156,10 +144,10 @@ class SynBuilder:
     def build(self, src: bytes, sport: int, seq: int, ip_id: int = 0) -> bytes:
         """One SYN from `src` (packed address), `sport`, initial sequence number `seq`."""
         s = self._fixed_sum + _words(src) + sport + (seq >> 16) + (seq & 0xFFFF)
-        tcp_csum = ~_fold(s) & 0xFFFF
+        tcp_csum = checksum_of_sum(s)
         tcp = struct.pack("!HHIIHHHH", sport, self.dport, seq, 0, (5 << 12) | TCP_SYN, SYN_WINDOW, tcp_csum, 0)
         if self.family == 4:
-            ip_csum = ~_fold(self._ip_fixed_sum + ip_id + _words(src)) & 0xFFFF
+            ip_csum = checksum_of_sum(self._ip_fixed_sum + ip_id + _words(src))
             ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, ip_id, 0, TTL, IPPROTO_TCP, ip_csum, src, self._dst_raw)
         else:
             ip = struct.pack("!IHBB16s16s", 6 << 28, 20, IPPROTO_TCP, TTL, src, self._dst_raw)

@@ -40,8 +40,11 @@ __all__ = [
     "MalformedPacket",
     "Packet",
     "QuotedPacket",
+    "address_text",
+    "checksum_of_sum",
     "decode",
     "flag_str",
+    "internet_checksum",
 ]
 
 FIN = 0x001
@@ -63,6 +66,24 @@ _FLAG_STRS = tuple(
 def flag_str(flags: int) -> str:
     """Letters for a TCP flag bitmask in the fixed order F S R P A U E C N."""
     return _FLAG_STRS[flags & 0x1FF]
+
+
+def checksum_of_sum(total: int) -> int:
+    """The Internet checksum (RFC 1071) from the plain sum of a message's 16-bit words: the carries
+    folded back in, then complemented. For callers that add up fixed parts once (verifier.flood)."""
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def internet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of `data`, padded with a zero byte to an even length.
+
+    Of data that already holds its checksum (a header, or a pseudo-header + segment) it is 0 when
+    that checksum is right."""
+    if len(data) % 2:
+        data += b"\0"
+    return checksum_of_sum(sum(struct.unpack(f"!{len(data) // 2}H", data)))
 
 
 class MalformedPacket(ValueError):
@@ -206,7 +227,8 @@ _AF_INET6 = socket.AF_INET6
 _addr_cache: dict[bytes, str] = {}
 
 
-def _addr(b: bytes) -> str:
+def address_text(b: bytes) -> str:
+    """The text form of a packed IPv4 (4 bytes) or IPv6 (16 bytes) address, from a cache."""
     s = _addr_cache.get(b)
     if s is None:
         if len(_addr_cache) > 65536:
@@ -228,14 +250,14 @@ def _quoted(data: bytes, pos: int) -> QuotedPacket:
         if ihl < 20:
             raise MalformedPacket(f"ICMP error quotes an IPv4 header with IHL {ihl // 4}")
         proto = data[pos + 9]
-        src, dst = _addr(data[pos + 12 : pos + 16]), _addr(data[pos + 16 : pos + 20])
+        src, dst = address_text(data[pos + 12 : pos + 16]), address_text(data[pos + 16 : pos + 20])
         l4 = pos + ihl
         first_fragment = not (_unpack_u16(data, pos + 6)[0] & 0x1FFF)
         family = 4
     elif version == 6:
         if n - pos < 40:
             raise MalformedPacket("ICMPv6 error quotes a truncated IPv6 header")
-        src, dst = _addr(data[pos + 8 : pos + 24]), _addr(data[pos + 24 : pos + 40])
+        src, dst = address_text(data[pos + 8 : pos + 24]), address_text(data[pos + 24 : pos + 40])
         walked = _walk_ipv6(data, pos + 40, data[pos + 6], n)
         first_fragment = walked is not None
         proto, l4 = walked if walked is not None else (data[pos + 6], n)
@@ -284,23 +306,19 @@ def decode(raw: RawPacket) -> Packet | None:
     direction = raw.direction
 
     # ---- link layer: find the IP header offset and the expected IP version
-    if lt == 1:
-        if n < 14:
-            return None
-        et = (data[12] << 8) | data[13]
-        off = 14
-        while et in _VLAN_TPIDS:
-            if n < off + 4:
+    if lt == 1 or lt == 113:  # Ethernet or Linux cooked v1, then any VLAN tags
+        if lt == 1:
+            if n < 14:
                 return None
-            et = (data[off + 2] << 8) | data[off + 3]
-            off += 4
-    elif lt == 113:  # Linux cooked v1
-        if n < 16:
-            return None
-        if direction is None:
-            direction = _SLL_DIRECTIONS.get((data[0] << 8) | data[1])
-        et = (data[14] << 8) | data[15]
-        off = 16
+            et = (data[12] << 8) | data[13]
+            off = 14
+        else:  # Linux cooked v1
+            if n < 16:
+                return None
+            if direction is None:
+                direction = _SLL_DIRECTIONS.get((data[0] << 8) | data[1])
+            et = (data[14] << 8) | data[15]
+            off = 16
         while et in _VLAN_TPIDS:
             if n < off + 4:
                 return None
@@ -361,8 +379,8 @@ def decode(raw: RawPacket) -> Packet | None:
         if total < ihl:
             raise MalformedPacket(f"IPv4 total length {total} < header length {ihl}")
         family = 4
-        src = _addr(data[off + 12 : off + 16])
-        dst = _addr(data[off + 16 : off + 20])
+        src = address_text(data[off + 12 : off + 16])
+        dst = address_text(data[off + 16 : off + 20])
         l4 = off + ihl
         l4_len = total - ihl
     elif et == 0x86DD:
@@ -384,8 +402,8 @@ def decode(raw: RawPacket) -> Packet | None:
                 return None
         proto = 1 if nh == 58 else 6
         family = 6
-        src = _addr(data[off + 8 : off + 24])
-        dst = _addr(data[off + 24 : off + 40])
+        src = address_text(data[off + 8 : off + 24])
+        dst = address_text(data[off + 24 : off + 40])
         l4_len = plen - (l4 - off - 40)
         if l4_len < 0:
             raise MalformedPacket(f"IPv6 extension headers exceed payload length {plen}")

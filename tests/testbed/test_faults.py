@@ -25,8 +25,11 @@ from verifier import flood
 from verifier.fault_agent import agent
 from verifier.faults import (FAULT_KINDS, Blackhole, Delay, Drop, FaultError, IcmpUnreachable, Match, Rst, Segment,
                              Syn, SynFlood, from_cli, inject, qdisc_available)
+from verifier.packets import internet_checksum
 from verifier.pcapng import read_packets
 from verifier.syscalls import find, parse_report
+
+from .wire import agent_children, frames, ip_packet, syn_from, tcp_checksum_ok
 
 PORT = 5000
 WILDCARD = {4: "0.0.0.0", 6: "::"}
@@ -60,24 +63,6 @@ def run_client(bed, programs, family, *extra, port=PORT, timeout=20):
     return parse_report(res.stdout)
 
 
-def agent_children() -> list[int]:
-    """Fault agent processes whose parent is this process (other xdist workers have their own)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if ppid == os.getpid() and b"verifier.fault_agent" in cmd:
-            found.append(int(entry.name))
-    return found
-
-
 class NothingLeft:
     """What a fault could leave behind, in every namespace of the testbed: `check()` after the fault."""
 
@@ -106,36 +91,6 @@ def nothing_left(testbed):
     return NothingLeft(testbed)
 
 
-def frames(path) -> dict[int, bytes]:
-    return {raw.index: raw.data for raw in read_packets(path)}
-
-
-def ip_of(frame: bytes) -> bytes:
-    ip = frame[14:]
-    length = struct.unpack_from("!H", ip, 2)[0] if ip[0] >> 4 == 4 else 40 + struct.unpack_from("!H", ip, 4)[0]
-    return ip[:length]
-
-
-def inet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def tcp_checksum_ok(ip: bytes) -> bool:
-    if ip[0] >> 4 == 4:
-        hl = (ip[0] & 0xF) * 4
-        seg = ip[hl:]
-        pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(seg))
-    else:
-        seg = ip[40:]
-        pseudo = ip[8:40] + struct.pack("!I3xB", len(seg), 6)
-    return inet_checksum(pseudo + seg) == 0
-
-
 def netstat(host, *names: str) -> dict[str, int]:
     """TcpExt counters of the host's namespace (/proc/net/netstat read inside it)."""
     with namespace.inside(host.netns):
@@ -146,16 +101,6 @@ def netstat(host, *names: str) -> dict[str, int]:
         if head.startswith("TcpExt:"):
             values = dict(zip(head.split()[1:], map(int, data.split()[1:])))
     return {n: values[n] for n in names}
-
-
-def syn_from(host, family: int, dst: str, port: int = PORT) -> socket.socket:
-    """Start a connect() from inside `host` without waiting for it: one SYN leaves at once."""
-    with namespace.inside(host.netns):
-        s = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET, socket.SOCK_STREAM)
-    s.setblocking(False)
-    err = s.connect_ex((dst, port))
-    assert err == errno.EINPROGRESS, os.strerror(err)
-    return s
 
 
 def story(conn, capture) -> str:
@@ -229,7 +174,7 @@ def test_drop_only_the_nth_syn(testbed, capture, family, nth, nothing_left):
     with inject(testbed.router, fault):
         socks = []
         for _ in range(3):
-            socks.append(syn_from(testbed.client, family, testbed.server.addr(family)))
+            socks.append(syn_from(testbed.client, family, testbed.server.addr(family), PORT))
             # One SYN at a time through the router, so that "the nth" is well defined.
             while fault.counts(testbed.router).get("matched", 0) < len(socks):
                 time.sleep(0.001)
@@ -250,7 +195,7 @@ def test_drop_ends_by_itself_after_its_duration(testbed, capture, family, nothin
     # Nothing listens: a SYN that gets through is refused with a RST at once.
     fault = Drop(Syn(dport=PORT), duration_s=1)
     with inject(testbed.router, fault):
-        early = syn_from(testbed.client, family, testbed.server.addr(family))
+        early = syn_from(testbed.client, family, testbed.server.addr(family), PORT)
         while fault.counts(testbed.router).get("matched", 0) < 1:
             time.sleep(0.001)
         early_dropped = fault.counts(testbed.router)["acted"]
@@ -258,7 +203,7 @@ def test_drop_ends_by_itself_after_its_duration(testbed, capture, family, nothin
         # The rule's own clock (nft `meta time`, whole seconds): wait until the deadline has passed.
         while (left := fault.deadline_ns - time.time_ns()) > 0:
             time.sleep(left / 1e9 + 0.01)
-        late = syn_from(testbed.client, family, testbed.server.addr(family))
+        late = syn_from(testbed.client, family, testbed.server.addr(family), PORT)
         results = _wait_connect_results([late])
         late.close()
     nothing_left.check()
@@ -559,10 +504,10 @@ def test_delay_line_at_the_router_adds_its_delay_to_the_handshake(testbed, captu
     arrived = raw[slow.select("SYN", iface="router:r0")[0].packet_index]
     assert for_slow[:12] == for_base[:12], "MAC addresses differ from kernel forwarding"
     ttl = 8 if family == 4 else 7
-    assert ip_of(for_slow)[ttl] == ip_of(for_base)[ttl] == ip_of(arrived)[ttl] - 1
+    assert ip_packet(for_slow)[ttl] == ip_packet(for_base)[ttl] == ip_packet(arrived)[ttl] - 1
     if family == 4:
-        assert inet_checksum(ip_of(for_slow)[:20]) == 0
-    assert tcp_checksum_ok(ip_of(for_slow))
+        assert internet_checksum(ip_packet(for_slow)[:20]) == 0
+    assert tcp_checksum_ok(ip_packet(for_slow))
     # The client saw a slower connect(), and a successful one.
     connect = find(delayed, "connect")
     assert (connect.ret, connect.errno, find(baseline, "connect").ret) == (0, None, 0)

@@ -17,6 +17,7 @@ from netns import Testbed
 from verifier import flood
 from verifier.capture import Capture
 from verifier.flood import FloodError, SynBuilder, background_syn_flood, blackhole, relax_rp_filter, syn_flood
+from verifier.packets import internet_checksum
 from verifier.tracefile import load_trace
 
 PORT = 5000
@@ -65,9 +66,9 @@ def test_hand_built_syn_matches_scapy(family):
 def test_checksum_of_a_valid_header_is_zero():
     builder = SynBuilder(4, DST[4], PORT)
     raw = builder.build(ipaddress.ip_address("198.51.100.7").packed, 40000, 0xDEADBEEF, 7)
-    assert flood.checksum(raw[:20]) == 0
+    assert internet_checksum(raw[:20]) == 0
     pseudo = raw[12:20] + bytes([0, 6, 0, 20])
-    assert flood.checksum(pseudo + raw[20:]) == 0
+    assert internet_checksum(pseudo + raw[20:]) == 0
 
 
 # -- the refusals --------------------------------------------------------------------------------

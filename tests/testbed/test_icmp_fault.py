@@ -8,7 +8,6 @@ test costs one testbed and no retransmission timer.
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import sys
@@ -20,7 +19,8 @@ from netns import Testbed, namespace
 from verifier.expect import expect
 from verifier.fault_agent import AgentError, agent
 from verifier.faults import FaultError, IcmpUnreachable, Syn, icmp_unreach_code, inject
-from verifier.pcapng import read_packets
+
+from .wire import agent_children, frames, icmp_message, ip_packet, packet_socket_inodes, socket_inodes_of, syn_from
 
 PORT = 5000
 
@@ -42,84 +42,19 @@ ERROR_MAX = {4: 576, 6: 1280}
 DELAY_TOLERANCE_NS = 20_000_000
 
 
-def syn_from(host, family: int, dst: str, port: int = PORT) -> socket.socket:
-    """Start a connect() from inside `host` without waiting for it: one SYN leaves at once."""
-    with namespace.inside(host.netns):
-        s = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET, socket.SOCK_STREAM)
-    s.setblocking(False)
-    err = s.connect_ex((dst, port))
-    assert err == 115, os.strerror(err)  # EINPROGRESS
-    return s
-
-
-def inet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def frames(path) -> dict[int, bytes]:
-    return {raw.index: raw.data for raw in read_packets(path)}
-
-
-def ip_packet(frame: bytes) -> bytes:
-    """The IP packet inside an Ethernet frame, without link-layer padding."""
-    ip = frame[14:]
-    length = struct.unpack_from("!H", ip, 2)[0] if ip[0] >> 4 == 4 else 40 + struct.unpack_from("!H", ip, 4)[0]
-    return ip[:length]
-
-
-def icmp_message(ip: bytes) -> tuple[int, int, bytes, bytes]:
-    """(type, code, whole ICMP message, quoted packet) of an ICMP/ICMPv6 error; checksum verified."""
-    if ip[0] >> 4 == 4:
-        msg = ip[(ip[0] & 0xF) * 4:]
-        assert inet_checksum(msg) == 0, "bad ICMP checksum"
-    else:
-        msg = ip[40:]
-        pseudo = ip[8:40] + struct.pack("!I3xB", len(msg), 58)
-        assert inet_checksum(pseudo + msg) == 0, "bad ICMPv6 checksum"
-    return msg[0], msg[1], msg, msg[8:]
-
-
-def agent_children() -> list[int]:
-    """Processes running the fault agent whose parent is this process (other xdist workers have theirs)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if ppid == os.getpid() and b"verifier.fault_agent" in cmd:
-            found.append(int(entry.name))
-    return found
-
-
-def packet_socket_inodes(host) -> set[int]:
-    """Inodes of the packet sockets open in the host's namespace (/proc/net/packet of that namespace)."""
-    with namespace.inside(host.netns):
-        with open("/proc/thread-self/net/packet") as f:
-            next(f)
-            return {int(line.split()[-1]) for line in f if line.strip()}
-
-
-def socket_inodes_of(pid: int) -> set[int]:
-    found = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            found.add(int(target[8:-1]))
-    return found
+def three_syns(testbed, family: int, fault: IcmpUnreachable, answered: int) -> None:
+    """Start three SYNs from the client while `fault` is armed, wait until `answered` answers were sent
+    and the agent saw all three SYNs (an unanswered one was passed over, not still on its way), close."""
+    socks = [syn_from(testbed.client, family, testbed.server.addr(family), PORT) for _ in range(3)]
+    try:
+        fault.wait_sent(answered)
+        deadline = time.monotonic() + 5
+        while fault.status()["matched"] < 3:
+            assert time.monotonic() < deadline, fault.status()
+            time.sleep(0.002)
+    finally:
+        for s in socks:
+            s.close()
 
 
 def nft_tables(host) -> str:
@@ -135,7 +70,7 @@ def test_every_code_on_the_wire(testbed, capture, fam, name, icmp_type, icmp_cod
     router_addr = testbed.router.interface("client").addresses[family]
     fault = IcmpUnreachable(name, Syn(dport=PORT), mtu=MTU[family], family=family)
     with inject(testbed.router, fault):
-        s = syn_from(testbed.client, family, testbed.server.addr(family))
+        s = syn_from(testbed.client, family, testbed.server.addr(family), PORT)
         try:
             fault.wait_sent(1)
         finally:
@@ -205,17 +140,8 @@ def test_quote_is_cut_to_the_error_size_limit(testbed, capture):
 def test_only_the_nth_match_is_answered(testbed, capture, family, nth):
     fault = IcmpUnreachable("host", Syn(dport=PORT), nth=nth)
     with inject(testbed.router, fault):
-        socks = [syn_from(testbed.client, family, testbed.server.addr(family)) for _ in range(3)]
-        try:
-            fault.wait_sent(1)
-            # Wait until all three SYNs were seen, so that "only one answer" is about all of them.
-            deadline = time.monotonic() + 5
-            while fault.status()["matched"] < 3:
-                assert time.monotonic() < deadline, fault.status()
-                time.sleep(0.002)
-        finally:
-            for s in socks:
-                s.close()
+        # All three SYNs seen, so that "only one answer" is about all of them.
+        three_syns(testbed, family, fault, answered=1)
     assert (fault.report["matched"], fault.report["sent"], fault.report["dropped"]) == (3, 1, 3), fault.report
     trace = capture.trace()
     conns = sorted(trace.find(dport=PORT), key=lambda c: c.select("SYN", iface="router:r0")[0].ts_ns)
@@ -229,16 +155,7 @@ def test_max_answers_and_lifetime_bound_the_injector(testbed, family):
     # max_answers: of three SYNs, only the first two are answered.
     fault = IcmpUnreachable("host", Syn(dport=PORT), max_answers=2)
     with inject(testbed.router, fault):
-        socks = [syn_from(testbed.client, family, testbed.server.addr(family)) for _ in range(3)]
-        try:
-            fault.wait_sent(2)
-            deadline = time.monotonic() + 5
-            while fault.status()["matched"] < 3:
-                assert time.monotonic() < deadline, fault.status()
-                time.sleep(0.002)
-        finally:
-            for s in socks:
-                s.close()
+        three_syns(testbed, family, fault, answered=2)
     assert (fault.report["matched"], fault.report["sent"]) == (3, 2)
     # An arm the agent cannot bind is refused, and nothing stays armed.
     with pytest.raises(AgentError, match="refused arm"):
@@ -254,7 +171,7 @@ def test_max_answers_and_lifetime_bound_the_injector(testbed, family):
         while packet_socket_inodes(testbed.router) & socket_inodes_of(pid):
             assert time.monotonic() < deadline, "the agent kept its socket past the lifetime"
             time.sleep(0.01)
-        s = syn_from(testbed.client, family, testbed.server.addr(family))
+        s = syn_from(testbed.client, family, testbed.server.addr(family), PORT)
         s.close()
     assert fault.report["expired"] and fault.report["sent"] == 0
 
@@ -263,7 +180,7 @@ def test_max_answers_and_lifetime_bound_the_injector(testbed, family):
 def test_delay_is_honoured(testbed, capture, family, delay_ms):
     fault = IcmpUnreachable("host", Syn(dport=PORT), delay_ms=delay_ms)
     with inject(testbed.router, fault):
-        s = syn_from(testbed.client, family, testbed.server.addr(family))
+        s = syn_from(testbed.client, family, testbed.server.addr(family), PORT)
         try:
             fault.wait_sent(1)
         finally:
@@ -296,7 +213,7 @@ def test_one_agent_reused_and_nothing_left_behind(root):
                 pids.append(agent().pid)
                 starts.append(agent().starts)
                 inodes_armed.append(packet_socket_inodes(bed.router) & socket_inodes_of(agent().pid))
-                s = syn_from(bed.client, family, bed.server.addr(family))
+                s = syn_from(bed.client, family, bed.server.addr(family), PORT)
                 fault.wait_sent(1)
                 s.close()
             # Right after the fault: no nft table, no agent socket in the router's namespace.

@@ -36,7 +36,8 @@ from scapy.all import (
 )
 
 from verifier import packets
-from verifier.packets import ACK, FIN, PSH, RST, SYN, MalformedPacket, Packet, QuotedPacket, decode, flag_str
+from verifier.packets import (ACK, FIN, PSH, RST, SYN, MalformedPacket, Packet, QuotedPacket, decode, flag_str,
+                              internet_checksum)
 from verifier.pcapng import RawPacket, read_packets
 
 from .crafted import C6, S6, ZEEK, eth, needs_zeek, zeek_traces
@@ -155,6 +156,11 @@ def test_vlan_tags(tags):
     for t in tags:
         pkt = pkt / t
     cross_check(pkt / IP() / TCP(sport=7, dport=9))
+
+
+def test_vlan_tags_under_linux_cooked_v1():
+    p = cross_check(CookedLinux(pkttype=0, proto=0x8100) / Dot1Q(vlan=10) / IP() / TCP(sport=7, dport=9), 113)
+    assert p.direction == "in"
 
 
 def test_linux_cooked_v1_and_v2_give_direction():
@@ -309,6 +315,16 @@ def test_address_cache_stays_correct_when_cleared(monkeypatch):
     for i in range(3):
         p = decode(raw(bytes(eth() / IP(src=f"192.0.2.{i}") / TCP())))
         assert p.src == f"192.0.2.{i}"
+
+
+def test_internet_checksum():
+    # RFC 1071 section 3's example: the words sum to 0x2ddf0, folded 0xddf2, complemented 0x220d.
+    assert internet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
+    assert internet_checksum(b"") == 0xFFFF
+    # An odd length is padded with a zero byte; a message holding its own checksum sums to 0.
+    assert internet_checksum(b"\x12\x34\x56") == internet_checksum(b"\x12\x34\x56\x00") == ~0x6834 & 0xFFFF
+    header = bytes(IP(src="192.0.2.1", dst="198.51.100.2") / TCP())[:20]
+    assert internet_checksum(header) == 0
 
 
 # --------------------------------------------------------------------------

@@ -88,18 +88,7 @@ int main(int argc, char **argv)
         }
     }
     const char *addr, *port;
-    int npos = argc - optind;
-    if (connect_addr) {
-        if (npos != 1)
-            die_usage("expected PORT after --connect ADDR (got %d positional arguments)", npos);
-        addr = connect_addr;
-        port = argv[optind];
-    } else {
-        if (npos != 2)
-            die_usage("expected ADDR PORT (got %d positional arguments)", npos);
-        addr = argv[optind];
-        port = argv[optind + 1];
-    }
+    addr_port_operands(argc, argv, "--connect", connect_addr, &addr, &port);
     struct sockaddr_storage peer, local;
     socklen_t peer_len = make_addr(family, addr, port, &peer), local_len = 0;
     if (bind_spec)

@@ -283,6 +283,25 @@ static inline void bad_option(int c, char **argv)
     die_usage("unknown option '-%c'", optopt);
 }
 
+/* The operands after the options: ADDR PORT, or only PORT when ADDR came with
+ * option `opt` (e.g. "--connect") as `opt_addr`. */
+static inline void addr_port_operands(int argc, char **argv, const char *opt, const char *opt_addr,
+                                      const char **addr, const char **port)
+{
+    int npos = argc - optind;
+    if (opt_addr) {
+        if (npos != 1)
+            die_usage("expected PORT after %s ADDR (got %d positional arguments)", opt, npos);
+        *addr = opt_addr;
+        *port = argv[optind];
+    } else {
+        if (npos != 2)
+            die_usage("expected ADDR PORT (got %d positional arguments)", npos);
+        *addr = argv[optind];
+        *port = argv[optind + 1];
+    }
+}
+
 static inline long parse_long(const char *what, const char *s, long lo, long hi)
 {
     char *end;

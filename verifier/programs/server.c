@@ -367,18 +367,7 @@ int main(int argc, char **argv)
     if (cfg.cloexec && cfg.mode != MODE_EXEC)
         die_usage("--cloexec applies to --mode exec only");
     const char *addr, *port;
-    int npos = argc - optind;
-    if (listen_addr) {
-        if (npos != 1)
-            die_usage("expected PORT after --listen ADDR (got %d positional arguments)", npos);
-        addr = listen_addr;
-        port = argv[optind];
-    } else {
-        if (npos != 2)
-            die_usage("expected ADDR PORT (got %d positional arguments)", npos);
-        addr = argv[optind];
-        port = argv[optind + 1];
-    }
+    addr_port_operands(argc, argv, "--listen", listen_addr, &addr, &port);
     struct sockaddr_storage local;
     socklen_t local_len = make_addr(family, addr, port, &local);
 
