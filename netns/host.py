@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from . import namespace
 from .process import Process, ProcessError, Result
+from .waiting import wait_until
 
 TCP_LISTEN = "0A"
 
@@ -137,17 +137,11 @@ class Host:
 
     def wait_listen(self, port: int, timeout: float = 5.0, process: Process | None = None) -> None:
         """Poll until a socket listens on `port` here; fail clearly on timeout or if `process` exits."""
-        deadline = time.monotonic() + timeout
-        delay = 0.0002
-        while not self.listening(port):
-            if process is not None and not process.running:
-                res = process.wait()
-                raise ProcessError(f"{process.argv[0]} on {self.name} exited ({res.returncode}) before listening on "
-                                   f"port {port}: {res.stderr.strip()[-300:]}")
-            if time.monotonic() > deadline:
-                raise ProcessError(f"nothing listens on {self.name} port {port} after {timeout} s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
+        if process is not None:
+            process.wait_for(lambda: self.listening(port), f"listening on port {port}", timeout)
+            return
+        wait_until(lambda: self.listening(port), timeout,
+                   lambda: ProcessError(f"nothing listens on {self.name} port {port} after {timeout} s"))
 
     def __repr__(self) -> str:
         addrs = ", ".join(self.addresses())

@@ -93,22 +93,29 @@ class Process:
         """Standard output so far (the program may still be writing)."""
         return self._out_path.read_text(errors="replace")
 
-    def wait_output(self, predicate: Callable[[str], bool], timeout: float = 5.0, what: str = "output") -> str:
-        """Poll the program's stdout until `predicate` holds; fail clearly if it exits or time runs out."""
-        deadline = time.monotonic() + timeout
-        delay = 0.0005
-        while True:
-            text = self.output()
-            if predicate(text):
-                return text
-            if not self.running:
+    def wait_for(self, check: Callable[[], object], what: str, timeout: float = 5.0) -> object:
+        """Poll `check()` (bounded) until it returns something true, and return that; fail clearly if the
+        program exits first ("exited (1) before <what>") or time runs out."""
+        from .waiting import wait_until
+
+        def check_alive():
+            got = check()
+            if not got and not self.running:
                 res = self.wait()
                 raise ProcessError(f"{self.argv[0]} on {self.host_name} exited ({res.returncode}) before {what}: "
                                    f"{res.stderr.strip()[-300:]}")
-            if time.monotonic() > deadline:
-                raise ProcessError(f"{self.argv[0]} on {self.host_name}: no {what} after {timeout} s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
+            return got
+
+        return wait_until(check_alive, timeout, lambda: ProcessError(
+            f"{self.argv[0]} on {self.host_name}: no {what} within {timeout} s"))
+
+    def wait_output(self, predicate: Callable[[str], bool], timeout: float = 5.0, what: str = "output") -> str:
+        """Poll the program's stdout until `predicate` holds; fail clearly if it exits or time runs out."""
+        def ready():
+            text = self.output()
+            return (text,) if predicate(text) else None  # a tuple: true even when the text is empty
+
+        return self.wait_for(ready, what, timeout)[0]  # type: ignore[index]
 
     def wchan(self) -> str:
         """The kernel function the program sleeps in ("" when running), e.g. "inet_csk_accept"."""
@@ -120,18 +127,7 @@ class Process:
 
     def wait_blocked(self, wchan: str, timeout: float = 5.0) -> None:
         """Poll until the program sleeps in the kernel function `wchan` (e.g. blocked in accept())."""
-        deadline = time.monotonic() + timeout
-        delay = 0.0002
-        while self.wchan() != wchan:
-            if not self.running:
-                res = self.wait()
-                raise ProcessError(f"{self.argv[0]} on {self.host_name} exited ({res.returncode}) before "
-                                   f"blocking in {wchan}: {res.stderr.strip()[-300:]}")
-            if time.monotonic() > deadline:
-                raise ProcessError(f"{self.argv[0]} on {self.host_name} did not block in {wchan} within "
-                                   f"{timeout} s (it is in {self.wchan() or 'user space'})")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
+        self.wait_for(lambda: self.wchan() == wchan, f"blocking in {wchan}", timeout)
 
     def wait(self, timeout: float | None = None) -> Result:
         """Wait for the program to end and collect its result."""

@@ -626,16 +626,9 @@ def _agent_request(op: str, what: str, **fields) -> dict:
 
 def _poll(check, timeout: float, fail) -> Any:
     """Call `check()` until it returns something true; FaultError(fail()) after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise FaultError(fail())
-        time.sleep(delay)  # polling interval of a bounded wait, not a readiness guess
-        delay = min(delay * 2, 0.02)
+    from netns.waiting import wait_until
+
+    return wait_until(check, timeout, lambda: FaultError(fail()))
 
 
 class _AgentFault(Fault):

@@ -19,7 +19,6 @@ Registered through the ``pytest11`` entry point, so installing the package is en
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path

@@ -700,7 +700,7 @@ def show_connection(path: str, records: Sequence[ConnectionRecord], conn_id: int
     lines = [f"connection {conn_id}: " + _describe(rec), ""]
     lines += [c.ladder() for c in trace.connections[:1]]
     try:
-        from scapy.all import Ether, conf  # noqa: F401  (Scapy only for the shown packets)
+        from scapy.all import Ether  # Scapy only for the shown packets
         from scapy.layers.l2 import CookedLinux
         from scapy.layers.inet import IP
         from scapy.layers.inet6 import IPv6

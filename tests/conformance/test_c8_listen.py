@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from netns import namespace
+from netns import namespace, waiting
 from verifier.faults import Drop, Match, inject
 from verifier.flood import background_syn_flood, blackhole, relax_rp_filter
 from verifier.syscalls import parse_report
@@ -101,16 +101,8 @@ def queues(host, port: int) -> Queues:
 
 def wait_until(predicate, timeout: float, what: str):
     """Poll `predicate` (bounded) until it returns something true; fail with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
+    return waiting.wait_until(predicate, timeout,
+                              lambda: AssertionError(f"timed out after {timeout} s waiting for {what}"))
 
 
 def kernel_version() -> tuple[int, int]:

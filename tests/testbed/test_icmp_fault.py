@@ -62,6 +62,16 @@ def nft_tables(host) -> str:
     return res.stdout.strip()
 
 
+def answer_one_syn(bed, family, fault) -> None:
+    """Arm `fault` at the router, send one SYN from the client, and wait (bounded) for the ICMP."""
+    with inject(bed.router, fault):
+        s = syn_from(bed.client, family, bed.server.addr(family), PORT)
+        try:
+            fault.wait_sent(1)
+        finally:
+            s.close()
+
+
 # ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fam,name,icmp_type,icmp_code", CODES, ids=[f"ipv{f}-{n}" for f, n, _, _ in CODES])
@@ -69,12 +79,7 @@ def test_every_code_on_the_wire(testbed, capture, fam, name, icmp_type, icmp_cod
     family = fam  # not `family`: that name is the plugin's own parametrisation, and this list pairs codes
     router_addr = testbed.router.interface("client").addresses[family]
     fault = IcmpUnreachable(name, Syn(dport=PORT), mtu=MTU[family], family=family)
-    with inject(testbed.router, fault):
-        s = syn_from(testbed.client, family, testbed.server.addr(family), PORT)
-        try:
-            fault.wait_sent(1)
-        finally:
-            s.close()
+    answer_one_syn(testbed, family, fault)
     assert (fault.report["matched"], fault.report["sent"]) == (1, 1), fault.report
     assert fault.report["dropped"] == 1, "the SYN was not dropped at the router while the fault was armed"
     trace = capture.trace()
@@ -179,12 +184,7 @@ def test_max_answers_and_lifetime_bound_the_injector(testbed, family):
 @pytest.mark.parametrize("delay_ms", [0, 5, 40])
 def test_delay_is_honoured(testbed, capture, family, delay_ms):
     fault = IcmpUnreachable("host", Syn(dport=PORT), delay_ms=delay_ms)
-    with inject(testbed.router, fault):
-        s = syn_from(testbed.client, family, testbed.server.addr(family), PORT)
-        try:
-            fault.wait_sent(1)
-        finally:
-            s.close()
+    answer_one_syn(testbed, family, fault)
     trace = capture.trace()
     (conn,) = trace.find(dport=PORT)
     syn = conn.select("SYN", iface="router:r0")[0]
