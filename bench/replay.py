@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from verifier.packets import internet_checksum  # noqa: E402
-from verifier.pcapng import PcapngWriter  # noqa: E402
+from verifier.wire import internet_checksum  # noqa: E402
+from verifier.pcap import PcapngWriter  # noqa: E402
 
 T0 = 1_700_000_000 * 10**9
 MS = 1_000_000
@@ -158,7 +158,7 @@ def generate(path: Path, packets: int, seed: int = 1) -> dict:
             w.write_packet(ifc, ts, frame)
             written += 1
             end = ts
-    still = sum(1 for ts in last_syns if end - ts < S)  # MIN_RTO_S of verifier.classify
+    still = sum(1 for ts in last_syns if end - ts < S)  # MIN_RTO_S of verifier.analysis.classify
     if still:
         expected["timed-out"] -= still
         expected["incomplete"] = still
@@ -168,7 +168,7 @@ def generate(path: Path, packets: int, seed: int = 1) -> dict:
 _CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-from verifier.fastpath import ScanStats, scan, scan_raw
+from verifier.replay.fastpath import ScanStats, scan, scan_raw
 path, mode = sys.argv[2], sys.argv[3]
 st = ScanStats()
 t = time.perf_counter()
@@ -216,7 +216,7 @@ def main() -> int:
     if args.packets < 1000:
         ap.error("--packets must be at least 1000")
 
-    from verifier.fastpath import build_engine
+    from verifier.replay.fastpath import build_engine
 
     build_engine()  # compile once, outside the timed runs
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-replay-"))

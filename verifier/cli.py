@@ -358,8 +358,8 @@ def cmd_inject(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from verifier.pcapng import CaptureFormatError
-    from verifier.tracefile import load_trace
+    from verifier.pcap import CaptureFormatError
+    from verifier.analysis.tracefile import load_trace
 
     if not os.path.exists(args.file):
         raise UserError(f"{args.file}: no such file")

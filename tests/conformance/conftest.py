@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from verifier.syscalls import SyscallEvent, parse_report
+from verifier.analysis.syscalls import SyscallEvent, parse_report
 
 PORT = 5000
 # Checks whose length is set by kernel timers go first, so that under pytest-xdist they start at once
@@ -40,7 +40,7 @@ class Run:
     stderr: str
 
     def call(self, name: str, n: int = 0) -> SyscallEvent:
-        from verifier.syscalls import find
+        from verifier.analysis.syscalls import find
 
         return find(self.calls, name, n)
 
@@ -93,7 +93,7 @@ def arrived_at_server(conn, kind: str):
 
 def story(conn, capture, **calls) -> str:
     """Packets and socket calls as one timeline, plus the pcap: the tail of a failure message."""
-    from verifier.timeline import timeline
+    from verifier.analysis.timeline import timeline
 
     return "\n" + timeline(conn.events, calls) + f"\npcap: {capture.path}"
 

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from verifier.expect import expect
+from verifier.analysis.expect import expect
 
 from .conftest import PORT, client_argv, finish, run_client, sent_by_server, start_server, story, wildcard
 

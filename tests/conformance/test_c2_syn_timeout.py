@@ -2,7 +2,7 @@
 
 The router drops every SYN to the port, so the client's kernel hears nothing. Each case sets the
 client namespace's sysctls (and, for some, the socket's TCP_SYNCNT), reads them back, builds the
-`linux` profile from what it read (`verifier.profiles.LinuxProfile`), and compares every SYN on the
+`linux` profile from what it read (`verifier.analysis.schedules.LinuxProfile`), and compares every SYN on the
 client's interface and the time connect() returned ETIMEDOUT with the model's prediction.
 
 The cases run at once, each on its own testbed in its own thread, so the sweep takes as long as
@@ -28,9 +28,9 @@ import pytest
 from netns import Testbed
 from verifier.capture import Capture
 from verifier.faults import Drop, Syn, inject
-from verifier.profiles import LINUX_SYSCTLS, LinuxProfile, StevensProfile, SynSchedule
+from verifier.analysis.schedules import LINUX_SYSCTLS, LinuxProfile, StevensProfile, SynSchedule
 from verifier.pytest_plugin import capture_paths_key, captures_dir
-from verifier.timeline import timeline
+from verifier.analysis.timeline import timeline
 
 from .conftest import PORT, Run, run_client
 

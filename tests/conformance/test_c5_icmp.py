@@ -30,10 +30,10 @@ import pytest
 
 from netns import namespace
 from netns.process import ProcessError
-from verifier.expect import expect
+from verifier.analysis.expect import expect
 from verifier.faults import Drop, IcmpUnreachable, Reject, Syn, icmp_unreach_code, inject
-from verifier.timeline import timeline
-from verifier.trace import icmp_description
+from verifier.analysis.timeline import timeline
+from verifier.analysis.trace import icmp_description
 
 from .conftest import PORT, run_client
 

@@ -35,9 +35,9 @@ import pytest
 
 from netns import namespace, waiting
 from verifier.faults import Drop, Match, inject
-from verifier.flood import background_syn_flood, blackhole, relax_rp_filter
-from verifier.syscalls import parse_report
-from verifier.timeline import timeline
+from verifier.faults.flood import background_syn_flood, blackhole, relax_rp_filter
+from verifier.analysis.syscalls import parse_report
+from verifier.analysis.timeline import timeline
 
 from .conftest import PORT, Run, finish, run_client, start_server
 
@@ -338,7 +338,7 @@ def test_c8_syn_flood(testbed, capture, family, programs, evidence, syncookies):
     somaxconn = int(srv.sysctl("net.core.somaxconn"))
     requests_limit = syn_queue_limit(backlog, somaxconn, int(srv.sysctl("net.ipv4.tcp_max_syn_backlog")),
                                      int(srv.sysctl("net.ipv4.tcp_syncookies")))
-    # The SYN-ACKs to the spoofed sources die silently at the router (see verifier.flood.blackhole):
+    # The SYN-ACKs to the spoofed sources die silently at the router (see verifier.faults.flood.blackhole):
     # otherwise its ICMP "no route" would make an IPv4 server drop some requests and free slots.
     sources = {4: "198.51.100.0/24", 6: "2001:db8:64::/64"}[family]
     blackhole(testbed.router, sources)
@@ -364,7 +364,7 @@ def test_c8_syn_flood(testbed, capture, family, programs, evidence, syncookies):
     real_conn = real[0]
     why = story(real, {"client": client.calls}, capture)
     assert report.sent == FLOOD_COUNT and report.stopped_by == "count", report.describe()
-    # The flood primed the path first (verifier.flood.prime_path): the router knows the real client's
+    # The flood primed the path first (verifier.faults.flood.prime_path): the router knows the real client's
     # address, so its SYN-ACKs are not held up by neighbour discovery.
     assert report.path_primed, report.describe()
     # The flood was on while connect() ran.

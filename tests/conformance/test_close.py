@@ -8,7 +8,7 @@ import time
 import pytest
 
 from netns import namespace
-from verifier.expect import expect
+from verifier.analysis.expect import expect
 
 from .conftest import PORT, arrived_at_server, finish, run_client, sent_by_server, start_server, story
 

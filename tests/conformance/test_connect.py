@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from verifier.expect import expect
-from verifier.timeline import timeline
+from verifier.analysis.expect import expect
+from verifier.analysis.timeline import timeline
 
 from .conftest import PORT, run_client
 

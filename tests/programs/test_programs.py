@@ -1,4 +1,4 @@
-"""Tests of the C test programs (verifier/programs) and of verifier.syscalls.
+"""Tests of the C test programs (verifier/programs) and of verifier.analysis.syscalls.
 
 Every program run happens inside a private, anonymous network namespace: a
 holder process made with ``unshare --net`` brings ``lo`` up and then waits on
@@ -28,7 +28,7 @@ import pytest
 
 import verifier.programs as programs
 from verifier.programs import BuildError, CompilerNotFoundError, build
-from verifier.syscalls import (
+from verifier.analysis.syscalls import (
     SyscallEvent,
     by_pid,
     calls,

@@ -7,7 +7,7 @@ import pytest
 
 from netns import Testbed
 from verifier.capture import Capture, CaptureError
-from verifier.pcapng import read_interface_stats, read_packets
+from verifier.pcap import read_interface_stats, read_packets
 
 SERVER = ("import socket, sys; fam = socket.AF_INET6 if sys.argv[1] == '6' else socket.AF_INET; "
           "s = socket.socket(fam); s.bind(('', 5000)); s.listen(); c, a = s.accept(); "

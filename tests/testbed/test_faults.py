@@ -21,13 +21,13 @@ import time
 import pytest
 
 from netns import namespace
-from verifier import flood
-from verifier.fault_agent import agent
+from verifier.faults import flood
+from verifier.faults.agent import agent
 from verifier.faults import (FAULT_KINDS, Blackhole, Delay, Drop, FaultError, IcmpUnreachable, Match, Rst, Segment,
                              Syn, SynFlood, from_cli, inject, qdisc_available)
-from verifier.packets import internet_checksum
-from verifier.pcapng import read_packets
-from verifier.syscalls import find, parse_report
+from verifier.wire import internet_checksum
+from verifier.pcap import read_packets
+from verifier.analysis.syscalls import find, parse_report
 
 from .wire import agent_children, frames, ip_packet, syn_from, tcp_checksum_ok
 

@@ -1,4 +1,4 @@
-"""The bounded SYN flood (verifier.flood): its packets, its bounds, and what it does on a real testbed.
+"""The bounded SYN flood (verifier.faults.flood): its packets, its bounds, and what it does on a real testbed.
 
 Unit part (no root): the hand-built SYNs against Scapy's dissection, checksums included, and the
 refusals. Testbed part: the flood sends exactly `count` SYNs, from the requested range, never ahead of
@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import pytest
 
 from netns import Testbed
-from verifier import flood
+from verifier.faults import flood
 from verifier.capture import Capture
-from verifier.flood import FloodError, SynBuilder, background_syn_flood, blackhole, relax_rp_filter, syn_flood
-from verifier.packets import internet_checksum
-from verifier.tracefile import load_trace
+from verifier.faults.flood import FloodError, SynBuilder, background_syn_flood, blackhole, relax_rp_filter, syn_flood
+from verifier.wire import internet_checksum
+from verifier.analysis.tracefile import load_trace
 
 PORT = 5000
 FAMILY_NAME = {4: "ipv4", 6: "ipv6"}

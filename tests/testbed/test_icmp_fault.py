@@ -1,4 +1,4 @@
-"""The ICMP fault (`verifier.faults.IcmpUnreachable` + the agent in `verifier.fault_agent`), proved on
+"""The ICMP fault (`verifier.faults.IcmpUnreachable` + the agent in `verifier.faults.agent`), proved on
 the wire: every code in both families, from the router's address, quoting the SYN byte for byte; the
 nth match and the delay honoured; one agent process per Python process, reused; nothing left behind.
 
@@ -16,8 +16,8 @@ import time
 import pytest
 
 from netns import Testbed, namespace
-from verifier.expect import expect
-from verifier.fault_agent import AgentError, agent
+from verifier.analysis.expect import expect
+from verifier.faults.agent import AgentError, agent
 from verifier.faults import FaultError, IcmpUnreachable, Syn, icmp_unreach_code, inject
 
 from .wire import agent_children, frames, icmp_message, ip_packet, packet_socket_inodes, socket_inodes_of, syn_from

@@ -8,7 +8,7 @@ import textwrap
 
 INNER = textwrap.dedent('''
     import pytest
-    from verifier.expect import expect
+    from verifier.analysis.expect import expect
 
     @pytest.mark.claim("C3")
     @pytest.mark.families(6)

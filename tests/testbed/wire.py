@@ -1,6 +1,6 @@
 """Helpers shared by the fault tests (test_faults.py, test_icmp_fault.py) to look at what a fault did
 on the wire and what it left running: the raw frames of a capture, the IP packet in a frame, checksum
-and ICMP error checks (with `verifier.packets.internet_checksum`), a SYN started from inside a host,
+and ICMP error checks (with `verifier.wire.internet_checksum`), a SYN started from inside a host,
 and the fault agent's processes and packet sockets.
 """
 
@@ -12,8 +12,8 @@ import socket
 import struct
 
 from netns import namespace
-from verifier.packets import internet_checksum
-from verifier.pcapng import read_packets
+from verifier.wire import internet_checksum
+from verifier.pcap import read_packets
 
 
 # -- packets ------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def agent_children() -> list[int]:
                 cmd = f.read()
         except OSError:
             continue
-        if ppid == os.getpid() and b"verifier.fault_agent" in cmd:
+        if ppid == os.getpid() and b"verifier.faults.agent" in cmd:
             found.append(int(entry.name))
     return found
 

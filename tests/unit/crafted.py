@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from scapy.all import IP, TCP, Ether, IPv6, Raw
 
-from verifier.pcapng import PcapngWriter
+from verifier.pcap import PcapngWriter
 
 T0 = 1_700_000_000_000_000_000  # capture start for write(): frame times are microseconds after it
 

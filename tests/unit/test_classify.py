@@ -1,4 +1,4 @@
-"""The connection-attempt table and the Zeek machine (`verifier.classify`), on crafted exchanges.
+"""The connection-attempt table and the Zeek machine (`verifier.analysis.classify`), on crafted exchanges.
 
 Every exchange is written to a pcapng file and read back by both fast-path engines (C and the
 Python reference, which must agree record for record) and by the detailed path (`load_trace` +
@@ -14,11 +14,11 @@ import os
 import pytest
 from scapy.all import ICMP, IP, TCP, ICMPv6DestUnreach, IPv6
 
-from verifier import classify
-from verifier.classify import (DEFAULT_LIKELY_SERVER_PORTS, EVENTS, OUTCOMES, STATES, TRANSITION_ARRAY, TRANSITIONS,
+from verifier.analysis import classify
+from verifier.analysis.classify import (DEFAULT_LIKELY_SERVER_PORTS, EVENTS, OUTCOMES, STATES, TRANSITION_ARRAY, TRANSITIONS,
                                ZeekConn, classify_trace, outcome_name, outcome_of)
-from verifier.fastpath import engine_available, scan
-from verifier.tracefile import load_trace
+from verifier.replay.fastpath import engine_available, scan
+from verifier.analysis.tracefile import load_trace
 
 from .crafted import C, C6, R, S, S6, handshake, tcp, write
 

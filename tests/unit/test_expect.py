@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from scapy.all import ICMP, IP, ICMPv6DestUnreach, IPv6
 
-from verifier.expect import ExpectationFailed, expect
-from verifier.packets import decode
-from verifier.pcapng import read_packets
-from verifier.trace import Trace
-from verifier.tracefile import load_trace
+from verifier.analysis.expect import ExpectationFailed, expect
+from verifier.wire import decode
+from verifier.pcap import read_packets
+from verifier.analysis.trace import Trace
+from verifier.analysis.tracefile import load_trace
 
 from .crafted import C, R, S, handshake, tcp, write
 

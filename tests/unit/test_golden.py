@@ -1,7 +1,7 @@
 """The golden captures (captures/golden/, described in its README), replayed offline without root.
 
 For each file: the classification of every connection by both fast-path engines and by the detailed
-path, the claim's own expectation from the conformance suite (`verifier.expect`) on the saved
+path, the claim's own expectation from the conformance suite (`verifier.analysis.expect`) on the saved
 capture, and `verifier replay --expect` conditions that say the same in its language.
 """
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from verifier.classify import classify_trace
-from verifier.expect import expect
-from verifier.fastpath import engine_available, scan
+from verifier.analysis.classify import classify_trace
+from verifier.analysis.expect import expect
+from verifier.replay.fastpath import engine_available, scan
 from verifier.replay import check
-from verifier.tracefile import load_trace
+from verifier.analysis.tracefile import load_trace
 
 GOLDEN = Path(__file__).resolve().parents[2] / "captures" / "golden"
 

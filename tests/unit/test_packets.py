@@ -35,10 +35,10 @@ from scapy.all import (
     rdpcap,
 )
 
-from verifier import packets
-from verifier.packets import (ACK, FIN, PSH, RST, SYN, MalformedPacket, Packet, QuotedPacket, decode, flag_str,
+from verifier.wire import decoder as packets
+from verifier.wire import (ACK, FIN, PSH, RST, SYN, MalformedPacket, Packet, QuotedPacket, decode, flag_str,
                               internet_checksum)
-from verifier.pcapng import RawPacket, read_packets
+from verifier.pcap import RawPacket, read_packets
 
 from .crafted import C6, S6, ZEEK, eth, needs_zeek, zeek_traces
 

@@ -1,10 +1,10 @@
-"""The SYN retransmission models (verifier.profiles): measured rows, model properties, comparison."""
+"""The SYN retransmission models (verifier.analysis.schedules): measured rows, model properties, comparison."""
 
 from __future__ import annotations
 
 import pytest
 
-from verifier.profiles import (
+from verifier.analysis.schedules import (
     DEFAULT_TOLERANCE,
     LINUX_SYSCTLS,
     LinuxProfile,

@@ -27,10 +27,10 @@ from scapy.layers.ppp import PPP, PPPoE
 from scapy.layers.vxlan import VXLAN
 
 from verifier import replay
-from verifier.classify import classify_trace
-from verifier.fastpath import (ICMP_ITEM, TCP_ITEM, CEngine, ScanStats, decode_frame, engine_available, scan)
-from verifier.pcapng import CaptureFormatError, CaptureTruncatedWarning, CaptureFile, PcapngWriter
-from verifier.tracefile import load_trace
+from verifier.analysis.classify import classify_trace
+from verifier.replay.fastpath import (ICMP_ITEM, TCP_ITEM, CEngine, ScanStats, decode_frame, engine_available, scan)
+from verifier.pcap import CaptureFormatError, CaptureTruncatedWarning, CaptureFile, PcapngWriter
+from verifier.analysis.tracefile import load_trace
 
 from .crafted import C, C6, S, S6, T0, ZEEK, eth, handshake, needs_zeek, tcp, write
 
@@ -266,7 +266,7 @@ def test_engines_agree_on_every_real_capture(engines):
                 both(path, engines, grouping=grouping, checksums=checksums)
 
 
-# Traces whose packets the detailed decoder (verifier.packets) cannot see, or sees differently.
+# Traces whose packets the detailed decoder (verifier.wire) cannot see, or sees differently.
 DETAILED_PATH_CANNOT = {
     "cisco-fabric-path.pcap": "FabricPath frames: the detailed decoder sees only the plain copy of each SYN",
     "pppoe-over-qinq.pcap": "PPPoE: not decoded by the detailed decoder",

@@ -7,9 +7,9 @@ import warnings
 import pytest
 from scapy.all import ICMP, IP, TCP, UDP, ICMPv6DestUnreach, IPv6
 
-from verifier.pcapng import CaptureTruncatedWarning
-from verifier.trace import Trace, format_events
-from verifier.tracefile import load_trace
+from verifier.pcap import CaptureTruncatedWarning
+from verifier.analysis.trace import Trace, format_events
+from verifier.analysis.tracefile import load_trace
 
 from .crafted import C, C6, R, S, S6, T0, eth, handshake, tcp, write
 
@@ -291,8 +291,8 @@ def test_empty_trace():
 
 
 def test_from_packets_accepts_decoder_output_directly():
-    from verifier.packets import decode
-    from verifier.pcapng import read_packets
+    from verifier.wire import decode
+    from verifier.pcap import read_packets
 
     frames = handshake("eth0", 0) + [("eth0", 300, IP(src=C, dst=S) / UDP())]
     trace = Trace.from_packets((decode(r) for r in read_packets(write(frames))), source="mem")

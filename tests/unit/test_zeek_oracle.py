@@ -32,9 +32,9 @@ import warnings
 
 import pytest
 
-from verifier.classify import DEFAULT_LIKELY_SERVER_PORTS
-from verifier.fastpath import ScanStats, engine_available, scan
-from verifier.tracefile import load_trace
+from verifier.analysis.classify import DEFAULT_LIKELY_SERVER_PORTS
+from verifier.replay.fastpath import ScanStats, engine_available, scan
+from verifier.analysis.tracefile import load_trace
 
 from .crafted import ZEEK, needs_zeek, zeek_traces
 

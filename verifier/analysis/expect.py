@@ -13,7 +13,7 @@ Wireshark frame number to look at.
 
 from __future__ import annotations
 
-from verifier.trace import Connection, Event, Trace, format_endpoint, format_events, icmp_description
+from verifier.analysis.trace import Connection, Event, Trace, format_endpoint, format_events, icmp_description
 
 __all__ = ["ConnectionExpectation", "ExpectationFailed", "TraceExpectation", "expect"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from verifier.syscalls import SyscallEvent
-from verifier.trace import Event, format_events
+from verifier.analysis.syscalls import SyscallEvent
+from verifier.analysis.trace import Event, format_events
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Loading a capture file into a `Trace`: read, decode, group.
 
-Kept apart from `verifier.pcapng` (file format only) and `verifier.trace`
+Kept apart from `verifier.pcap` (file format only) and `verifier.analysis.trace`
 (pure analysis) so that each of those stays usable on its own.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
-from verifier.packets import MalformedPacket, decode
-from verifier.pcapng import CaptureFile
-from verifier.trace import Trace
+from verifier.wire import MalformedPacket, decode
+from verifier.pcap import CaptureFile
+from verifier.analysis.trace import Trace
 
 __all__ = ["load_trace"]
 

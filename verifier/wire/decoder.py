@@ -25,7 +25,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from verifier.pcapng import RawPacket
+from verifier.pcap import RawPacket
 
 __all__ = [
     "ACK",
@@ -70,7 +70,7 @@ def flag_str(flags: int) -> str:
 
 def checksum_of_sum(total: int) -> int:
     """The Internet checksum (RFC 1071) from the plain sum of a message's 16-bit words: the carries
-    folded back in, then complemented. For callers that add up fixed parts once (verifier.flood)."""
+    folded back in, then complemented. For callers that add up fixed parts once (verifier.faults.flood)."""
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

@@ -81,7 +81,7 @@ import threading
 import time
 from typing import Any
 
-from verifier.packets import internet_checksum
+from verifier.wire import internet_checksum
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -870,7 +870,7 @@ class FaultAgent:
             from netns import namespace
 
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "verifier.fault_agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [sys.executable, "-m", "verifier.faults.agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=self._stderr, bufsize=0, close_fds=True,
                 # PR_SET_PDEATHSIG fires when the *thread* that forked it ends; the stdin EOF check in
                 # the agent covers a caller that started it from a short-lived thread and lives on.

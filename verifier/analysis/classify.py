@@ -8,7 +8,7 @@ Two machines read the same stream of segments of one connection, each packet onc
   (state, event) to the next state; a pair that is not in the table leaves the state alone (a
   retransmitted SYN in SYN_SENT, an ACK in ESTABLISHED...). `outcome_of` maps the final state to
   the outcome, with the measured SYN schedule for timed-out attempts and the ICMP type/code for
-  unreachable ones. The C fast path (`verifier.fastpath`) is handed this very table as an array,
+  unreachable ones. The C fast path (`verifier.replay.fastpath`) is handed this very table as an array,
   so there is one table in one place.
 * The **Zeek machine** (`ZeekConn`) computes Zeek's `conn_state` and `history` with our own code,
   following Zeek's TCP analyzer (src/packet_analysis/protocol/tcp/TCPSessionAdapter.cc, TCP.cc,
@@ -18,7 +18,7 @@ Two machines read the same stream of segments of one connection, each packet onc
   detection, and the session rules (connection reuse, the attempt/close/expire/inactivity timers)
   that decide when Zeek starts a new conn.log row for the same 4-tuple.
 
-`classify_trace(trace)` runs both machines over a `verifier.trace.Trace` (a live capture or a saved
+`classify_trace(trace)` runs both machines over a `verifier.analysis.trace.Trace` (a live capture or a saved
 one), so the checks of `verifier replay --expect` work on a Trace from Python exactly as on a file.
 
 Pure: no I/O, no namespaces, no Scapy.
@@ -901,7 +901,7 @@ def _rstos0(history: str) -> bool:
 
 def classify_connection(conn, number: int | None = None, *, end_ns: int | None = None,
                         likely_server_ports: frozenset[int] = DEFAULT_LIKELY_SERVER_PORTS) -> ConnectionRecord:
-    """Both machines over one `verifier.trace.Connection`, on its primary interface.
+    """Both machines over one `verifier.analysis.trace.Connection`, on its primary interface.
 
     `end_ns` is the end of the capture (it tells a timed-out attempt from one still trying).
     """
@@ -978,7 +978,7 @@ def _record(*, number: int, family: int, client: tuple, server: tuple, state: in
 
 def classify_trace(trace, *, likely_server_ports: frozenset[int] = DEFAULT_LIKELY_SERVER_PORTS
                    ) -> list[ConnectionRecord]:
-    """Classify every connection of a `verifier.trace.Trace` (see `classify_connection`)."""
+    """Classify every connection of a `verifier.analysis.trace.Trace` (see `classify_connection`)."""
     # the end of the capture: its last packet, or the end time of its statistics blocks if later
     ends = [c.packets[-1].ts_ns for c in trace.connections if c.packets]
     ends += [s.ts_ns for s in getattr(trace, "capture_stats", [])]

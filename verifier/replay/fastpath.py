@@ -1,7 +1,7 @@
 """The fast path: classify every TCP connection attempt of a capture in one streaming pass.
 
 `scan(path)` reads a pcap or pcapng file once, front to back, and yields a
-`verifier.classify.ConnectionRecord` per TCP connection attempt. Memory stays bounded as the file
+`verifier.analysis.classify.ConnectionRecord` per TCP connection attempt. Memory stays bounded as the file
 grows: a connection that has been idle for `linger_s` of capture time (or that Zeek would have
 removed, in Zeek grouping) is emitted and forgotten, and only one read buffer of the file is held.
 
@@ -16,14 +16,14 @@ Two engines do exactly the same work, packet for packet:
   ConnectionRecord built per connection, which then costs more than the classification itself.
 * **Python** (`engine="python"`): the reference, written for clarity (about 60 000 packets per
   second), used where there is no compiler. Both engines use the attempt table of
-  `verifier.classify` (the C engine receives it as an array at run time) and build their records
+  `verifier.analysis.classify` (the C engine receives it as an array at run time) and build their records
   with the same `classify._record`.
 
 In "attempt" grouping, packets wait `reorder_s` (0.1 s of capture time) in a small heap and are
-taken in time order, as `verifier.trace.Trace` sorts them: a pcapng file written from several
+taken in time order, as `verifier.analysis.trace.Trace` sorts them: a pcapng file written from several
 interfaces is not in time order. "zeek" grouping keeps file order, as Zeek does.
 
-Why by hand and not Scapy or `verifier.packets.decode`: Scapy dissects a few thousand packets per
+Why by hand and not Scapy or `verifier.wire.decode`: Scapy dissects a few thousand packets per
 second, and `decode` builds a frozen `Packet` per frame (about 2 µs each) and knows neither
 tunnels nor MPLS/PPPoE/FabricPath. Here a frame becomes a few integers, with no object per packet.
 `tests/unit/test_replay.py` cross-checks both engines against each other, against the detailed
@@ -55,11 +55,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from verifier import classify
-from verifier.classify import (ACK, DEFAULT_LIKELY_SERVER_PORTS, MAX_SYN_TIMES, RST, SYN, TRANSITION_ARRAY, E,
+from verifier.analysis import classify
+from verifier.analysis.classify import (ACK, DEFAULT_LIKELY_SERVER_PORTS, MAX_SYN_TIMES, RST, SYN, TRANSITION_ARRAY, E,
                                AttemptMachine, ConnectionRecord, ZeekConn, event_of)
-from verifier.packets import address_text, internet_checksum
-from verifier.pcapng import CaptureFile, CaptureFormatError, CaptureTruncatedWarning
+from verifier.wire import address_text, internet_checksum
+from verifier.pcap import CaptureFile, CaptureFormatError, CaptureTruncatedWarning
 
 __all__ = ["CEngine", "ScanStats", "Scanner", "build_engine", "decode_frame", "engine_available", "scan", "scan_raw"]
 
@@ -575,7 +575,7 @@ class Scanner:
     """Streaming classification of a capture, one packet at a time (the Python engine).
 
     grouping "attempt": one record per connection attempt (4-tuple + client ISN, on the interface
-    where it was first seen), like `verifier.trace.Trace`; "zeek": one record per Zeek conn.log row
+    where it was first seen), like `verifier.analysis.trace.Trace`; "zeek": one record per Zeek conn.log row
     (Zeek's connection reuse and timers decide the splits, every interface counts).
     """
 

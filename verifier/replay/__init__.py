@@ -3,7 +3,7 @@
     verifier replay FILE [--json] [--expect COND]... [--port N] [--show ID]
     verifier replay FILE --against TESTBED --connection ID [--port P]
 
-Offline (no root): `scan()` of `verifier.fastpath` classifies each attempt (established, refused,
+Offline (no root): `scan()` of `verifier.replay.fastpath` classifies each attempt (established, refused,
 timed-out, unreachable, reset, closed, incomplete) with its SYN count and times and Zeek's
 conn_state/history; the result is a table, or JSON Lines with `--json`.
 
@@ -35,8 +35,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from verifier.classify import OUTCOMES, ConnectionRecord, classify_trace, icmp_name
-from verifier.profiles import DEFAULT_TOLERANCE, LinuxProfile, StevensProfile, SynSchedule
+from verifier.analysis.classify import OUTCOMES, ConnectionRecord, classify_trace, icmp_name
+from verifier.analysis.schedules import DEFAULT_TOLERANCE, LinuxProfile, StevensProfile, SynSchedule
 
 __all__ = [
     "EXPECT_HELP",
@@ -68,7 +68,7 @@ expectations (--expect, repeatable; exit status 1 if one fails):
               follow(s) [the] linux|stevens [schedule] [with] KEY=VALUE...
                      linux keys: tcp_syn_retries (default 6), tcp_syn_linear_timeouts (default 4),
                      syncnt, rto_init_ms (1000), rto_max_ms (120000); the SYN times are compared
-                     with the model (tolerance of verifier.profiles); a capture has no ETIMEDOUT,
+                     with the model (tolerance of verifier.analysis.schedules); a capture has no ETIMEDOUT,
                      so only SYNs are checked, and an answered attempt only up to its answer
               syns N | syn_count N             the number of SYNs (first + retransmissions)
               conn_state S | history H         Zeek's fields
@@ -94,13 +94,13 @@ class RedriveError(RuntimeError):
 # ==================================================================================================
 
 def records_of(source, **scan_kw) -> list[ConnectionRecord]:
-    """ConnectionRecords of a capture path (fast path), a `verifier.trace.Trace`, or records."""
-    from verifier.trace import Trace
+    """ConnectionRecords of a capture path (fast path), a `verifier.analysis.trace.Trace`, or records."""
+    from verifier.analysis.trace import Trace
 
     if isinstance(source, Trace):
         return classify_trace(source)
     if isinstance(source, (str, os.PathLike)):
-        from verifier.fastpath import scan
+        from verifier.replay.fastpath import scan
 
         return sorted(scan(source, **scan_kw), key=lambda r: r.id)
     return list(source)
@@ -475,7 +475,7 @@ def evaluate(cond: Condition, records: Sequence[ConnectionRecord]) -> Verdict:
 
 
 def check(source, *conditions: str, **scan_kw) -> list[Verdict]:
-    """Evaluate expectations on a capture file, a `verifier.trace.Trace` or ConnectionRecords.
+    """Evaluate expectations on a capture file, a `verifier.analysis.trace.Trace` or ConnectionRecords.
 
     >>> [v.ok for v in check("run.pcapng", "port 5000 refused")]
     The same conditions as `verifier replay --expect`; a syntax error raises ExpectSyntaxError.
@@ -576,7 +576,7 @@ def _err(msg: str) -> None:
 
 def run(args) -> int:
     """Run `verifier replay` with parsed arguments; returns the exit status."""
-    from verifier.pcapng import CaptureFormatError
+    from verifier.pcap import CaptureFormatError
 
     if not os.path.exists(args.file):
         _err(f"{args.file}: no such file")
@@ -597,8 +597,8 @@ def run(args) -> int:
     if args.linger <= 0:
         _err("--linger must be positive")
         return 2
-    from verifier.classify import DEFAULT_LIKELY_SERVER_PORTS
-    from verifier.fastpath import ScanStats, scan
+    from verifier.analysis.classify import DEFAULT_LIKELY_SERVER_PORTS
+    from verifier.replay.fastpath import ScanStats, scan
 
     stats = ScanStats()
     kw = dict(engine=args.engine, grouping="zeek" if args.zeek_sessions else "attempt", checksums=args.checksums,
@@ -664,9 +664,9 @@ def run(args) -> int:
 def show_connection(path: str, records: Sequence[ConnectionRecord], conn_id: int) -> str:
     """Connection `conn_id` packet by packet: our ladder, and Scapy's one-line dissection of each of
     its frames (only those frames are dissected)."""
-    from verifier.packets import MalformedPacket, decode
-    from verifier.pcapng import CaptureFile
-    from verifier.trace import Trace
+    from verifier.wire import MalformedPacket, decode
+    from verifier.pcap import CaptureFile
+    from verifier.analysis.trace import Trace
 
     rec = next((r for r in records if r.id == conn_id), None)
     if rec is None:
@@ -805,8 +805,8 @@ def _run_redrive(args) -> int:
     if os.geteuid() != 0:
         _err("re-driving needs root (it sends from a testbed's network namespace): run it with sudo")
         return 2
-    from verifier.pcapng import CaptureFormatError
-    from verifier.tracefile import load_trace
+    from verifier.pcap import CaptureFormatError
+    from verifier.analysis.tracefile import load_trace
 
     try:
         trace = load_trace(args.file)
@@ -846,7 +846,7 @@ def redrive(trace, connection_id: int, bed, *, port: int | None = None, answer_t
     """Send the client side of `trace.connections[connection_id]` again from `bed`'s client host to
     its server host, and compare the live server's answers with the recorded ones.
 
-    `trace` is a `verifier.trace.Trace` loaded from a file (`trace.source`: the frames' payloads are
+    `trace` is a `verifier.analysis.trace.Trace` loaded from a file (`trace.source`: the frames' payloads are
     read from it again); `bed` a `netns.Testbed` or the name of a long-lived testbed. Each client
     segment leaves at its recorded time after the previous one, or once the answers recorded
     before it have arrived (at most `answer_timeout` s each), as tcpliveplay paces. The client's
@@ -880,7 +880,7 @@ def redrive(trace, connection_id: int, bed, *, port: int | None = None, answer_t
 
     from netns import namespace
     from verifier.faults import Drop, Match, inject
-    from verifier.pcapng import CaptureFile
+    from verifier.pcap import CaptureFile
 
     events = conn.events
     client_events = [e for e in events if e.direction == "c>s" and e.kind != "ICMP"]
@@ -993,7 +993,7 @@ def redrive(trace, connection_id: int, bed, *, port: int | None = None, answer_t
     isn_c = conn.isn_client
     rec_answers = [Segment(round(a.t - t_conn0, 6), a.flags, a.seq or 0, a.ack, a.payload_len)
                    for a in recorded_answers_ev]
-    from verifier.packets import flag_str
+    from verifier.wire import flag_str
 
     live_answers = []
     for t, flags, seq, ack, length, has_ack in live:

@@ -5,7 +5,7 @@
     trace = cap.trace()                          # analysis of what was recorded
     assert not cap.lost
 
-The recording is done by a separate process (`verifier.capture_agent`, one per Python process,
+The recording is done by a separate process (`verifier.capture.agent`, one per Python process,
 serving every capture of that process) that opens a packet socket inside each interface's namespace;
 `Capture.start` returns once it confirms that every socket is bound, and `stop` collects the kernel's
 receive and drop counters.
@@ -28,7 +28,7 @@ from netns import namespace
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns import Testbed
-    from verifier.trace import Trace
+    from verifier.analysis.trace import Trace
 
 AGENT_TIMEOUT = 10.0
 
@@ -137,14 +137,14 @@ class Capture:
             raise CaptureError(f"the capture lost {self.dropped} packets, so its evidence is incomplete: "
                                f"{self.summary()}")
         if self._trace is None:
-            from verifier.tracefile import load_trace
+            from verifier.analysis.tracefile import load_trace
 
             self._trace = load_trace(self.path)
         return self._trace
 
 
 class _Service:
-    """The capture process of this Python process (see `verifier.capture_agent`), started on first
+    """The capture process of this Python process (see `verifier.capture.agent`), started on first
     use and restarted if it died. Requests are serialised: each is one line out, one line back."""
 
     def __init__(self) -> None:
@@ -180,7 +180,7 @@ class _Service:
 
     def _spawn(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "verifier.capture_agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-m", "verifier.capture.agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
         )
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 from netns import namespace
-from verifier.packets import checksum_of_sum
+from verifier.wire import checksum_of_sum
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns import Host

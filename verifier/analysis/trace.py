@@ -1,12 +1,12 @@
 """Grouping decoded packets into TCP connections and per-interface events.
 
-A `Trace` is built from `Packet`s (see `verifier.packets`) and holds the
+A `Trace` is built from `Packet`s (see `verifier.wire`) and holds the
 `Connection`s found in them. Each connection keeps, per capture interface, the
 list of `Event`s seen there, with sequence numbers relative to each side's
 initial sequence number, so that tests and reports can talk about "SYN,
 SYN-ACK ack=1, RST" the way a network engineer reads a tcpdump.
 
-Nothing here reads files or captures traffic; `verifier.tracefile.load_trace`
+Nothing here reads files or captures traffic; `verifier.analysis.tracefile.load_trace`
 glues the reader, the decoder and `Trace.from_packets` together.
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
-from verifier.packets import ACK, FIN, RST, SYN, Packet
-from verifier.pcapng import InterfaceStats
+from verifier.wire import ACK, FIN, RST, SYN, Packet
+from verifier.pcap import InterfaceStats
 
 __all__ = ["Connection", "Event", "Trace", "format_endpoint", "format_events", "icmp_description"]
 
@@ -385,7 +385,7 @@ def _canon_addr(addr: object) -> str:
 class Trace:
     """The TCP connections (and unmatched ICMP errors) found in a capture.
 
-    Build one with `Trace.from_packets` or `verifier.tracefile.load_trace`.
+    Build one with `Trace.from_packets` or `verifier.analysis.tracefile.load_trace`.
     `malformed` / `skipped` count packets the loader could not decode / that
     were not TCP or ICMP errors; `from_packets` leaves them at 0.
     """

@@ -1,6 +1,6 @@
 """The capture service: a process that records testbed interfaces to pcapng files, several at once.
 
-`verifier.capture.Capture` starts one per Python process (``python -m verifier.capture_agent``),
+`verifier.capture.Capture` starts one per Python process (``python -m verifier.capture.agent``),
 the first time it is needed, and talks to it with JSON lines on stdin/stdout::
 
     > {"op": "start", "id": 1, "path": "out.pcapng", "settle_ms": 10,
@@ -37,7 +37,7 @@ import threading
 import time
 
 from netns import namespace
-from verifier.pcapng import PcapngWriter
+from verifier.pcap import PcapngWriter
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263

@@ -17,7 +17,7 @@ The kinds, one class each (`FAULT_KINDS` maps the command line's names to them):
 * `Blackhole`: make a host's address unreachable with no answer at all (no ARP / neighbour reply).
 * `Delay`: delay matching packets: netem where the kernel has it, else a user-space delay line at a
   router (the fault agent).
-* `SynFlood`: a bounded flood of SYNs from spoofed documentation addresses (`verifier.flood`).
+* `SynFlood`: a bounded flood of SYNs from spoofed documentation addresses (`verifier.faults.flood`).
 
 Each fault is a class with `apply(host)`, `remove(host)` (which fills `report`, a JSON-serialisable
 dict with a `fault` key), `describe()` (one line), `from_cli(**options)` (plain str/int/float
@@ -571,7 +571,7 @@ def inject(host: "Host", fault: Fault) -> Iterator[Fault]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# ICMP errors forged by the fault agent (verifier.fault_agent)
+# ICMP errors forged by the fault agent (verifier.faults.agent)
 # ---------------------------------------------------------------------------------------------------
 
 #: Friendly name -> {family: (ICMP type, code)}. IPv4: type 3 (destination unreachable) codes of
@@ -610,13 +610,13 @@ def icmp_unreach_code(code: str | int, family: int) -> tuple[int, int] | None:
 
 
 def _agent():
-    from verifier.fault_agent import agent
+    from verifier.faults.agent import agent
 
     return agent()
 
 
 def _agent_request(op: str, what: str, **fields) -> dict:
-    from verifier.fault_agent import AgentError, agent
+    from verifier.faults.agent import AgentError, agent
 
     try:
         return agent().request(op, **fields)
@@ -1324,7 +1324,7 @@ class Delay(Fault):
 # ---------------------------------------------------------------------------------------------------
 
 class SynFlood(Fault):
-    """A bounded flood of SYNs from spoofed documentation addresses (`verifier.flood`), sent from the
+    """A bounded flood of SYNs from spoofed documentation addresses (`verifier.faults.flood`), sent from the
     host it is applied to, in a background thread, for the duration of the `inject` block (whose end
     waits for the flood, which always ends by its own count or time limit).
 
@@ -1340,7 +1340,7 @@ class SynFlood(Fault):
     def __init__(self, dst: str, dport: int, *, count: int, rate_pps: float, sources: str | None = None,
                  time_limit_s: float | None = None, seed: int | None = None) -> None:
         super().__init__()
-        from verifier import flood
+        from verifier.faults import flood
 
         self.dst = str(ipaddress.ip_address(dst))
         self.dport = int(dport)
@@ -1369,14 +1369,14 @@ class SynFlood(Fault):
                 f"{self.sources or 'a spoofed documentation range'} (at most {self.time_limit_s:g} s)")
 
     def apply(self, host: "Host") -> None:
-        from verifier.flood import BackgroundFlood
+        from verifier.faults.flood import BackgroundFlood
 
         self._flood = BackgroundFlood(host, self.dst, self.dport, count=self.count, rate_pps=self.rate_pps,
                                       sources=self.sources, time_limit=self.time_limit_s, seed=self.seed).start()
 
     def wait(self, timeout: float | None = None):
         """Wait for the flood to end (it always does, by its count or time limit); its FloodReport."""
-        from verifier.flood import FloodError
+        from verifier.faults.flood import FloodError
 
         if self._flood is None:
             raise FaultError("the SYN flood was not started")
