@@ -19,11 +19,12 @@ $(error this needs root (apt packages, network namespaces): run 'sudo make $(MAK
 endif
 endif
 
-.PHONY: help setup apt demo test unit bench clean-leftovers root
+.PHONY: help setup apt demo test lint unit bench clean-leftovers root
 
 help:
 	@echo "sudo make demo   - set up, run the conformance suite on this kernel, write the report and captures"
-	@echo "sudo make test   - set up, run every test"
+	@echo "sudo make test   - set up, check the layers (make lint), run every test"
+	@echo "make lint        - check the import contracts of pyproject.toml (the layers) with lint-imports"
 	@echo "sudo make bench  - set up, run the benchmarks and print the figures"
 	@echo "sudo make clean-leftovers - remove namespaces left by killed runs (only this project's names)"
 
@@ -61,7 +62,13 @@ demo: setup
 	echo "the evidence for every check: $(DEMO_DIR)/report.md"; echo "captures (open them in Wireshark): $(DEMO_DIR)/"; exit $$status
 
 test: setup
+	@$(MAKE) --no-print-directory lint
 	@$(PY) -m pytest -p no:cacheprovider -n 4 $(PYTEST_ARGS)
+
+# The layers of [tool.importlinter] in pyproject.toml. No root needed; the venv must exist.
+lint:
+	@test -x $(VENV)/bin/lint-imports || { echo "make lint: run 'sudo make test' once first to set up $(VENV)"; exit 1; }
+	@$(VENV)/bin/lint-imports --no-cache
 
 unit:
 	@test -x $(PY) || { echo "make unit: run 'sudo make test' once first to set up $(VENV)"; exit 1; }

@@ -15,6 +15,12 @@ Registered through the ``pytest11`` entry point, so installing the package is en
   (the failure report names it) or with ``--keep-captures``, and removed otherwise.
 * Without root, tests that need namespaces are skipped with the reason; with the environment variable
   ``VERIFIER_REQUIRE_ROOT=1`` (set by CI) they fail instead, so a green run proves they ran.
+
+Loading the plugin has no side effects: a run that uses no testbed (unit tests, replay of saved
+captures) imports neither the testbed package (pyroute2) nor Scapy, and leaves the signal handlers
+alone. The first test that asks for ``testbed`` or ``root`` (the fixture of tests that build their
+own testbeds) imports `netns.testbed` and turns SIGTERM and SIGHUP into KeyboardInterrupt, so that
+teardown runs on Ctrl-C, SIGTERM and SIGHUP from then on.
 """
 
 from __future__ import annotations
@@ -24,8 +30,6 @@ import re
 from pathlib import Path
 
 import pytest
-
-from netns import testbed as testbed_mod
 
 REQUIRE_ROOT_ENV = "VERIFIER_REQUIRE_ROOT"
 capture_paths_key = pytest.StashKey[list]()
@@ -68,7 +72,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "topology(name): testbed topology for this test (pair, routed)")
     config.addinivalue_line("markers", "claim(id): the claim (C1..C14) this test gives evidence for")
     config.addinivalue_line("markers", "needs_root: the test needs root (network namespaces)")
-    testbed_mod.install_signal_handlers()
 
 
 def pytest_generate_tests(metafunc):
@@ -112,16 +115,37 @@ def _safe_name(nodeid: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{module}.{name}").strip("_")[:150]
 
 
+_teardown_guarded = False
+
+
+def guard_teardown() -> None:
+    """Make sure testbeds are torn down when the run is interrupted; called before the first testbed.
+
+    Imports the testbed package (and so pyroute2) and turns SIGTERM and SIGHUP into KeyboardInterrupt
+    (`netns.testbed.install_signal_handlers`), so fixtures' teardown and `finally` blocks run; Ctrl-C
+    is a KeyboardInterrupt already. Done once per process, and only by runs that use testbeds.
+    """
+    global _teardown_guarded
+    if _teardown_guarded:
+        return
+    from netns import testbed as testbed_mod
+
+    testbed_mod.install_signal_handlers()
+    _teardown_guarded = True
+
+
 @pytest.fixture
 def root():
     """Use in tests that need root but build their testbeds themselves."""
     require_root()
+    guard_teardown()
 
 
 @pytest.fixture
 def testbed(request):
     """A fresh testbed for this test, torn down afterwards whatever happens."""
     require_root()
+    guard_teardown()
     from netns import Testbed
 
     marker = request.node.get_closest_marker("topology")

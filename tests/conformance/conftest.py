@@ -1,15 +1,27 @@
-"""Shared pieces of the conformance suite: the compiled programs and how to run them."""
+"""Shared pieces of the conformance suite: the compiled programs and how to run them, what the kernel
+under test says of its timers and counters, and the story a failure tells.
+
+Every timing check uses `TOLERANCE` (tests/kernel.py: the one timer-slack model, at this kernel's HZ)
+and the initial RTO measured by `initial_rto_ns`, never a typed-in 1 s.
+"""
 
 from __future__ import annotations
 
+import errno as errno_mod
 import shlex
+import socket
+import struct
 from dataclasses import dataclass
 
 import pytest
 
-from verifier.analysis.syscalls import SyscallEvent, parse_report
+from netns import namespace
+from verifier.analysis.calls import SyscallEvent, find, parse_report, timeline
+from verifier.faults import Drop, Syn, inject
 
 PORT = 5000
+PROBE_PORT = PORT + 7  # the initial-RTO probe's destination port: nothing listens there, nothing reaches it
+TCP_SYN_SENT = 2  # include/net/tcp_states.h
 # Checks whose length is set by kernel timers go first, so that under pytest-xdist they start at once
 # and every other check runs beside them: the suite's wall time is then close to the longest timer.
 LONG_FIRST = ("test_c2_", "test_c8_syn_flood", "test_c8_accept_queue_overflow", "test_c5_")
@@ -40,8 +52,6 @@ class Run:
     stderr: str
 
     def call(self, name: str, n: int = 0) -> SyscallEvent:
-        from verifier.analysis.syscalls import find
-
         return find(self.calls, name, n)
 
     def close_of(self, fd: int, pid: int | None = None) -> SyscallEvent:
@@ -72,6 +82,11 @@ def client_argv(bed, programs, family, *extra, port=PORT) -> list[str]:
     return [programs["client"], "--family", str(family), *extra, bed.server.addr(family), str(port)]
 
 
+def start_client(bed, programs, family, *extra, port=PORT):
+    """Start our client on the testbed's client host (it goes on; `finish` or `stop` it)."""
+    return bed.client.start(client_argv(bed, programs, family, *extra, port=port))
+
+
 def run_client(bed, programs, family, *extra, port=PORT, timeout=15) -> Run:
     res = bed.client.run(client_argv(bed, programs, family, *extra, port=port), timeout=timeout)
     return Run(res.returncode, parse_report(res.stdout), res.stderr)
@@ -91,11 +106,49 @@ def arrived_at_server(conn, kind: str):
     return next((e for e in conn.at(SERVER_IF) if e.kind == kind and e.direction == "c>s"), None)
 
 
-def story(conn, capture, **calls) -> str:
-    """Packets and socket calls as one timeline, plus the pcap: the tail of a failure message."""
-    from verifier.analysis.timeline import timeline
+def story(conn, capture, *, ladders=(), **calls) -> str:
+    """The tail of a failure message: the ladders (on every interface) of the connections `ladders`,
+    then `conn`'s packets and the socket calls of each named program as one timeline, then the pcap."""
+    parts = [c.ladder(all_interfaces=True) for c in ladders] + [timeline(conn.events, calls)]
+    return "\n" + "\n".join(parts) + f"\npcap: {capture.path}"
 
-    return "\n" + timeline(conn.events, calls) + f"\npcap: {capture.path}"
+
+# -- the kernel under test -------------------------------------------------------------------------
+def initial_rto_ns(host, family: int, dst: str) -> int:
+    """The retransmission timeout the kernel gives a fresh connection in this host's namespace
+    (tcp_info.tcpi_rto of a socket in SYN_SENT): tcp_timeout_init(), which also times a listener's
+    first SYN-ACK retransmission. The probe's SYN is dropped in the host's own output hook: it never
+    reaches the wire, so the capture stays clean."""
+    with inject(host, Drop(Syn(dport=PROBE_PORT))):
+        with namespace.inside(host.netns):
+            s = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET, socket.SOCK_STREAM)
+        with s:
+            s.setblocking(False)
+            assert s.connect_ex((dst, PROBE_PORT)) == errno_mod.EINPROGRESS
+            info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    state, rto_us = info[0], struct.unpack_from("I", info, 8)[0]
+    assert state == TCP_SYN_SENT, f"the RTO probe is in state {state}, not SYN_SENT"
+    return rto_us * 1000
+
+
+def at_once_ns(rto_ns: int) -> int:
+    """The bound for "at once": an answer that the segment itself carries (a RST, an ICMP error) acts
+    without a timer, and the shortest timer a connection could be waiting on is the initial RTO. So
+    "at once" is well inside one initial RTO: a tenth of it."""
+    return rto_ns // 10
+
+
+def kernel_counters(host) -> dict[str, int]:
+    """The host namespace's TCP counters, as "TcpExt.Name" (/proc/net/netstat is per network namespace)."""
+    with namespace.inside(host.netns):
+        with open("/proc/thread-self/net/netstat") as f:
+            lines = f.read().splitlines()
+    counters = {}
+    for names, values in zip(lines[::2], lines[1::2]):
+        prefix, keys = names.split(":", 1)
+        for key, value in zip(keys.split(), values.split(":", 1)[1].split()):
+            counters[f"{prefix}.{key}"] = int(value)
+    return counters
 
 
 @pytest.fixture
@@ -134,5 +187,12 @@ class Listener:
 
 
 def finish(proc) -> Run:
+    """Wait (bounded) for a program to end by itself; its report."""
     res = proc.wait(10)
+    return Run(res.returncode, parse_report(res.stdout), res.stderr)
+
+
+def stop(proc) -> Run:
+    """End a program that would go on (SIGTERM); its report so far."""
+    res = proc.stop()
     return Run(res.returncode, parse_report(res.stdout), res.stderr)

@@ -9,7 +9,7 @@ import pytest
 
 from verifier.analysis.expect import expect
 
-from .conftest import PORT, client_argv, finish, run_client, sent_by_server, start_server, story, wildcard
+from .conftest import PORT, finish, run_client, sent_by_server, start_client, start_server, story, wildcard
 
 
 @pytest.mark.claim("C9")
@@ -64,7 +64,7 @@ def test_c10_one_listener_gives_a_new_socket_per_connection(testbed, capture, fa
     # Batch mode: accept all connections first, so every connected socket is open at the same time.
     server = start_server(testbed, programs, family, "--accept", str(n), "--mode", "batch", "--send", "hi",
                           "--close-unread")
-    clients = [testbed.client.start(client_argv(testbed, programs, family, "--read")) for _ in range(n)]
+    clients = [start_client(testbed, programs, family, "--read") for _ in range(n)]
     results = [c.wait(10) for c in clients]
     served = finish(server)
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
@@ -93,7 +93,7 @@ def test_c11_fork_server_parent_close_sends_no_fin(testbed, capture, family, pro
     # children overlap even when a loaded machine is slow to start the clients.
     server = start_server(testbed, programs, family, "--accept", str(n), "--mode", "fork", "--send", "hello",
                           "--close-unread", "--hold-ms", "400")
-    clients = [testbed.client.start(client_argv(testbed, programs, family, "--read")) for _ in range(n)]
+    clients = [start_client(testbed, programs, family, "--read") for _ in range(n)]
     results = [c.wait(10) for c in clients]
     served = finish(server)
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]

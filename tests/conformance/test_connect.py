@@ -11,15 +11,8 @@ import random
 import pytest
 
 from verifier.analysis.expect import expect
-from verifier.analysis.timeline import timeline
 
-from .conftest import PORT, run_client
-
-# A hard error is delivered by the segment that carries it, not by a timer. The shortest timer a
-# connect() could be waiting on is the initial retransmission timeout (RFC 6298: 1 s, Linux
-# TCP_TIMEOUT_INIT), so "at once" means: well inside one initial RTO, with no retransmission.
-INITIAL_RTO_NS = 1_000_000_000
-AT_ONCE_NS = INITIAL_RTO_NS // 10
+from .conftest import PORT, at_once_ns, initial_rto_ns, run_client, story
 
 
 @pytest.mark.claim("C1")
@@ -35,12 +28,12 @@ def test_c1_connect_returns_only_after_the_handshake(testbed, capture, family, p
     conn = checked.connection
     syn, synack = conn.first("SYN"), conn.first("SYN-ACK")
     ack = conn.first("ACK", "c>s")
-    story = "\n" + timeline(conn.events, {"client": client.calls}) + f"\npcap: {capture.path}"
-    assert (connect.ret, connect.errno) == (0, None), story
+    tale = story(conn, capture, client=client.calls)
+    assert (connect.ret, connect.errno) == (0, None), tale
     # connect() sent the SYN, and did not return before the handshake was complete.
-    assert connect.t_enter_ns <= syn.ts_ns, "the SYN left before connect() was called" + story
-    assert synack.ts_ns <= connect.t_return_ns, "connect() returned before the SYN-ACK arrived" + story
-    assert ack.ts_ns <= connect.t_return_ns, "connect() returned before the client's ACK left" + story
+    assert connect.t_enter_ns <= syn.ts_ns, "the SYN left before connect() was called" + tale
+    assert synack.ts_ns <= connect.t_return_ns, "connect() returned before the SYN-ACK arrived" + tale
+    assert ack.ts_ns <= connect.t_return_ns, "connect() returned before the client's ACK left" + tale
     assert syn.ts_ns < synack.ts_ns < ack.ts_ns
     evidence.record(f"SYN, SYN-ACK, ACK, then connect() = 0 {(connect.t_return_ns - ack.ts_ns) / 1e3:.0f} us "
                     f"after the ACK left{server.label()}", stevens=True)
@@ -48,19 +41,20 @@ def test_c1_connect_returns_only_after_the_handshake(testbed, capture, family, p
 
 @pytest.mark.claim("C3")
 def test_c3_c4a_no_listener_means_rst_and_econnrefused(testbed, capture, family, programs, evidence):
+    rto_ns = initial_rto_ns(testbed.client, family, testbed.server.addr(family))
     client = run_client(testbed, programs, family, port=PORT + 1)
     connect = client.call("connect")
     trace = capture.trace()
     conn = expect(trace).connection(dport=PORT + 1).refused().syn_count(1).connection
     syn, rst = conn.first("SYN"), conn.first("RST")
-    story = "\n" + timeline(conn.events, {"client": client.calls}) + f"\npcap: {capture.path}"
+    tale = story(conn, capture, client=client.calls)
     # The RST answers the SYN: it acknowledges exactly the SYN (ack = ISN + 1), from the server.
-    assert rst.direction == "s>c" and rst.flags == "RA" and rst.ack == 1, story
-    assert rst.ack_abs == (conn.isn_client + 1) % 2**32, story
-    # A hard error: connect() fails with ECONNREFUSED on that RST, not on a timer.
-    assert (connect.ret, connect.errno) == (-1, "ECONNREFUSED"), story
-    assert connect.t_enter_ns <= syn.ts_ns < rst.ts_ns <= connect.t_return_ns, story
-    assert connect.t_return_ns - rst.ts_ns < AT_ONCE_NS, story
+    assert rst.direction == "s>c" and rst.flags == "RA" and rst.ack == 1, tale
+    assert rst.ack_abs == (conn.isn_client + 1) % 2**32, tale
+    # A hard error: connect() fails with ECONNREFUSED on that RST, at once, not on a timer.
+    assert (connect.ret, connect.errno) == (-1, "ECONNREFUSED"), tale
+    assert connect.t_enter_ns <= syn.ts_ns < rst.ts_ns <= connect.t_return_ns, tale
+    assert connect.t_return_ns - rst.ts_ns < at_once_ns(rto_ns), tale
     assert client.returncode == 1
     evidence.record(f"one SYN, RST/ACK ack=ISN+1 after {(rst.ts_ns - syn.ts_ns) / 1e3:.0f} us, ECONNREFUSED "
                     f"{(connect.t_return_ns - rst.ts_ns) / 1e3:.0f} us later", stevens=True)
@@ -90,13 +84,13 @@ def test_c7_c13a_ephemeral_port_from_the_namespace_range(testbed, capture, famil
     name = client.call("getsockname")
     trace = capture.trace()
     conn = expect(trace).connection(dport=PORT).handshake().connection
-    story = "\n" + timeline(conn.events, {"client": client.calls}) + f"\npcap: {capture.path}"
+    tale = story(conn, capture, client=client.calls)
     # The client never called bind(): the kernel chose the port at connect().
     assert not [c for c in client.calls if c.call == "bind"]
     assert client.call("connect").ret == 0
     # getsockname() after connect() is exactly the SYN's source, and the port is in the range.
-    assert (name.addr, name.port) == conn.client, story
-    assert lo <= conn.client[1] <= hi, f"source port {conn.client[1]} outside {lo}-{hi}" + story
+    assert (name.addr, name.port) == conn.client, tale
+    assert lo <= conn.client[1] <= hi, f"source port {conn.client[1]} outside {lo}-{hi}" + tale
     assert conn.client[0] == testbed.client.addr(family)
     # And our server's accept() saw the same peer (a user's server does not report its calls).
     if served is not None:

@@ -12,7 +12,7 @@ import pytest
 from scapy.all import IP, TCP, CookedLinux, Ether, Raw
 from scapy.utils import PcapNgReader, PcapNgWriter, PcapWriter, RawPcapReader
 
-from verifier.pcap.reader import (
+from verifier.pcap import (
     MAX_RECORD_LEN,
     CaptureFile,
     CaptureFormatError,

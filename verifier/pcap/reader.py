@@ -1,645 +1,640 @@
-"""Reading and writing capture files (pcapng and classic pcap).
+"""The one reader of capture files: classic pcap and pcapng, streamed front to back.
 
-This module does file-format I/O only: it never captures, decodes protocols or
-looks at namespaces. `PcapngWriter` produces files that Wireshark/tshark open;
-`read_packets` / `CaptureFile` stream packets back out of pcap or pcapng files
-written by us or by any other tool.
+`Reader(source).next()` steps from packet record to packet record; after it returns 1 the record's
+bytes are `buf[rec_off:rec_off + rec_caplen]` and its context is in the `rec_*` fields. Nothing is
+copied per packet: the decoder (`verifier.wire.decoder`) reads the frame where it lies in the read
+buffer. Python code iterates `verifier.pcap.CaptureFile` instead, which yields `RawPacket`s.
 
-The reader is written by hand over raw bytes with `struct` (no Scapy), because
-the packet decoder built on top of it has to sustain more than a million
-packets per second in a later benchmark, and importing Scapy alone costs about
-a second.
+This module is the readable reference and, compiled by Cython when the package is installed
+(`reader.pxd` gives the C types), the fast engine: the same source either way. It is written by
+hand, not with Scapy's readers, because the replay benchmark needs well over a million packets per
+second end to end and Scapy reads a few tens of thousands.
 
-Format references: the pcapng IETF draft (draft-ietf-opsawg-pcapng) and the
-pcap draft (draft-ietf-opsawg-pcap).
+Hostile input is a tested property (tests/unit/test_pcap_reader.py, the fuzz corpus in
+tests/data/fuzz): every length is checked before it is used, work per record is linear in its
+size (a record larger than the read buffer is read in one piece), and damage never raises past
+the file header. A record whose framing is intact but whose content is wrong (an undefined
+interface, a captured length larger than its block, a timestamp out of range) is skipped with a
+`Damage` note; broken framing (a bad block length or trailer, a bad byte-order magic) stops the
+stream there with a note; a file that ends inside a record is `truncated`. Each note is also
+emitted as a warning (`CaptureDamagedWarning`, `CaptureTruncatedWarning`) naming the byte offset.
+
+Formats: pcap (both byte orders, micro- and nanosecond magics, Kuznetzov's modified pcap) and
+pcapng (several sections of either byte order, EPB/PB/SPB packets, IDB options if_name,
+if_description, if_tsresol and if_tsoffset, ISB counters). References: draft-ietf-opsawg-pcap,
+draft-ietf-opsawg-pcapng.
 """
 
-from __future__ import annotations
-
 import os
-import struct
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
 
-__all__ = [
-    "CaptureFile",
-    "CaptureFormatError",
-    "CaptureTruncatedWarning",
-    "InterfaceInfo",
-    "InterfaceStats",
-    "PcapngWriter",
-    "RawPacket",
-    "read_interface_stats",
-    "read_packets",
-]
+import cython
 
-# Anything longer than this in a single record is garbage, not a packet.
-MAX_RECORD_LEN = 256 * 1024 * 1024
+from verifier.pcap.records import (MAX_RECORD_LEN, CaptureDamagedWarning, CaptureFormatError,
+                                   CaptureTruncatedWarning, Damage, InterfaceInfo, InterfaceStats)
+
+CHUNK = 1 << 20
+MAX_WARNINGS = 10  # damage notes emitted as warnings; the rest are counted
+INT64_MAX = 0x7FFFFFFFFFFFFFFF
 
 # pcapng block types
-_SHB = 0x0A0D0D0A
-_IDB = 0x00000001
-_PB = 0x00000002  # obsolete Packet Block
-_SPB = 0x00000003
-_ISB = 0x00000005
-_EPB = 0x00000006
-_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+SHB = 0x0A0D0D0A
+IDB = 0x00000001
+PB = 0x00000002  # obsolete Packet Block
+SPB = 0x00000003
+ISB = 0x00000005
+EPB = 0x00000006
 
-# option codes
-_OPT_ENDOFOPT = 0
-_SHB_USERAPPL = 4
-_IF_NAME = 2
-_IF_DESCRIPTION = 3
-_IF_TSRESOL = 9
-_IF_TSOFFSET = 14
-_EPB_FLAGS = 2
-_ISB_STARTTIME = 2
-_ISB_ENDTIME = 3
-_ISB_IFRECV = 4
-_ISB_IFDROP = 5
-_ISB_FILTERACCEPT = 6
-_ISB_OSDROP = 7
-_ISB_USRDELIV = 8
+# directions, as epb_flags bits 0-1 say
+DIR_NONE = 0
+DIR_IN = 1
+DIR_OUT = 2
+DIRECTIONS = (None, "in", "out", None)
 
-# classic pcap magics as read little-endian from the first 4 bytes
-_PCAP_MAGICS = {
-    # magic: (byte order, ns resolution, extra per-record header bytes)
-    b"\xd4\xc3\xb2\xa1": ("<", False, 0),
-    b"\xa1\xb2\xc3\xd4": (">", False, 0),
-    b"\x4d\x3c\xb2\xa1": ("<", True, 0),
-    b"\xa1\xb2\x3c\x4d": (">", True, 0),
-    # Kuznetzov's modified pcap: 8 more bytes (ifindex, proto, pkt_type, pad)
-    b"\x34\xcd\xb2\xa1": ("<", False, 8),
-    b"\xa1\xb2\xcd\x34": (">", False, 8),
-}
-_SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
-
-_DIRECTIONS = (None, "in", "out", None)  # epb_flags bits 0-1
+# how an interface's timestamp units become ns
+TS_MUL = 0  # ns = units * mul
+TS_DIV = 1  # ns = units // div
+TS_SHIFT = 2  # ns = units * 10^9 / 2^shift
 
 
-class CaptureFormatError(ValueError):
-    """The file is not a readable pcap/pcapng capture; the message is one line."""
+class Iface:
+    """An interface of the current pcapng section (or the one pcap interface)."""
+
+    def __init__(self, id_: int, name, description, linktype: int, snaplen: int) -> None:
+        self.id = id_
+        self.name = name
+        self.description = description
+        self.linktype = linktype
+        self.snaplen = snaplen
+        self.kind = TS_MUL
+        self.mul = 1000  # default resolution: microseconds
+        self.div = 1
+        self.shift = 0
+        self.limit = INT64_MAX // 1000
+        self.offset_ns = 0
+        self.lost = 0  # from ISBs: packets the capture lost on this interface
+
+    def info(self) -> InterfaceInfo:
+        return InterfaceInfo(self.id, self.name, self.description, self.linktype, self.snaplen)
 
 
-class CaptureTruncatedWarning(UserWarning):
-    """The capture ends in the middle of a record; packets before it were read."""
+def _u16(p: cython.p_const_uchar, i: cython.Py_ssize_t, be: cython.bint) -> cython.uint:
+    if be:
+        return (cython.cast(cython.uint, p[i]) << 8) | p[i + 1]
+    return (cython.cast(cython.uint, p[i + 1]) << 8) | p[i]
 
 
-@dataclass(frozen=True, slots=True)
-class RawPacket:
-    """One captured frame, before any protocol decoding.
-
-    `iface` numbers interfaces across the whole file: in a pcapng file with
-    several sections the interfaces of later sections continue after those of
-    earlier ones (so it equals the pcapng interface id for one-section files).
-    """
-
-    index: int  # 0-based packet number in the file (Wireshark frame = index + 1)
-    ts_ns: int  # absolute, nanoseconds since the epoch
-    iface: int
-    iface_name: str | None
-    linktype: int
-    data: bytes  # captured bytes (may be shorter than orig_len)
-    orig_len: int
-    direction: str | None  # "in", "out" or None when the capture did not say
-
-
-@dataclass(frozen=True, slots=True)
-class InterfaceInfo:
-    """An interface described by a pcapng IDB (or the single pcap 'interface')."""
-
-    id: int  # file-wide interface number, as in RawPacket.iface
-    name: str | None
-    description: str | None
-    linktype: int
-    snaplen: int
-
-
-@dataclass(frozen=True, slots=True)
-class InterfaceStats:
-    """Counters from a pcapng Interface Statistics Block; None = not recorded."""
-
-    iface: int
-    iface_name: str | None
-    ts_ns: int
-    received: int | None = None
-    dropped: int | None = None
-    filter_accepted: int | None = None
-    os_dropped: int | None = None
-    delivered: int | None = None
-
-
-# A frozen dataclass's __init__ goes through object.__setattr__ for every
-# field, which costs more than parsing the record. The reader builds its
-# RawPackets by setting the slots directly: same resulting object, a third of
-# the cost. (Keep in step with the fields above; a unit test compares both.)
-_new = object.__new__
-_set_index = RawPacket.index.__set__  # type: ignore[attr-defined]
-_set_ts_ns = RawPacket.ts_ns.__set__  # type: ignore[attr-defined]
-_set_iface = RawPacket.iface.__set__  # type: ignore[attr-defined]
-_set_iface_name = RawPacket.iface_name.__set__  # type: ignore[attr-defined]
-_set_linktype = RawPacket.linktype.__set__  # type: ignore[attr-defined]
-_set_data = RawPacket.data.__set__  # type: ignore[attr-defined]
-_set_orig_len = RawPacket.orig_len.__set__  # type: ignore[attr-defined]
-_set_direction = RawPacket.direction.__set__  # type: ignore[attr-defined]
-
-
-def _raw_packet(index, ts_ns, iface, iface_name, linktype, data, orig_len, direction):  # noqa: ANN001, ANN202
-    p = _new(RawPacket)
-    _set_index(p, index)
-    _set_ts_ns(p, ts_ns)
-    _set_iface(p, iface)
-    _set_iface_name(p, iface_name)
-    _set_linktype(p, linktype)
-    _set_data(p, data)
-    _set_orig_len(p, orig_len)
-    _set_direction(p, direction)
-    return p
-
-
-# --------------------------------------------------------------------------
-# writing
-
-
-def _option(code: int, value: bytes) -> bytes:
-    pad = -len(value) % 4
-    return struct.pack("<HH", code, len(value)) + value + b"\0" * pad
-
-
-def _options(opts: list[bytes]) -> bytes:
-    if not opts:
-        return b""
-    return b"".join(opts) + struct.pack("<HH", _OPT_ENDOFOPT, 0)
-
-
-def _block(block_type: int, body: bytes) -> bytes:
-    body += b"\0" * (-len(body) % 4)
-    total = len(body) + 12
-    return struct.pack("<II", block_type, total) + body + struct.pack("<I", total)
-
-
-class PcapngWriter:
-    """Writes a little-endian pcapng file: one section, nanosecond timestamps.
-
-    The caller owns `fileobj` (nothing is closed here); call `flush()` to make
-    everything written so far visible to readers.
-    """
-
-    def __init__(self, fileobj: BinaryIO, *, application: str = "tcp-verifier") -> None:
-        self._f = fileobj
-        self._ifaces = 0
-        body = struct.pack("<IHHq", _BYTE_ORDER_MAGIC, 1, 0, -1)  # section length unknown
-        body += _options([_option(_SHB_USERAPPL, application.encode())])
-        self._f.write(_block(_SHB, body))
-
-    def add_interface(
-        self,
-        name: str,
-        linktype: int = 1,
-        snaplen: int = 0,
-        description: str | None = None,
-    ) -> int:
-        """Write an Interface Description Block and return its interface id."""
-        opts = [_option(_IF_NAME, name.encode())]
-        if description is not None:
-            opts.append(_option(_IF_DESCRIPTION, description.encode()))
-        opts.append(_option(_IF_TSRESOL, bytes([9])))
-        body = struct.pack("<HHI", linktype, 0, snaplen) + _options(opts)
-        self._f.write(_block(_IDB, body))
-        self._ifaces += 1
-        return self._ifaces - 1
-
-    def _check_iface(self, iface_id: int) -> None:
-        if not 0 <= iface_id < self._ifaces:
-            raise ValueError(f"interface id {iface_id} was not added (have {self._ifaces})")
-
-    def write_packet(
-        self,
-        iface_id: int,
-        ts_ns: int,
-        data: bytes,
-        *,
-        orig_len: int | None = None,
-        direction: str | None = None,
-    ) -> None:
-        """Write an Enhanced Packet Block; `direction` is "in", "out" or None."""
-        self._check_iface(iface_id)
-        opts = []
-        if direction is not None:
-            if direction not in ("in", "out"):
-                raise ValueError(f"direction must be 'in', 'out' or None, not {direction!r}")
-            opts.append(_option(_EPB_FLAGS, struct.pack("<I", 1 if direction == "in" else 2)))
-        caplen = len(data)
-        body = struct.pack(
-            "<IIIII",
-            iface_id,
-            (ts_ns >> 32) & 0xFFFFFFFF,
-            ts_ns & 0xFFFFFFFF,
-            caplen,
-            caplen if orig_len is None else orig_len,
-        )
-        body += bytes(data) + b"\0" * (-caplen % 4) + _options(opts)
-        self._f.write(_block(_EPB, body))
-
-    def write_stats(
-        self,
-        iface_id: int,
-        ts_ns: int,
-        *,
-        received: int | None,
-        dropped: int | None,
-    ) -> None:
-        """Write an Interface Statistics Block with isb_ifrecv / isb_ifdrop."""
-        self._check_iface(iface_id)
-        opts = []
-        if received is not None:
-            opts.append(_option(_ISB_IFRECV, struct.pack("<Q", received)))
-        if dropped is not None:
-            opts.append(_option(_ISB_IFDROP, struct.pack("<Q", dropped)))
-        body = struct.pack("<III", iface_id, (ts_ns >> 32) & 0xFFFFFFFF, ts_ns & 0xFFFFFFFF)
-        self._f.write(_block(_ISB, body + _options(opts)))
-
-    def flush(self) -> None:
-        self._f.flush()
-
-
-# --------------------------------------------------------------------------
-# reading
-
-
-def _source_name(src: str | os.PathLike | BinaryIO) -> str:
-    if isinstance(src, (str, os.PathLike)):
-        return os.fspath(src)
-    name = getattr(src, "name", None)
-    return name if isinstance(name, str) else "<stream>"
-
-
-class _Truncated(Exception):
-    """Internal: the file ended inside a record."""
-
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-
-
-@dataclass(slots=True)
-class _Iface:
-    info: InterfaceInfo
-    # timestamp units -> ns:  ns = ts * mul // div + offset_ns
-    mul: int
-    div: int
-    offset_ns: int
-
-
-def _parse_options(buf: bytes, pos: int, end: int, bo: str) -> dict[int, list[bytes]]:
-    """Options as {code: [values]}; tolerant of sloppy padding at the end."""
-    opts: dict[int, list[bytes]] = {}
-    hdr = struct.Struct(bo + "HH")
-    while pos + 4 <= end:
-        code, length = hdr.unpack_from(buf, pos)
-        pos += 4
-        if code == _OPT_ENDOFOPT:
-            break
-        if pos + length > end:
-            break  # a broken option list is not worth rejecting the packet for
-        opts.setdefault(code, []).append(buf[pos : pos + length])
-        pos += length + (-length % 4)
-    return opts
-
-
-def _u64(opts: dict[int, list[bytes]], code: int, bo: str) -> int | None:
-    v = opts.get(code)
-    return struct.unpack(bo + "Q", v[0][:8])[0] if v and len(v[0]) >= 8 else None
+def _u32(p: cython.p_const_uchar, i: cython.Py_ssize_t, be: cython.bint) -> cython.uint:
+    if be:
+        return ((cython.cast(cython.uint, p[i]) << 24) | (cython.cast(cython.uint, p[i + 1]) << 16)
+                | (cython.cast(cython.uint, p[i + 2]) << 8) | p[i + 3])
+    return ((cython.cast(cython.uint, p[i + 3]) << 24) | (cython.cast(cython.uint, p[i + 2]) << 16)
+            | (cython.cast(cython.uint, p[i + 1]) << 8) | p[i])
 
 
 def _text(value: bytes) -> str:
     return value.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _tsresol(value: int) -> tuple[int, int]:
-    """(mul, div) converting timestamp units to ns for an if_tsresol byte."""
-    exp = value & 0x7F
-    if value & 0x80:
-        return 10**9, 1 << exp
-    if exp <= 9:
-        return 10 ** (9 - exp), 1
-    return 1, 10 ** (exp - 9)
+class Reader:
+    """One pass over a pcap or pcapng file (a path, or a binary file object read from where it stands).
 
-
-class CaptureFile:
-    """A pcap or pcapng file read as a stream of `RawPacket`s.
-
-    Iterating reads the file once, front to back, holding one record at a
-    time. While (and after) iterating, `format`, `interfaces` and `stats`
-    describe what has been read so far; `truncated` tells whether the file
-    ended inside a record (a `CaptureTruncatedWarning` is also emitted).
+    `next()` returns 1 with a packet record in `rec_*`, 0 at the end. `format`, `interfaces`,
+    `stats`, `damage`, `truncated` and `packets_read` describe what has been read so far.
+    Raises CaptureFormatError only when the file is not a capture at all (or cannot be opened).
     """
 
-    CHUNK = 1 << 20
-
-    def __init__(self, source: str | os.PathLike | BinaryIO) -> None:
-        self.source = source
-        self.name = _source_name(source)
-        self.format: str | None = None  # "pcap" or "pcapng" once known
-        self.interfaces: list[InterfaceInfo] = []
-        self.stats: list[InterfaceStats] = []
-        self.packets_read = 0
-        self.truncated = False
-
-    def __iter__(self) -> Iterator[RawPacket]:
-        if isinstance(self.source, (str, os.PathLike)):
+    def __init__(self, source, chunk: int = CHUNK) -> None:
+        self.owns = False
+        if isinstance(source, (str, bytes, os.PathLike)):
+            self.name = os.fsdecode(source)
             try:
-                f = open(self.source, "rb")
+                self.f = open(source, "rb")
             except OSError as e:
                 raise CaptureFormatError(f"{self.name}: cannot open ({e.strerror})") from None
-            with f:
-                yield from self._read(f)
+            self.owns = True
         else:
-            yield from self._read(self.source)
-
-    # A small read-ahead buffer: one f.read() per megabyte instead of two per
-    # record keeps the per-packet cost down to a few struct unpacks.
-    def _read(self, f: BinaryIO) -> Iterator[RawPacket]:
-        self.format = None
-        self.interfaces = []
+            name = getattr(source, "name", None)
+            self.name = name if isinstance(name, str) else "<stream>"
+            self.f = source
+        self.chunk = chunk
+        self.buf = b""
+        self.pos = 0
+        self.end = 0
+        self.base = 0
+        self.eof = False
+        self.fmt = 0
+        self.be = False
+        self.nano = False
+        self.extra = 0
+        self.started = False
+        self.finished = False
+        self.sections = 0
+        self.ifaces = []  # Iface of the current section
+        self.all_ifaces = []  # every Iface of the file, by file-wide id
         self.stats = []
-        self.packets_read = 0
+        self.damage = []
+        self.damage_count = 0
         self.truncated = False
-        self._f = f
-        self._buf = b""
-        self._pos = 0
-        self._base = 0  # file offset of _buf[0]
-        try:
-            head = self._peek(4)
-            if head is None:
-                raise CaptureFormatError(
-                    f"{self.name}: not a pcap or pcapng file (empty or shorter than 4 bytes)"
-                )
-            if head == _SHB_MAGIC:
-                self.format = "pcapng"
-                yield from self._read_pcapng()
-            elif head in _PCAP_MAGICS:
-                self.format = "pcap"
-                yield from self._read_pcap(*_PCAP_MAGICS[head])
-            else:
-                raise CaptureFormatError(
-                    f"{self.name}: not a pcap or pcapng file "
-                    f"(magic 0x{int.from_bytes(head, 'big'):08x})"
-                )
-        except _Truncated as t:
-            self.truncated = True
-            warnings.warn(
-                CaptureTruncatedWarning(
-                    f"{self.name}: capture is truncated in the middle of a record at byte "
-                    f"{t.offset}; read {self.packets_read} packets before it"
-                ),
-                stacklevel=3,
-            )
-        finally:
-            self._buf = b""
+        self.packets_read = 0
+        self.last_ts = 0
+        self.rec_off = 0
+        self.rec_caplen = 0
+        self.rec_orig_len = 0
+        self.rec_ts = 0
+        self.rec_iface = 0
+        self.rec_linktype = 0
+        self.rec_dir = DIR_NONE
+        self.rec_index = 0
 
-    def _peek(self, n: int) -> bytes | None:
-        """The next n bytes without consuming them, or None at a short end."""
-        if len(self._buf) - self._pos < n:
-            self._fill(n)
-            if len(self._buf) - self._pos < n:
-                return None
-        return self._buf[self._pos : self._pos + n]
+    # ---- the read buffer
 
-    def _fill(self, n: int) -> None:
-        parts = [self._buf[self._pos :]]
-        have = len(parts[0])
+    def _fill(self, n: cython.Py_ssize_t) -> cython.bint:
+        """Make `n` bytes available at `pos`; False if the file ends first. Linear in `n`: a record
+        larger than the chunk is read with one call, not grown chunk by chunk."""
+        have: cython.Py_ssize_t = self.end - self.pos
+        if have >= n:
+            return True
+        if self.eof:
+            return False
+        parts = [self.buf[self.pos:self.end]] if have else []
         while have < n:
-            chunk = self._f.read(max(self.CHUNK, n - have))
+            want = self.chunk if n - have <= self.chunk else n - have
+            chunk = self.f.read(want)
             if not chunk:
+                self.eof = True
                 break
             parts.append(chunk)
             have += len(chunk)
-        self._base += self._pos
-        self._buf = b"".join(parts)
-        self._pos = 0
+        self.base += self.pos
+        self.buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.pos = 0
+        self.end = len(self.buf)
+        return have >= n
 
-    def _offset(self) -> int:
-        return self._base + self._pos
+    def offset(self) -> cython.longlong:
+        """The file offset of the next byte to parse."""
+        return self.base + self.pos
 
-    def _error(self, what: str, offset: int | None = None) -> CaptureFormatError:
-        where = self._offset() if offset is None else offset
-        return CaptureFormatError(f"{self.name}: {what} at byte {where}")
+    # ---- damage
 
-    # ---- classic pcap
+    def _note(self, offset: cython.longlong, what: str, skipped: cython.bint) -> None:
+        self.damage_count += 1
+        if len(self.damage) < 1000:
+            self.damage.append(Damage(offset, what, skipped))
+        if self.damage_count <= MAX_WARNINGS:
+            warnings.warn(CaptureDamagedWarning(Damage(offset, what, skipped).text(self.name)), stacklevel=2)
 
-    def _read_pcap(self, bo: str, nano: bool, extra: int) -> Iterator[RawPacket]:
-        if self._peek(24) is None:
-            raise _Truncated(self._offset())
-        # thiszone is 0 in every real-world writer: timestamps are taken as UTC
-        _magic, major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack_from(
-            bo + "IHHiIII", self._buf, self._pos
-        )
+    def _truncated(self, offset: cython.longlong) -> None:
+        self.truncated = True
+        warnings.warn(CaptureTruncatedWarning(
+            f"{self.name}: capture is truncated in the middle of a record at byte {offset}; read "
+            f"{self.packets_read} packets before it"), stacklevel=2)
+
+    # ---- the stream
+
+    def next(self) -> cython.int:
+        """Step to the next packet record: 1 if there is one (see `rec_*`), 0 at the end."""
+        if self.finished:
+            return 0
+        if not self.started:
+            self.started = True
+            self._header()
+        if self.fmt == 1:
+            r = self._next_pcap()
+        else:
+            r = self._next_pcapng()
+        if r:
+            self.rec_index = self.packets_read
+            self.packets_read += 1
+        else:
+            self.finished = True
+            if self.damage_count > MAX_WARNINGS:
+                warnings.warn(CaptureDamagedWarning(
+                    f"{self.name}: {self.damage_count - MAX_WARNINGS} more damaged records"), stacklevel=2)
+        return r
+
+    def _header(self) -> None:
+        if not self._fill(4):
+            raise CaptureFormatError(f"{self.name}: not a pcap or pcapng file (empty or shorter than 4 bytes)")
+        p: cython.p_const_uchar = self.buf
+        i: cython.Py_ssize_t = self.pos
+        magic = _u32(p, i, False)
+        if magic == SHB:
+            self.fmt = 2
+            if not self._fill(12):
+                raise CaptureFormatError(f"{self.name}: capture is too short to hold its file header")
+            return
+        be: cython.bint
+        if magic == 0xA1B2C3D4 or magic == 0xA1B23C4D or magic == 0xA1B2CD34:
+            be = False
+        elif magic == 0xD4C3B2A1 or magic == 0x4D3CB2A1 or magic == 0x34CDB2A1:
+            be = True
+        else:
+            raise CaptureFormatError(f"{self.name}: not a pcap or pcapng file (magic 0x{_u32(p, i, True):08x})")
+        if not self._fill(24):
+            raise CaptureFormatError(f"{self.name}: capture is too short to hold its file header")
+        p = self.buf
+        i = self.pos
+        m = _u32(p, i, be)
+        self.fmt = 1
+        self.be = be
+        self.nano = m == 0xA1B23C4D
+        self.extra = 8 if m == 0xA1B2CD34 else 0  # ifindex, protocol, pkt_type, padding
+        major = _u16(p, i + 4, be)
         if major != 2:
-            raise self._error(f"unsupported pcap version {major}", 0)
-        linktype = network & 0xFFFF  # upper bits carry FCS information
-        self.interfaces.append(InterfaceInfo(0, None, None, linktype, snaplen))
-        self._pos += 24
-        rec = struct.Struct(bo + "IIII")
-        hdr_len = 16 + extra
-        frac_mul = 1 if nano else 1000
-        index = 0
-        while True:
-            buf, pos = self._buf, self._pos
-            if len(buf) - pos < hdr_len:
-                if self._peek(1) is None:
-                    break  # clean end of file
-                if self._peek(hdr_len) is None:
-                    raise _Truncated(self._offset())
-                buf, pos = self._buf, self._pos
-            sec, frac, caplen, orig_len = rec.unpack_from(buf, pos)
-            if caplen > MAX_RECORD_LEN:
-                raise self._error(
-                    f"packet record {index} claims an absurd length of {caplen} bytes"
-                )
-            end = pos + hdr_len + caplen
-            if end > len(buf):
-                if self._peek(hdr_len + caplen) is None:
-                    raise _Truncated(self._offset())
-                buf, pos = self._buf, self._pos
-                end = pos + hdr_len + caplen
-            data = buf[pos + hdr_len : end]
-            self._pos = end
-            yield _raw_packet(index, sec * 1_000_000_000 + frac * frac_mul, 0, None, linktype, data, orig_len, None)
-            index += 1
-            self.packets_read = index
+            raise CaptureFormatError(f"{self.name}: unsupported pcap version {major}")
+        snaplen = _u32(p, i + 16, be)
+        linktype = _u32(p, i + 20, be) & 0xFFFF  # the upper bits say whether frames carry an FCS
+        ifc = Iface(0, None, None, linktype, snaplen)
+        self.ifaces = [ifc]
+        self.all_ifaces = [ifc]
+        self.sections = 1
+        self.pos = i + 24
 
-    # ---- pcapng
+    def _next_pcap(self) -> cython.int:
+        hdr: cython.Py_ssize_t = 16 + self.extra
+        if not self._fill(hdr):
+            if self.end > self.pos:
+                self._truncated(self.base + self.pos)
+            return 0
+        p: cython.p_const_uchar = self.buf
+        i: cython.Py_ssize_t = self.pos
+        be: cython.bint = self.be
+        sec: cython.longlong = _u32(p, i, be)
+        frac: cython.longlong = _u32(p, i + 4, be)
+        caplen: cython.Py_ssize_t = _u32(p, i + 8, be)
+        orig: cython.Py_ssize_t = _u32(p, i + 12, be)
+        if caplen > MAX_RECORD_LEN:
+            self._note(self.base + i, f"packet record {self.packets_read} claims a captured length of {caplen} "
+                                      f"bytes (more than {MAX_RECORD_LEN})", False)
+            return 0
+        if not self._fill(hdr + caplen):
+            self._truncated(self.base + self.pos)
+            return 0
+        i = self.pos
+        ifc: Iface = self.ifaces[0]
+        self.rec_off = i + hdr
+        self.rec_caplen = caplen
+        self.rec_orig_len = orig
+        self.rec_ts = sec * 1000000000 + (frac if self.nano else frac * 1000)
+        self.rec_iface = 0
+        self.rec_linktype = ifc.linktype
+        self.rec_dir = DIR_NONE
+        self.pos = i + hdr + caplen
+        self.last_ts = self.rec_ts
+        return 1
 
-    def _read_pcapng(self) -> Iterator[RawPacket]:
-        bo = "<"
-        ifaces: list[_Iface] = []  # interfaces of the current section
-        index = 0
-        last_ts = 0
-        # replaced by each section header, whose byte order they follow
-        hdr = struct.Struct("<II")
-        unpack_epb = struct.Struct("<IIIII").unpack_from
-        unpack_opt = struct.Struct("<HHI").unpack_from
-        unpack_u32 = struct.Struct("<I").unpack_from
+    def _next_pcapng(self) -> cython.int:
+        p: cython.p_const_uchar
+        i: cython.Py_ssize_t
+        total: cython.Py_ssize_t
+        body: cython.Py_ssize_t
+        bend: cython.Py_ssize_t
+        btype: cython.uint
+        start: cython.longlong
         while True:
-            buf, pos = self._buf, self._pos
-            if len(buf) - pos < 12:
-                if self._peek(1) is None:
-                    break  # clean end of file
-                # 8 bytes give type and length; a section header needs 12
-                # because its byte order is only known from the 3rd word.
-                head = self._peek(8)
-                if head is None or (head[:4] == _SHB_MAGIC and self._peek(12) is None):
-                    raise _Truncated(self._offset())
-                buf, pos = self._buf, self._pos
-            block_start = self._offset()
-            if buf[pos : pos + 4] == _SHB_MAGIC:
-                bom = buf[pos + 8 : pos + 12]
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    bo = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    bo = ">"
+            if not self._fill(12):
+                if self.end > self.pos:
+                    self._truncated(self.base + self.pos)
+                return 0
+            p = self.buf
+            i = self.pos
+            start = self.base + i
+            if _u32(p, i, False) == SHB:
+                bom = _u32(p, i + 8, False)
+                if bom == 0x1A2B3C4D:
+                    self.be = False
+                elif bom == 0x4D3C2B1A:
+                    self.be = True
                 else:
-                    raise self._error(
-                        f"section header block has a bad byte-order magic 0x{bom.hex()}"
-                    )
-                hdr = struct.Struct(bo + "II")
-                unpack_epb = struct.Struct(bo + "IIIII").unpack_from
-                unpack_opt = struct.Struct(bo + "HHI").unpack_from
-                unpack_u32 = struct.Struct(bo + "I").unpack_from
-                ifaces = []
-            btype, total = hdr.unpack_from(buf, pos)
+                    if self.sections == 0:
+                        raise CaptureFormatError(f"{self.name}: not a pcapng file (section header with byte-order "
+                                                 f"magic 0x{_u32(p, i + 8, True):08x})")
+                    self._note(start, f"section header with a bad byte-order magic 0x{_u32(p, i + 8, True):08x}", False)
+                    return 0
+            be: cython.bint = self.be
+            btype = _u32(p, i, be)
+            total = _u32(p, i + 4, be)
             if total < 12 or total > MAX_RECORD_LEN:
-                raise self._error(f"block of type 0x{btype:08x} claims an absurd length of {total} bytes")
-            if len(buf) - pos < total:
-                if self._peek(total) is None:
-                    raise _Truncated(block_start)
-                buf, pos = self._buf, self._pos
-            (trailer,) = unpack_u32(buf, pos + total - 4)
-            if trailer != total:
-                raise self._error(
-                    f"block of type 0x{btype:08x} has length {total} but trailing length {trailer}"
-                )
-            self._pos = pos + total
-            body, end = pos + 8, pos + total - 4
+                if self.sections == 0:
+                    raise CaptureFormatError(f"{self.name}: not a pcapng file (section header length {total})")
+                self._note(start, f"block of type 0x{btype:08x} claims a length of {total} bytes", False)
+                return 0
+            if not self._fill(total):
+                self._truncated(start)
+                return 0
+            p = self.buf
+            i = self.pos
+            if _u32(p, i + total - 4, be) != total:
+                if self.sections == 0:
+                    raise CaptureFormatError(f"{self.name}: not a pcapng file (section header length {total} "
+                                             f"but trailing length {_u32(p, i + total - 4, be)})")
+                self._note(start, f"block of type 0x{btype:08x} has length {total} but trailing length "
+                                  f"{_u32(p, i + total - 4, be)}", False)
+                return 0
+            self.pos = i + total
+            body = i + 8
+            bend = i + total - 4
+            if btype == EPB or btype == PB:
+                if self._packet(p, btype, body, bend, start):
+                    return 1
+            elif btype == SPB:
+                if self._simple_packet(p, body, bend, start):
+                    return 1
+            elif btype == IDB:
+                self._interface(body, bend, start)
+            elif btype == ISB:
+                self._statistics(body, bend, start)
+            elif btype == SHB:
+                if bend - body < 16:
+                    if self.sections == 0:
+                        raise CaptureFormatError(f"{self.name}: not a pcapng file (section header too short)")
+                    self._note(start, "section header block too short", False)
+                    return 0
+                major = _u16(p, body + 4, be)
+                if major != 1:
+                    if self.sections == 0:
+                        raise CaptureFormatError(f"{self.name}: unsupported pcapng version {major}")
+                    self._note(start, f"section of unsupported pcapng version {major}", False)
+                    return 0
+                self.sections += 1
+                self.ifaces = []
+            elif self.sections == 0:
+                raise CaptureFormatError(f"{self.name}: not a pcapng file (no section header first)")
+            # other block types (name resolution, decryption secrets, custom...) are skipped
 
-            if btype == _EPB or btype == _PB:
-                if btype == _EPB:
-                    if end - body < 20:
-                        raise self._error("enhanced packet block too short", block_start)
-                    iface_id, ts_hi, ts_lo, caplen, orig_len = unpack_epb(buf, body)
+    def _packet(self, p: cython.p_const_uchar, btype: cython.uint, body: cython.Py_ssize_t,
+                bend: cython.Py_ssize_t, start: cython.longlong) -> cython.bint:
+        be: cython.bint = self.be
+        if bend - body < 20:
+            self._note(start, f"packet block {self.packets_read} too short ({bend - body} bytes)", True)
+            return False
+        iid: cython.uint
+        hi: cython.ulonglong
+        lo: cython.ulonglong
+        if btype == EPB:
+            iid = _u32(p, body, be)
+        else:
+            iid = _u16(p, body, be)
+        hi = _u32(p, body + 4, be)
+        lo = _u32(p, body + 8, be)
+        caplen: cython.Py_ssize_t = _u32(p, body + 12, be)
+        orig: cython.Py_ssize_t = _u32(p, body + 16, be)
+        data: cython.Py_ssize_t = body + 20
+        if iid >= len(self.ifaces):
+            self._note(start, f"packet {self.packets_read} refers to interface {iid} but only {len(self.ifaces)} "
+                              f"are defined in this section", True)
+            return False
+        if caplen > bend - data:
+            self._note(start, f"packet {self.packets_read} claims {caplen} captured bytes in a "
+                              f"{bend - body + 12}-byte block", True)
+            return False
+        ifc: Iface = self.ifaces[iid]
+        ts: cython.longlong = self._ns(ifc, (hi << 32) | lo)
+        if ts < 0:
+            self._note(start, f"packet {self.packets_read} has a timestamp out of range", True)
+            return False
+        direction: cython.int = DIR_NONE
+        if btype == EPB:
+            o: cython.Py_ssize_t = data + caplen + ((4 - caplen % 4) % 4)
+            while o + 4 <= bend:
+                code = _u16(p, o, be)
+                olen: cython.Py_ssize_t = _u16(p, o + 2, be)
+                if code == 0 or o + 4 + olen > bend:
+                    break
+                if code == 2 and olen >= 4:  # epb_flags: bits 0-1 inbound/outbound
+                    direction = _u32(p, o + 4, be) & 3
+                    if direction == 3:
+                        direction = DIR_NONE
+                    break
+                o += 4 + olen + ((4 - olen % 4) % 4)
+        self.rec_off = data
+        self.rec_caplen = caplen
+        self.rec_orig_len = orig
+        self.rec_ts = ts
+        self.rec_iface = ifc.id
+        self.rec_linktype = ifc.linktype
+        self.rec_dir = direction
+        self.last_ts = ts
+        return True
+
+    def _simple_packet(self, p: cython.p_const_uchar, body: cython.Py_ssize_t, bend: cython.Py_ssize_t,
+                       start: cython.longlong) -> cython.bint:
+        if bend - body < 4:
+            self._note(start, f"simple packet block {self.packets_read} too short", True)
+            return False
+        if not self.ifaces:
+            self._note(start, f"packet {self.packets_read} (simple packet block) but no interface is defined", True)
+            return False
+        ifc: Iface = self.ifaces[0]
+        orig: cython.Py_ssize_t = _u32(p, body, self.be)
+        caplen: cython.Py_ssize_t = bend - body - 4
+        if orig < caplen:
+            caplen = orig
+        snap: cython.Py_ssize_t = ifc.snaplen
+        if snap and snap < caplen:
+            caplen = snap
+        self.rec_off = body + 4
+        self.rec_caplen = caplen
+        self.rec_orig_len = orig
+        # An SPB has no timestamp: the previous packet's keeps time-sorted analyses stable.
+        self.rec_ts = self.last_ts
+        self.rec_iface = ifc.id
+        self.rec_linktype = ifc.linktype
+        self.rec_dir = DIR_NONE
+        return True
+
+    def _ns(self, ifc: Iface, units: cython.ulonglong) -> cython.longlong:
+        """Timestamp units of `ifc` in ns since the epoch; -1 when out of range."""
+        ns: cython.longlong
+        if ifc.kind == TS_MUL:
+            if units > ifc.limit:
+                return -1
+            ns = units * ifc.mul
+        elif ifc.kind == TS_DIV:
+            ns = units // ifc.div
+        else:
+            whole: cython.ulonglong = units >> ifc.shift
+            if whole > 9000000000:
+                return -1
+            frac: cython.ulonglong = units & ((cython.cast(cython.ulonglong, 1) << ifc.shift) - 1)
+            ns = whole * 1000000000 + ((frac * 1000000000) >> ifc.shift)
+        off: cython.longlong = ifc.offset_ns
+        if (off > 0 and ns > INT64_MAX - off) or ns + off < 0:
+            return -1
+        return ns + off
+
+    def _options(self, pos: cython.Py_ssize_t, end: cython.Py_ssize_t) -> dict:
+        """The options of an IDB/ISB as {code: [values]}; tolerant of a sloppy end."""
+        opts: dict = {}
+        p: cython.p_const_uchar = self.buf
+        be: cython.bint = self.be
+        while pos + 4 <= end:
+            code = _u16(p, pos, be)
+            length: cython.Py_ssize_t = _u16(p, pos + 2, be)
+            pos += 4
+            if code == 0 or pos + length > end:
+                break
+            opts.setdefault(code, []).append(self.buf[pos:pos + length])
+            pos += length + ((4 - length % 4) % 4)
+        return opts
+
+    def _int(self, value: bytes, signed: bool = False):
+        return int.from_bytes(value[:8], "big" if self.be else "little", signed=signed)
+
+    def _interface(self, body: cython.Py_ssize_t, bend: cython.Py_ssize_t, start: cython.longlong) -> None:
+        if bend - body < 8:
+            self._note(start, "interface description block too short", True)
+            # keep the numbering of the interfaces that follow
+            self._add_iface(Iface(len(self.all_ifaces), None, None, -1, 0))
+            return
+        p: cython.p_const_uchar = self.buf
+        linktype = _u16(p, body, self.be)
+        snaplen = _u32(p, body + 4, self.be)
+        opts = self._options(body + 8, bend)
+        name = _text(opts[2][0]) if 2 in opts else None
+        desc = _text(opts[3][0]) if 3 in opts else None
+        ifc = Iface(len(self.all_ifaces), name, desc, linktype, snaplen)
+        if 9 in opts and opts[9][0]:
+            r = opts[9][0][0]
+            exp = r & 0x7F
+            if r & 0x80:
+                if exp > 32:
+                    self._note(start, f"interface {ifc.id} has an unsupported time resolution 2^-{exp} s "
+                                      f"(microseconds assumed)", True)
                 else:
-                    if end - body < 20:
-                        raise self._error("packet block too short", block_start)
-                    iface_id, _drops, ts_hi, ts_lo, caplen, orig_len = struct.unpack_from(
-                        bo + "HHIIII", buf, body
-                    )
-                data_start = body + 20
-                if caplen > end - data_start:
-                    raise self._error(
-                        f"packet {index} claims {caplen} captured bytes in a {total}-byte block",
-                        block_start,
-                    )
-                if iface_id >= len(ifaces):
-                    raise self._error(
-                        f"packet {index} refers to interface {iface_id} but only "
-                        f"{len(ifaces)} are defined in this section",
-                        block_start,
-                    )
-                ifc = ifaces[iface_id]
-                direction = None
-                opt_start = data_start + caplen + (-caplen % 4)
-                if opt_start + 8 <= end:
-                    code, olen, oval = unpack_opt(buf, opt_start)
-                    if code == _EPB_FLAGS and olen == 4:  # the usual (and our) layout
-                        direction = _DIRECTIONS[oval & 3]
-                    else:
-                        flags = _parse_options(buf, opt_start, end, bo).get(_EPB_FLAGS)
-                        if flags and len(flags[0]) >= 4:
-                            direction = _DIRECTIONS[struct.unpack(bo + "I", flags[0][:4])[0] & 3]
-                last_ts = ((ts_hi << 32) | ts_lo) * ifc.mul // ifc.div + ifc.offset_ns
-                info = ifc.info
-                yield _raw_packet(
-                    index, last_ts, info.id, info.name, info.linktype,
-                    buf[data_start : data_start + caplen], orig_len, direction,
-                )
-                index += 1
-                self.packets_read = index
-            elif btype == _SPB:
-                if end - body < 4:
-                    raise self._error("simple packet block too short", block_start)
-                if not ifaces:
-                    raise self._error(
-                        f"packet {index} (simple packet block) but no interface is defined",
-                        block_start,
-                    )
-                (orig_len,) = struct.unpack_from(bo + "I", buf, body)
-                info = ifaces[0].info
-                caplen = min(orig_len, end - body - 4)
-                if info.snaplen:
-                    caplen = min(caplen, info.snaplen)
-                # An SPB has no timestamp; reusing the previous packet's keeps
-                # time-sorted analyses stable instead of jumping to 1970.
-                yield _raw_packet(
-                    index, last_ts, info.id, info.name, info.linktype,
-                    buf[body + 4 : body + 4 + caplen], orig_len, None,
-                )
-                index += 1
-                self.packets_read = index
-            elif btype == _IDB:
-                if end - body < 8:
-                    raise self._error("interface description block too short", block_start)
-                linktype, _res, snaplen = struct.unpack_from(bo + "HHI", buf, body)
-                opts = _parse_options(buf, body + 8, end, bo)
-                name = _text(opts[_IF_NAME][0]) if _IF_NAME in opts else None
-                desc = _text(opts[_IF_DESCRIPTION][0]) if _IF_DESCRIPTION in opts else None
-                mul, div = 1000, 1  # default resolution: microseconds
-                if _IF_TSRESOL in opts and opts[_IF_TSRESOL][0]:
-                    mul, div = _tsresol(opts[_IF_TSRESOL][0][0])
-                offset_ns = 0
-                if _IF_TSOFFSET in opts and len(opts[_IF_TSOFFSET][0]) >= 8:
-                    offset_ns = struct.unpack(bo + "q", opts[_IF_TSOFFSET][0][:8])[0] * 10**9
-                info = InterfaceInfo(len(self.interfaces), name, desc, linktype, snaplen)
-                self.interfaces.append(info)
-                ifaces.append(_Iface(info, mul, div, offset_ns))
-            elif btype == _ISB:
-                if end - body < 12:
-                    raise self._error("interface statistics block too short", block_start)
-                iface_id, ts_hi, ts_lo = struct.unpack_from(bo + "III", buf, body)
-                if iface_id >= len(ifaces):
-                    raise self._error(
-                        f"statistics refer to interface {iface_id} but only "
-                        f"{len(ifaces)} are defined in this section",
-                        block_start,
-                    )
-                ifc = ifaces[iface_id]
-                opts = _parse_options(buf, body + 12, end, bo)
-                self.stats.append(
-                    InterfaceStats(
-                        iface=ifc.info.id,
-                        iface_name=ifc.info.name,
-                        ts_ns=((ts_hi << 32) | ts_lo) * ifc.mul // ifc.div + ifc.offset_ns,
-                        received=_u64(opts, _ISB_IFRECV, bo),
-                        dropped=_u64(opts, _ISB_IFDROP, bo),
-                        filter_accepted=_u64(opts, _ISB_FILTERACCEPT, bo),
-                        os_dropped=_u64(opts, _ISB_OSDROP, bo),
-                        delivered=_u64(opts, _ISB_USRDELIV, bo),
-                    )
-                )
-            # SHB bodies need no further parsing; other block types
-            # (name resolution, decryption secrets, custom...) are skipped.
+                    ifc.kind, ifc.shift = TS_SHIFT, exp
+            elif exp <= 9:
+                ifc.kind, ifc.mul = TS_MUL, 10 ** (9 - exp)
+                ifc.limit = INT64_MAX // ifc.mul
+            elif exp <= 18:
+                ifc.kind, ifc.div = TS_DIV, 10 ** (exp - 9)
+            else:
+                self._note(start, f"interface {ifc.id} has an unsupported time resolution 10^-{exp} s "
+                                  f"(microseconds assumed)", True)
+        if 14 in opts and len(opts[14][0]) >= 8:
+            off = self._int(opts[14][0], signed=True)
+            if -9000000000 <= off <= 9000000000:
+                ifc.offset_ns = off * 1000000000
+            else:
+                self._note(start, f"interface {ifc.id} has a time offset of {off} s (ignored)", True)
+        self._add_iface(ifc)
 
+    def _add_iface(self, ifc: Iface) -> None:
+        self.ifaces.append(ifc)
+        self.all_ifaces.append(ifc)
 
-def read_packets(source: str | os.PathLike | BinaryIO) -> Iterator[RawPacket]:
-    """Stream the packets of a pcap or pcapng file (path or binary file object)."""
-    return iter(CaptureFile(source))
+    def _statistics(self, body: cython.Py_ssize_t, bend: cython.Py_ssize_t, start: cython.longlong) -> None:
+        if bend - body < 12:
+            self._note(start, "interface statistics block too short", True)
+            return
+        p: cython.p_const_uchar = self.buf
+        iid = _u32(p, body, self.be)
+        if iid >= len(self.ifaces):
+            self._note(start, f"statistics refer to interface {iid} but only {len(self.ifaces)} are defined in "
+                              f"this section", True)
+            return
+        ifc = self.ifaces[iid]
+        hi: cython.ulonglong = _u32(p, body + 4, self.be)
+        lo: cython.ulonglong = _u32(p, body + 8, self.be)
+        opts = self._options(body + 12, bend)
 
+        def counter(code):
+            v = opts.get(code)
+            return self._int(v[0]) if v and len(v[0]) >= 8 else None
 
-def read_interface_stats(source: str | os.PathLike | BinaryIO) -> list[InterfaceStats]:
-    """All Interface Statistics Blocks of a pcapng file (empty for pcap)."""
-    cap = CaptureFile(source)
-    for _ in cap:
-        pass
-    return cap.stats
+        st = InterfaceStats(iface=ifc.id, iface_name=ifc.name, ts_ns=max(self._ns(ifc, (hi << 32) | lo), 0),
+                            received=counter(4), dropped=counter(5), filter_accepted=counter(6),
+                            os_dropped=counter(7), delivered=counter(8))
+        self.stats.append(st)
+        if st.lost > ifc.lost:  # the counters are cumulative
+            ifc.lost = st.lost
 
+    # ---- what was read
+
+    @property
+    def format(self):
+        return {1: "pcap", 2: "pcapng"}.get(self.fmt)
+
+    @property
+    def interfaces(self) -> list:
+        return [i.info() for i in self.all_ifaces]
+
+    def iface_name(self, iface: int):
+        return self.all_ifaces[iface].name if 0 <= iface < len(self.all_ifaces) else None
+
+    def iface_lost(self, iface: cython.int) -> cython.longlong:
+        """Packets lost on file-wide interface `iface` according to the statistics read so far."""
+        return self.all_ifaces[iface].lost if 0 <= iface < len(self.all_ifaces) else 0
+
+    def record(self) -> bytes:
+        """The current record's captured bytes (a copy)."""
+        return self.buf[self.rec_off:self.rec_off + self.rec_caplen]
+
+    def direction(self):
+        return DIRECTIONS[self.rec_dir]
+
+    def close(self) -> None:
+        if self.owns and self.f is not None:
+            self.f.close()
+        self.f = None
+        self.buf = b""
+        self.pos = self.end = 0
+
+    def trailing_lost(self) -> dict:
+        """{interface id of the last section: packets lost} from the statistics blocks at the end
+        of a seekable pcapng file, read backwards before the stream starts (pcapng blocks end with
+        their length), so that an early-finished connection already knows its interface was lossy.
+        Empty when the file is not seekable, not pcapng, or has no such blocks; the file position
+        is restored."""
+        f = self.f
+        lost: dict = {}
+        try:
+            if not f.seekable():
+                return lost
+            here = f.tell()
+        except (OSError, ValueError, AttributeError):
+            return lost
+        try:
+            f.seek(0)
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"\x0a\x0d\x0d\x0a":
+                return lost
+            order = "little" if head[8:12] == b"\x4d\x3c\x2b\x1a" else "big"
+            size = f.seek(0, 2)
+            pos = size
+            for _ in range(4096):  # one statistics block per interface, a few other blocks at most
+                if pos < 24:
+                    break
+                f.seek(pos - 4)
+                total = int.from_bytes(f.read(4), order)
+                if total < 12 or total > pos or total % 4:
+                    break
+                f.seek(pos - total)
+                block = f.read(total)
+                btype = int.from_bytes(block[:4], order)
+                if len(block) != total or int.from_bytes(block[4:8], order) != total or btype in (EPB, PB, SPB, SHB, IDB):
+                    break
+                if btype == ISB and total >= 24:
+                    iid = int.from_bytes(block[8:12], order)
+                    pos_o, end_o = 20, total - 4
+                    n = 0
+                    while pos_o + 4 <= end_o:
+                        code = int.from_bytes(block[pos_o:pos_o + 2], order)
+                        length = int.from_bytes(block[pos_o + 2:pos_o + 4], order)
+                        if code == 0 or pos_o + 4 + length > end_o:
+                            break
+                        if code in (5, 7) and length >= 8:
+                            n += int.from_bytes(block[pos_o + 4:pos_o + 12], order)
+                        pos_o += 4 + length + (-length % 4)
+                    lost[iid] = max(lost.get(iid, 0), n)
+                pos -= total
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                f.seek(here)
+            except (OSError, ValueError):
+                pass
+        return {k: v for k, v in lost.items() if v}

@@ -1,32 +1,44 @@
-"""Parse the JSON-line syscall reports of the verifier's C programs.
+"""What the verifier's C programs did: their socket-call reports, and one timeline of those calls and
+the captured packets.
 
-Each line written by ``client`` / ``server`` (``verifier/programs``) is one
-socket call::
+Each line written by ``client`` / ``server`` / ``handler`` (``verifier/programs``) is one socket call::
 
     {"pid": 4707, "call": "connect", "args": {"fd": 3, "addr": "127.0.0.1", "port": 5000},
      "ret": -1, "errno": "ECONNREFUSED", "t_enter_ns": ..., "t_return_ns": ...}
 
-plus call-specific result fields (``addr``/``port`` for getsockname,
-getpeername and accept, ``conn_fd`` for accept, ``child`` for fork, ``data``
-for read/write), which land in :attr:`SyscallEvent.extra`.
+plus call-specific result fields (``addr``/``port`` for getsockname, getpeername and accept,
+``conn_fd`` for accept, ``child`` for fork, ``data`` for read/write), which land in
+:attr:`SyscallEvent.extra`. `parse_report` reads a whole report; `find` and `calls` pick calls out.
 
-Pure: no I/O besides parsing the given string, no scapy, nothing spawned.
+`timeline` merges packets and calls into one list, so that a check can read "the ACK left before
+connect() returned" and a failure can show both side by side. Packet times are the kernel's capture
+timestamps and call times are the programs' CLOCK_REALTIME readings: the same clock, so they order
+correctly.
+
+Pure: no I/O besides parsing the given text, no Scapy, nothing spawned.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
+
+from verifier.analysis.trace import Event, format_events
 
 __all__ = [
     "CORE_FIELDS",
+    "Entry",
     "SyscallEvent",
     "by_pid",
     "calls",
     "find",
+    "format_timeline",
+    "merge",
     "parse_line",
     "parse_report",
     "pids",
+    "timeline",
 ]
 
 #: Fields every report line has; anything else goes to ``extra``.
@@ -163,3 +175,54 @@ def by_pid(events: Iterable[SyscallEvent]) -> dict[int, list[SyscallEvent]]:
     for e in events:
         out.setdefault(e.pid, []).append(e)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The timeline of packets and calls
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A line of the timeline: a packet, or a socket call entering or returning."""
+
+    ts_ns: int
+    text: str
+
+
+def _call_text(who: str, ev: SyscallEvent, phase: str) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in ev.args.items() if k != "fd")
+    if phase == "enter":
+        return f"{who}[{ev.pid}] {ev.call}({args}) ..."
+    result = f"{ev.ret}" + (f" {ev.errno}" if ev.errno else "")
+    extra = ""
+    if ev.addr is not None and ev.call in ("getsockname", "getpeername", "accept"):
+        extra = f"  -> {ev.addr} port {ev.port}"
+    return f"{who}[{ev.pid}] {ev.call}(...) = {result}{extra}"
+
+
+def merge(packets: Sequence[Event], calls: dict[str, Iterable[SyscallEvent]]) -> list[Entry]:
+    """Packets (already formatted one per line) and calls of each named program, in time order."""
+    entries = []
+    lines = format_events(list(packets)).splitlines() if packets else []
+    for ev, line in zip(packets, lines):
+        # Drop the ladder's own time column: the timeline prints one time for everything.
+        entries.append(Entry(ev.ts_ns, "packet " + line.strip().split(None, 1)[1]))
+    for who, evs in calls.items():
+        for ev in evs:
+            entries.append(Entry(ev.t_enter_ns, _call_text(who, ev, "enter")))
+            entries.append(Entry(ev.t_return_ns, _call_text(who, ev, "return")))
+    entries.sort(key=lambda e: e.ts_ns)
+    return entries
+
+
+def format_timeline(entries: Sequence[Entry], t0_ns: int | None = None) -> str:
+    """Fixed-width lines: seconds since `t0_ns` (the first entry by default), then the text."""
+    if not entries:
+        return "  (empty timeline)"
+    t0 = entries[0].ts_ns if t0_ns is None else t0_ns
+    return "\n".join(f"  {(e.ts_ns - t0) / 1e9:+11.6f}  {e.text}" for e in entries)
+
+
+def timeline(packets: Sequence[Event], calls: dict[str, Iterable[SyscallEvent]], t0_ns: int | None = None) -> str:
+    """The merged timeline as text, ready for a failure message."""
+    return format_timeline(merge(packets, calls), t0_ns)
