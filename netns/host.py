@@ -108,15 +108,16 @@ class Host:
 
     # -- faults --------------------------------------------------------------------------------
     def inject(self, fault):
-        """Apply a fault (see `verifier.faults`) here for the duration of a `with` block:
+        """Apply a fault here for the duration of a `with` block:
 
             with bed.router.inject(IcmpUnreachable(code="host", match=Syn(dport=5000), nth=2)) as f:
                 ...
             f.report
-        """
-        from verifier.faults import inject  # the faults build on hosts, not the other way round
 
-        return inject(self, fault)
+        A fault is any object whose `applied(host)` returns that context manager: the faults build on
+        hosts, not the other way round, so this package knows nothing of them beyond that method.
+        """
+        return fault.applied(self)
 
     # -- readiness -----------------------------------------------------------------------------
     def listening(self, port: int) -> bool:

@@ -5,8 +5,8 @@
     verifier testbed exec N HOST -- CMD...
     verifier testbed down N|--all [--json]
     verifier capture N [--host H] [-w FILE] [--duration S] [--count N]
-    verifier inject N KIND [--host H] [--duration S] [--json] [options]   drop, reject, icmp-unreachable,
-                                          rst, segment, blackhole, delay, syn-flood
+    verifier inject KIND N [--host H] [--duration S] [--json] [options]   one subcommand per fault kind
+                                          of verifier.faults (drop, reject, icmp-unreachable, rst, ...)
     verifier show FILE [--json]           list the TCP connections in a capture, with their exchanges
     verifier replay FILE [--json] [--expect COND]...   classify every TCP connection attempt (no root)
     verifier replay FILE --against TESTBED --connection ID   re-drive one connection against a live stack
@@ -18,6 +18,7 @@ Errors are one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -227,48 +228,6 @@ def cmd_capture(args) -> int:
     return 0
 
 
-# The options of each fault kind, as (flag, type, help). The names are the keyword arguments of the
-# kind's `from_cli` in verifier/faults.py; a host name (client, router, server) may stand for an address.
-MATCH_OPTS = [
-    ("--flags", str, "TCP flags to match: syn, syn-ack, rst, fin or ack"),
-    ("--sport", int, "source port"), ("--dport", int, "destination port"),
-    ("--src", str, "source address(es), comma-separated, or a host name"),
-    ("--dst", str, "destination address(es), comma-separated, or a host name"),
-]
-INJECT_OPTS = {
-    "drop": ("drop matching packets silently", MATCH_OPTS + [
-        ("--first", int, "drop only the first K matches"), ("--nth", int, "drop only the Kth match"),
-        ("--probability", float, "drop each match with this probability (0..1)")]),
-    "reject": ("answer matching packets at once with the kernel's ICMP error (nft reject)", MATCH_OPTS + [
-        ("--code", str, "host-unreachable (default), net-unreachable, port-unreachable, admin-prohibited")]),
-    "icmp-unreachable": ("answer matching packets (SYNs by default) with a crafted ICMP/ICMPv6 "
-                         "destination-unreachable quoting them", MATCH_OPTS + [
-        ("--code", str, "net, host (default), port, protocol, admin, frag-needed; ICMPv6: no-route, address, port"),
-        ("--nth", int, "answer only the Kth match"), ("--delay-ms", float, "wait this long before answering"),
-        ("--mtu", int, "the MTU of a frag-needed"), ("--family", int, "4 or 6 only")]),
-    "rst": ("inject a RST into an established connection", MATCH_OPTS + [
-        ("--to", str, "the endpoint (address or host name) that receives the RST (required)"),
-        ("--at", str, "exact (RCV.NXT: resets), in-window (draws a challenge ACK) or out-of-window"),
-        ("--offset", int, "sequence offset from RCV.NXT instead of --at"),
-        ("--wait-s", float, "how long to wait to learn the sequence numbers from traffic")]),
-    "segment": ("send one crafted segment (e.g. an ACK for no connection) and report the answer", [
-        ("--dst", str, "destination address or host name (required)"), ("--dport", int, "destination port (required)"),
-        ("--flags", str, "TCP flags as letters, default A"), ("--sport", int, "source port"),
-        ("--seq", int, "sequence number"), ("--ack", int, "acknowledgement number"), ("--payload", str, "data")]),
-    "blackhole": ("make an address unreachable with no answer at all (no ARP or neighbour reply)", [
-        ("--address", str, "the address or host name to blackhole (default: the server's)"),
-        ("--family", int, "4 or 6 only")]),
-    "delay": ("delay matching packets (netem, or a user-space delay line at the router)", MATCH_OPTS + [
-        ("--delay-ms", float, "the added delay (required)"), ("--method", str, "auto (default), netem or agent"),
-        ("--max-packets", int, "delay at most this many packets")]),
-    "syn-flood": ("SYNs from spoofed testbed addresses, at a rate, bounded in count and time", [
-        ("--dst", str, "target address or host name (default: the server's)"), ("--dport", int, "target port (required)"),
-        ("--count", int, "how many SYNs (default 100)"), ("--rate-pps", float, "SYNs per second (default 1000)"),
-        ("--sources", str, "spoofed source network (documentation range)")]),
-}
-ONE_SHOT = {"rst", "segment", "syn-flood"}
-
-
 def _resolve(bed, value: str | None, family: int | None = None, single: bool = False) -> str | None:
     """A host name stands for its addresses (of `family`, else all, comma-separated; or the first one)."""
     if value is None or value not in bed.hosts:
@@ -287,38 +246,18 @@ def cmd_inject(args) -> int:
 
     _need_root("inject")
     bed = _attach(args.name)
-    opts = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
-            for flag, _, _ in INJECT_OPTS[args.kind][1]}
-    fam = opts.get("family")
-    one_address = {"to", "address"} | ({"dst"} if args.kind in ("segment", "syn-flood") else set())
-    for key in ("src", "dst", "to", "address"):
-        if opts.get(key) is not None:
-            opts[key] = _resolve(bed, opts[key], fam, single=key in one_address)
-    if args.kind == "rst" and not opts.get("to"):
-        raise UserError("rst needs --to: the endpoint that receives the RST")
-    if args.kind == "segment" and (not opts.get("dst") or opts.get("dport") is None):
-        raise UserError("segment needs --dst and --dport")
-    if args.kind == "delay" and opts.get("delay_ms") is None:
-        raise UserError("delay needs --delay-ms")
-    if args.kind == "syn-flood":
-        if opts.get("dport") is None:
-            raise UserError("syn-flood needs --dport")
-        opts["dst"] = opts.get("dst") or bed["server"].addr(4 if 4 in bed.families else 6)
-    host = args.host
-    if args.kind == "blackhole":
-        address = opts.get("address") or bed["server"].addresses(fam)[0]
-        owner = next((h for h in bed.hosts.values() if address in h.addresses()), None)
-        if owner is None:
-            raise UserError(f"no host of testbed {bed.name} has the address {address}")
-        opts["address"], host = address, owner.name
-    if host is None:
-        host = "client" if args.kind in ("syn-flood", "segment") else "router" if "router" in bed.hosts else "server"
-    if host not in bed.hosts:
-        raise UserError(f"testbed {args.name} has no host {host!r}; it has {', '.join(bed.hosts)}")
-    if args.kind == "drop" or args.kind == "reject":
-        opts["duration_s"] = args.duration
+    kind = faults.FAULT_KINDS[args.kind]
+    opts = {o.name: getattr(args, o.name) for o in kind.options if o.flag}
+    for o in kind.options:  # a host name stands for its address(es), of --family if the kind has one
+        if o.address and opts.get(o.name) is not None:
+            opts[o.name] = _resolve(bed, opts[o.name], opts.get("family"), single=o.address == "one")
+    if any(o.name == "duration_s" for o in kind.options):
+        opts["duration_s"] = args.duration  # the rules end by themselves too, should this command be killed
     try:
-        fault = faults.from_cli(args.kind, **opts)
+        host = kind.on_testbed(bed, opts, args.host)
+        if host not in bed.hosts:
+            raise UserError(f"testbed {args.name} has no host {host!r}; it has {', '.join(bed.hosts)}")
+        fault = kind.from_cli(**opts)
     except (faults.FaultError, ValueError) as exc:
         raise UserError(str(exc)) from None
 
@@ -334,7 +273,7 @@ def cmd_inject(args) -> int:
     try:
         with faults.inject(bed[host], fault):
             say(f"{fault.describe()} on {host} of testbed {bed.name}")
-            if args.kind in ONE_SHOT:
+            if kind.acts_once():
                 result = fault.fire()
             else:
                 say(f"active for {args.duration:g} s; Ctrl-C to remove it sooner")
@@ -355,6 +294,45 @@ def cmd_inject(args) -> int:
               ", ".join(f"{k}={v}" for k, v in report.items()
                         if k != "fault" and not isinstance(v, (list, dict))))
     return 0
+
+
+def _add_inject_parsers(sub) -> None:
+    """`verifier inject KIND`: one subcommand per registered fault kind, its options from the kind's
+    declared `options` (verifier.faults.base.Option)."""
+    from verifier import faults
+
+    once = ", ".join(k for k, c in faults.FAULT_KINDS.items() if c.acts_once())
+    inj = sub.add_parser("inject", help="inject a fault into a running testbed, bounded, removed on exit",
+                         description=f"Apply one fault inside a testbed until --duration ends (standing faults) or "
+                                     f"its action is done ({once}), or Ctrl-C/SIGTERM; then remove it and report "
+                                     f"what it did. Faults act only inside testbed namespaces.")
+    ksub = inj.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, cls in faults.FAULT_KINDS.items():
+        text = (inspect.getdoc(cls) or kind).split("\n\n")[0].replace("\n", " ").rstrip(":")
+        kp = ksub.add_parser(kind, help=text, description=text)
+        kp.add_argument("name", help="the testbed")
+        placed = cls.on_testbed.__func__ is not faults.Fault.on_testbed.__func__
+        kp.add_argument("--host", help=f"where the fault acts (default: the {cls.default_host}"
+                                       + (", or what its options imply)" if placed else ")"))
+        kp.add_argument("--duration", type=float, default=60.0, metavar="S",
+                        help="how long a standing fault stays (default 60 s)")
+        kp.add_argument("--json", action="store_true", help="print the report as JSON")
+        for o in cls.options:
+            if not o.flag:
+                continue
+            notes = [n for n in (o.limits(),) if n]
+            default = cls.option_default(o)
+            if o.required:
+                notes.append("required")
+            elif default not in (None, "", False):
+                notes.append(f"default {default}")
+            helptext = o.help + (f" ({'; '.join(notes)})" if notes else "")
+            if o.type is bool:
+                kp.add_argument(o.flag_name, dest=o.name, action="store_true", default=None, help=helptext)
+            else:
+                # Converted and checked by the kind (Option.check), so that a bad value is one clear line.
+                kp.add_argument(o.flag_name, dest=o.name, metavar=o.name.split("_")[0].upper(), help=helptext)
+        kp.set_defaults(func=cmd_inject)
 
 
 def cmd_show(args) -> int:
@@ -428,21 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print the counts as JSON")
     cp.set_defaults(func=cmd_capture)
 
-    inj = sub.add_parser("inject", help="inject a fault into a running testbed, bounded, removed on exit",
-                         description="Apply one fault inside a testbed until --duration ends (standing faults) or "
-                                     "its action is done (rst, segment, syn-flood), or Ctrl-C/SIGTERM; then remove "
-                                     "it and report what it did. Faults act only inside testbed namespaces.")
-    ksub = inj.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for kind, (text, options) in INJECT_OPTS.items():
-        kp = ksub.add_parser(kind, help=text, description=text)
-        kp.add_argument("name", help="the testbed")
-        kp.add_argument("--host", help="where the fault acts (default: the router, or the host the kind needs)")
-        kp.add_argument("--duration", type=float, default=60.0, metavar="S",
-                        help="how long a standing fault stays (default 60 s)")
-        kp.add_argument("--json", action="store_true", help="print the report as JSON")
-        for flag, typ, helptext in options:
-            kp.add_argument(flag, type=typ, help=helptext)
-        kp.set_defaults(func=cmd_inject)
+    _add_inject_parsers(sub)
 
     from verifier import replay
 

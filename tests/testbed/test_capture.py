@@ -1,5 +1,6 @@
 """Capture on the real kernel: live before traffic, every interface, ns timestamps, drop counters."""
 
+import struct
 import sys
 import time
 
@@ -109,7 +110,10 @@ def test_a_live_capture_opens_in_wireshark(root, tmp_path):
                           *(a for f in fields for a in ("-e", f))],
                          capture_output=True, text=True, check=True, timeout=60).stdout
     rows = [line.split("\t") for line in out.splitlines()]
-    ours = [p for p in read_packets(cap.path) if p.data[23:24] == b"\x06"]  # IPv4 protocol = TCP
+    # The same selection as tshark's: IPv4 (the EtherType, so that no ARP frame whose sender MAC has
+    # a 6 in that byte counts), protocol TCP, port 5000 either way.
+    ours = [p for p in read_packets(cap.path) if p.data[12:14] == b"\x08\x00" and p.data[23:24] == b"\x06"
+            and 5000 in struct.unpack_from("!HH", p.data, 14 + (p.data[14] & 0xF) * 4)]
     assert len(rows) == len(ours) > 0
     for row, p in zip(rows, ours):
         assert row[0] == p.iface_name
@@ -124,6 +128,7 @@ def test_one_capture_process_serves_concurrent_captures_and_is_replaced_if_it_di
     import signal
 
     from netns import namespace
+    from netns.waiting import wait_until
     from verifier.capture import _service
 
     with Testbed.pair("ipv4") as bed:
@@ -137,8 +142,8 @@ def test_one_capture_process_serves_concurrent_captures_and_is_replaced_if_it_di
         assert [e.kind for e in a.trace().find(dport=5000)[0].events][:3] == ["SYN", "SYN-ACK", "ACK"]
         assert b.trace().find(dport=5000)[0].interfaces == ["server:s0"]
     os.kill(pid, signal.SIGKILL)
-    while namespace.pid_alive(pid):
-        pass
+    wait_until(lambda: not namespace.pid_alive(pid), 5.0,
+               lambda: AssertionError(f"the capture process {pid} outlived SIGKILL by 5 s"))
     with Testbed.pair("ipv4") as bed:
         c = Capture(bed, tmp_path / "c.pcapng").start()
         assert _service.pid not in (None, pid)

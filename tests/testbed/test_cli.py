@@ -115,7 +115,7 @@ def test_a_user_session_up_exec_inject_capture_down(bed_name, tmp_path):
 
     from netns import Testbed
     from verifier.programs import build
-    from verifier.analysis.syscalls import find, parse_report
+    from verifier.analysis.calls import find, parse_report
     from verifier.analysis.tracefile import load_trace
 
     server, client = str(build("server")), str(build("client"))

@@ -1,7 +1,7 @@
 """Helpers shared by the fault tests (test_faults.py, test_icmp_fault.py) to look at what a fault did
 on the wire and what it left running: the raw frames of a capture, the IP packet in a frame, checksum
-and ICMP error checks (with `verifier.wire.internet_checksum`), a SYN started from inside a host,
-and the fault agent's processes and packet sockets.
+and ICMP error checks (with `verifier.wire.encode`), a SYN started from inside a host, timings
+against the project's tolerance model, and the fault agent's processes and packet sockets.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import socket
 import struct
 
 from netns import namespace
-from verifier.wire import internet_checksum
+from verifier.analysis.schedules import Tolerance
 from verifier.pcap import read_packets
+from verifier.wire import encode
 
 
 # -- packets ------------------------------------------------------------------------------------
@@ -30,28 +31,51 @@ def ip_packet(frame: bytes) -> bytes:
     return ip[:length]
 
 
+def _addresses(ip: bytes) -> tuple[bytes, bytes, bytes]:
+    """(source, destination, payload) of an IPv4/IPv6 packet (no IPv6 extension headers)."""
+    if ip[0] >> 4 == 4:
+        return ip[12:16], ip[16:20], ip[(ip[0] & 0xF) * 4:]
+    return ip[8:24], ip[24:40], ip[40:]
+
+
 def tcp_checksum_ok(ip: bytes) -> bool:
     """The TCP checksum of an IPv4/IPv6 packet carrying TCP (no extension headers) is right."""
-    if ip[0] >> 4 == 4:
-        hl = (ip[0] & 0xF) * 4
-        seg = ip[hl:]
-        pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(seg))
-    else:
-        seg = ip[40:]
-        pseudo = ip[8:40] + struct.pack("!I3xB", len(seg), 6)
-    return internet_checksum(pseudo + seg) == 0
+    src, dst, seg = _addresses(ip)
+    return encode.transport_checksum(src, dst, encode.IPPROTO_TCP, seg) == 0
 
 
 def icmp_message(ip: bytes) -> tuple[int, int, bytes, bytes]:
     """(type, code, whole ICMP message, quoted packet) of an ICMP/ICMPv6 error; checksum verified."""
+    src, dst, msg = _addresses(ip)
     if ip[0] >> 4 == 4:
-        msg = ip[(ip[0] & 0xF) * 4:]
-        assert internet_checksum(msg) == 0, "bad ICMP checksum"
+        assert encode.internet_checksum(msg) == 0, "bad ICMP checksum"
     else:
-        msg = ip[40:]
-        pseudo = ip[8:40] + struct.pack("!I3xB", len(msg), 58)
-        assert internet_checksum(pseudo + msg) == 0, "bad ICMPv6 checksum"
+        assert encode.transport_checksum(src, dst, encode.IPPROTO_ICMPV6, msg) == 0, "bad ICMPv6 checksum"
     return msg[0], msg[1], msg, msg[8:]
+
+
+# -- timing -------------------------------------------------------------------------------------
+
+#: How late the fault agent may act beyond its schedule (an ICMP error after its delay, a delayed
+#: packet after its delay). It builds what it sends when the packet arrives and then only waits in
+#: select() for the due time (an hrtimer, 50 µs of slack), so what is left is the wake-up latency of a
+#: process on a busy 2-core machine (pytest-xdist, captures): a constant, not a share of the delay.
+#: The agent is never early (it waits from the packet's own kernel timestamp, the one the capture
+#: records): the tests check that separately, with `never_early`.
+AGENT_TOLERANCE = Tolerance(absolute_s=0.020, fraction=0.0)
+
+
+def assert_on_time(gap_ns: int, predicted_ns: int, tolerance: Tolerance, what: str, *, never_early: bool = False,
+                   story: str = "") -> None:
+    """An observed interval against the predicted one, within `tolerance` (the project's model, as for
+    SYN schedules: late by at most max(absolute, fraction of the prediction), early by at most
+    absolute); `never_early`: not early at all."""
+    deviation_s = (gap_ns - predicted_ns) / 1e9
+    ok = tolerance.accepts(deviation_s, predicted_ns / 1e9) and not (never_early and deviation_s < 0)
+    allowed = f"up to {tolerance.allowed(predicted_ns / 1e9) * 1e3:.1f} ms late, " + \
+        ("never early" if never_early else f"as the model says early ({tolerance.describe()})")
+    assert ok, (f"{what}: {gap_ns / 1e6:.3f} ms, predicted {predicted_ns / 1e6:.3f} ms, deviation "
+                f"{deviation_s * 1e3:+.3f} ms; allowed: {allowed}" + story)
 
 
 def syn_from(host, family: int, dst: str, port: int) -> socket.socket:

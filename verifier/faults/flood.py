@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 from netns import namespace
-from verifier.wire import checksum_of_sum
+from verifier.wire import encode
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns import Host
@@ -57,8 +57,7 @@ DEFAULT_SOURCES = {4: "198.51.100.0/24", 6: "2001:db8:64::/64"}
 DOCUMENTATION = tuple(ipaddress.ip_network(n) for n in
                       ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
 
-IPPROTO_TCP = 6
-TCP_SYN = 0x02
+IPPROTO_TCP = encode.IPPROTO_TCP
 SYN_WINDOW = 64240
 TTL = 64
 IPV6_HDRINCL = 36  # linux/in6.h; not in Python's socket module
@@ -110,20 +109,17 @@ class FloodReport:
 
 
 # -- packets -------------------------------------------------------------------------------------
-# The SYNs are built by hand with struct rather than by Scapy, for speed: a flood needs a new source
-# address, port, ISN and TCP checksum in every packet; Scapy takes tens to hundreds of microseconds to
-# build one (and a second to import), this takes a few. tests/testbed/test_flood.py checks these bytes
-# against Scapy's dissection, checksums included.
-
-def _words(raw: bytes) -> int:
-    return sum(struct.unpack(f"!{len(raw) // 2}H", raw))
-
+# A flood needs a new source address, port, ISN and checksums in every packet; Scapy takes tens to
+# hundreds of microseconds to build one (and a second to import). So one SYN is built once with
+# `verifier.wire.encode` as a template, and each packet is that template with its source address, port,
+# ISN and IP id patched in and its checksums updated from precomputed sums: a few microseconds.
+# tests/testbed/test_flood.py checks these bytes against Scapy's dissection, checksums included.
 
 class SynBuilder:
     """Builds raw SYNs (IP header + 20-byte TCP header, no options) to one destination and port.
 
-    The parts of the TCP checksum that never change (destination, protocol, length, port, flags,
-    window) are summed once; each packet adds only its source address, port and ISN.
+    The template's checksums are summed once without the fields that change (source address, port,
+    ISN, IP id: zero in the template); each packet adds only those.
     """
 
     def __init__(self, family: int, dst: str, dport: int):
@@ -132,26 +128,32 @@ class SynBuilder:
         if self.dst.version != family:
             raise FloodError(f"destination {dst} is not an IPv{family} address")
         self.dport = dport
-        dst_raw = self.dst.packed
-        # TCP header words that are the same in every SYN: dport, ack (0), offset+flags, window, urg.
-        fixed_tcp = struct.pack("!HIHHH", dport, 0, (5 << 12) | TCP_SYN, SYN_WINDOW, 0)
-        # Pseudo-header: dst address, protocol and TCP length (20) are fixed.
-        self._fixed_sum = _words(dst_raw) + IPPROTO_TCP + 20 + _words(fixed_tcp)
+        zero = bytes(4 if family == 4 else 16)
+        tcp = encode.tcp(zero, self.dst.packed, 0, dport, seq=0, flags="S", window=SYN_WINDOW)
         if family == 4:
-            self._ip_fixed_sum = _words(struct.pack("!BBHHHBB", 0x45, 0, 40, 0, 0, TTL, IPPROTO_TCP)) + _words(dst_raw)
-        self._dst_raw = dst_raw
+            self._template = bytearray(encode.ipv4(zero, self.dst.packed, IPPROTO_TCP, tcp, ttl=TTL))
+            self._src_at, self._hl = 12, 20
+            self._ip_sum = encode.word_sum(self._template[:10] + self._template[12:20])  # all but the checksum
+        else:
+            self._template = bytearray(encode.ipv6(zero, self.dst.packed, IPPROTO_TCP, tcp, hlim=TTL))
+            self._src_at, self._hl = 8, 40
+        # The TCP checksum over the pseudo-header and the template segment, its own field left out.
+        seg = self._template[self._hl:]
+        self._tcp_sum = encode.word_sum(encode.pseudo_header(zero, self.dst.packed, IPPROTO_TCP, len(seg))
+                                        + seg[:16] + seg[18:])
 
     def build(self, src: bytes, sport: int, seq: int, ip_id: int = 0) -> bytes:
         """One SYN from `src` (packed address), `sport`, initial sequence number `seq`."""
-        s = self._fixed_sum + _words(src) + sport + (seq >> 16) + (seq & 0xFFFF)
-        tcp_csum = checksum_of_sum(s)
-        tcp = struct.pack("!HHIIHHHH", sport, self.dport, seq, 0, (5 << 12) | TCP_SYN, SYN_WINDOW, tcp_csum, 0)
+        pkt = bytearray(self._template)
+        hl, src_sum = self._hl, encode.word_sum(src)
+        pkt[self._src_at:self._src_at + len(src)] = src
+        struct.pack_into("!HHI", pkt, hl, sport, self.dport, seq)
+        struct.pack_into("!H", pkt, hl + 16,
+                         encode.checksum_of_sum(self._tcp_sum + src_sum + sport + (seq >> 16) + (seq & 0xFFFF)))
         if self.family == 4:
-            ip_csum = checksum_of_sum(self._ip_fixed_sum + ip_id + _words(src))
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, ip_id, 0, TTL, IPPROTO_TCP, ip_csum, src, self._dst_raw)
-        else:
-            ip = struct.pack("!IHBB16s16s", 6 << 28, 20, IPPROTO_TCP, TTL, src, self._dst_raw)
-        return ip + tcp
+            struct.pack_into("!H", pkt, 4, ip_id)
+            struct.pack_into("!H", pkt, 10, encode.checksum_of_sum(self._ip_sum + ip_id + src_sum))
+        return bytes(pkt)
 
 
 # -- bounds --------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
 """Packets on the wire: the one decoder of captured frames, packet building, protocol names."""
 
 from verifier.wire.decoder import *  # noqa: F401,F403
-from verifier.wire.decoder import __all__  # noqa: F401
+from verifier.wire.decoder import __all__ as _decoder_all
+from verifier.wire.encode import *  # noqa: F401,F403
+from verifier.wire.encode import __all__ as _encode_all
+
+__all__ = sorted(set(_decoder_all) | set(_encode_all))

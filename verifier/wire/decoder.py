@@ -26,6 +26,7 @@ import struct
 from dataclasses import dataclass
 
 from verifier.pcap import RawPacket
+from verifier.wire.encode import checksum_of_sum, internet_checksum
 
 __all__ = [
     "ACK",
@@ -66,24 +67,6 @@ _FLAG_STRS = tuple(
 def flag_str(flags: int) -> str:
     """Letters for a TCP flag bitmask in the fixed order F S R P A U E C N."""
     return _FLAG_STRS[flags & 0x1FF]
-
-
-def checksum_of_sum(total: int) -> int:
-    """The Internet checksum (RFC 1071) from the plain sum of a message's 16-bit words: the carries
-    folded back in, then complemented. For callers that add up fixed parts once (verifier.faults.flood)."""
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def internet_checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of `data`, padded with a zero byte to an even length.
-
-    Of data that already holds its checksum (a header, or a pseudo-header + segment) it is 0 when
-    that checksum is right."""
-    if len(data) % 2:
-        data += b"\0"
-    return checksum_of_sum(sum(struct.unpack(f"!{len(data) // 2}H", data)))
 
 
 class MalformedPacket(ValueError):
