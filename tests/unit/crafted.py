@@ -24,7 +24,7 @@ T0 = 1_700_000_000_000_000_000  # capture start for write(): frame times are mic
 C, S, R = "192.0.2.1", "198.51.100.2", "192.0.2.254"
 C6, S6 = "2001:db8::1", "2001:db8:1::2"
 
-ZEEK = Path(__file__).resolve().parents[2].parent / "shared" / "oracle" / "zeek"
+ZEEK = Path(__file__).resolve().parents[2] / "tests" / "data" / "zeek"
 # Skipped where the shared folder is absent, but never in CI (VERIFIER_REQUIRE_ROOT=1), which has it.
 needs_zeek = pytest.mark.skipif(not (ZEEK / "traces").is_dir() and os.environ.get("VERIFIER_REQUIRE_ROOT") != "1",
                                 reason=f"Zeek oracle traces not found at {ZEEK}")
