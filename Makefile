@@ -43,14 +43,18 @@ apt: root
 	    { echo "setup: apt-get install$$missing failed"; exit 1; }; \
 	fi
 
-$(STAMP): pyproject.toml | root apt
+# The compiled engine (see setup.py) is rebuilt whenever one of its sources changes.
+ENGINE_SOURCES := setup.py $(wildcard verifier/pcap/reader.p* verifier/wire/decoder.p* verifier/analysis/attempt.p* \
+  verifier/analysis/zeek.p* verifier/analysis/grouper.p*)
+
+$(STAMP): pyproject.toml $(ENGINE_SOURCES) | root apt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
 	  { echo "setup: Python >= 3.11 is needed ($(PYTHON) is $$($(PYTHON) -V 2>&1))"; exit 1; }
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
 	  echo "setup: installing python3-venv"; DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  apt-get install -y -qq python3-venv >/dev/null; fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "setup: installing the package and its pinned dependencies into $(VENV)"
+	@echo "setup: installing the package and its pinned dependencies into $(VENV), compiling the engine"
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $(STAMP)
 

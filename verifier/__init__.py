@@ -15,6 +15,10 @@ either. `_EXPORTS` is the one table of which module defines each name.
 """
 
 import importlib
+import os
+
+if os.environ.get("VERIFIER_PURE") == "1":  # the plain-Python engine, for comparing with the compiled one
+    from verifier import engine  # noqa: F401  (installs its import finder)
 
 # name -> the module that defines it
 _EXPORTS = {
@@ -22,7 +26,7 @@ _EXPORTS = {
     "Trace": "verifier.analysis.trace",
     "Connection": "verifier.analysis.trace",
     "Event": "verifier.analysis.trace",
-    "load_trace": "verifier.analysis.tracefile",
+    "load_trace": "verifier.analysis.trace",
     "expect": "verifier.analysis.expect",
     "ExpectationFailed": "verifier.analysis.expect",
     # models of the SYN schedule and the timer tolerance

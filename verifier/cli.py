@@ -335,35 +335,6 @@ def _add_inject_parsers(sub) -> None:
         kp.set_defaults(func=cmd_inject)
 
 
-def cmd_show(args) -> int:
-    from verifier.pcap import CaptureFormatError
-    from verifier.analysis.tracefile import load_trace
-
-    if not os.path.exists(args.file):
-        raise UserError(f"{args.file}: no such file")
-    try:
-        trace = load_trace(args.file)
-    except CaptureFormatError as exc:
-        raise UserError(str(exc)) from None
-    conns = trace.connections
-    if args.port:
-        conns = [c for c in conns if args.port in (c.client[1], c.server[1])]
-    if args.json:
-        for c in conns:
-            print(json.dumps({
-                "client": f"{c.client[0]}", "client_port": c.client[1], "server": c.server[0],
-                "server_port": c.server[1], "family": c.family, "interfaces": c.interfaces,
-                "events": [{"t": round(e.t, 9), "iface": e.iface, "dir": e.direction, "kind": e.kind,
-                            "flags": e.flags, "seq": e.seq, "ack": e.ack, "len": e.payload_len} for e in c.events],
-            }))
-        return 0
-    print(trace.summary())
-    for c in conns:
-        print()
-        print(c.ladder())
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="verifier", description="Packet-level verifier of TCP socket behaviour.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -408,9 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_inject_parsers(sub)
 
-    from verifier import replay
+    from verifier.replay.command import add_parsers
 
-    replay.add_parser(sub)
+    add_parsers(sub)
 
     c = sub.add_parser("clean", help="remove namespaces left behind by runs whose process is gone",
                        description="Remove the network namespaces (and processes inside them) of runs whose "
@@ -419,18 +390,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     c.set_defaults(func=cmd_clean)
-    s = sub.add_parser("show", help="list the TCP connections of a capture and their exchanges",
-                       description="Read a pcap or pcapng file and print every TCP connection with its "
-                                   "exchange (time, interface, direction, flags, relative seq/ack).")
-    s.add_argument("file", help="pcap or pcapng file")
-    s.add_argument("--port", type=int, help="only connections with this port on either side")
-    s.add_argument("--json", action="store_true", help="one JSON object per connection (JSON Lines)")
-    s.set_defaults(func=cmd_show)
+    return p
+
+
+_OFFLINE = ("replay", "show")  # commands on capture files: their parser alone, without the faults' imports
+
+
+def _offline_parser() -> argparse.ArgumentParser:
+    from verifier.replay.command import add_parsers
+
+    p = argparse.ArgumentParser(prog="verifier", description="Packet-level verifier of TCP socket behaviour.")
+    add_parsers(p.add_subparsers(dest="command", metavar="COMMAND"))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _offline_parser() if argv and argv[0] in _OFFLINE else build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

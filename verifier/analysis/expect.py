@@ -3,7 +3,11 @@
     expect(trace).connection(dport=8080).handshake().no_rst()
     expect(trace).connection(dport=9).refused().syn_count(1)
 
-Every check returns the expectation so calls chain. A failed check raises
+Verdicts about how the attempt went (`handshake`, `refused`, `reset_by`) come from the attempt
+machine (`verifier.analysis.attempt`), the same one `verifier replay` and its `--expect` language
+use: a RST the client's stack would drop (no ACK bit, a wrong ACK, out of window) is not a
+refusal or a reset here either, and the report says why. Every check returns the expectation so
+calls chain. A failed check raises
 `ExpectationFailed` (an AssertionError, so pytest shows it as a test failure)
 whose message says which check failed and why, shows the EXPECTED exchange
 next to the CAPTURED one (the ladder of the primary interface, with `>>` on
@@ -13,7 +17,8 @@ Wireshark frame number to look at.
 
 from __future__ import annotations
 
-from verifier.analysis.trace import Connection, Event, Trace, format_endpoint, format_events, icmp_description
+from verifier.analysis.trace import Connection, Event, Trace, format_endpoint, format_events
+from verifier.wire.names import icmp_description
 
 __all__ = ["ConnectionExpectation", "ExpectationFailed", "TraceExpectation", "expect"]
 
@@ -216,7 +221,17 @@ class ConnectionExpectation:
         ]
         syn = self._syn(check, expected)
         later = self._after(syn)
-        synack = next((e for e in later if e.kind == "SYN-ACK" and e.direction == "s>c"), None)
+        synack = next((e for e in later if e.kind == "SYN-ACK" and e.direction == "s>c" and e.event == "SYNACK_S"),
+                      None)
+        bad = next((e for e in later if e.event == "SYNACK_S_BAD"), None)
+        if synack is None and bad is not None:
+            raise self._fail(
+                check,
+                f"the SYN-ACK acknowledges {bad.ack} (relative; absolute {bad.ack_abs}), expected 1 = client ISN "
+                f"{self.connection.isn_client} + 1: the client's stack answers it with RST (RFC 9293 3.10.7.3)",
+                expected,
+                mark=bad,
+            )
         if synack is None:
             reply = next((e for e in later if e.direction == "s>c" or e.kind == "ICMP"), None)
             if reply is None:
@@ -232,18 +247,10 @@ class ConnectionExpectation:
             else:
                 why = f"the server's first reply is {reply.flags}, not a SYN-ACK"
             raise self._fail(check, why, expected, mark=reply)
-        if synack.ack != 1:
-            raise self._fail(
-                check,
-                f"the SYN-ACK acknowledges {synack.ack} (relative; absolute {synack.ack_abs}), "
-                f"expected 1 = client ISN {self.connection.isn_client} + 1",
-                expected,
-                mark=synack,
-            )
         reply = next((e for e in self._after(synack) if e.direction == "c>s" and e.kind != "SYN"), None)
         if reply is None:
             raise self._fail(check, "the client never acknowledged the SYN-ACK", expected)
-        if reply.ack is None or "R" in reply.flags or reply.seq != 1 or reply.ack != 1:
+        if reply.ack is None or "R" in reply.flags or reply.seq != 1 or reply.ack != 1 or not self.connection.machine.established:
             raise self._fail(
                 check,
                 f"the client answered the SYN-ACK with {reply.flags} seq={reply.seq} "
@@ -266,8 +273,10 @@ class ConnectionExpectation:
             raise self._fail(
                 check, "the server answered with SYN-ACK: the port accepted the connection", expected, mark=synack
             )
-        rst = next((e for e in self._after(syn) if e.kind == "RST" and e.direction == "s>c"), None)
-        if rst is None:
+        rsts = [e for e in self._after(syn) if e.kind == "RST" and e.direction == "s>c"]
+        if self.connection.outcome == "refused":
+            return self
+        if not rsts:
             icmp = self.connection.icmp_events()
             why = "no RST from the server"
             if icmp:
@@ -277,17 +286,17 @@ class ConnectionExpectation:
                     f"({icmp_description(self.connection.family, e.icmp_type, e.icmp_code)}) from {e.icmp_from}"
                 )
             raise self._fail(check, why, expected, mark=icmp[0] if icmp and icmp[0] in self.events else None)
+        rst = rsts[0]
         if rst.ack is None:
-            raise self._fail(check, f"the server's RST has no ACK flag ({rst.flags})", expected, mark=rst)
-        if rst.ack != 1:
-            raise self._fail(
-                check,
-                f"the server's RST acknowledges {rst.ack} (relative; absolute {rst.ack_abs}), "
-                f"expected 1 = client ISN {self.connection.isn_client} + 1",
-                expected,
-                mark=rst,
-            )
-        return self
+            why = (f"the server's RST has no ACK flag ({rst.flags}): a client in SYN-SENT drops it "
+                   f"(RFC 9293 3.10.7.3), so the attempt is {self.connection.outcome}, not refused")
+        elif rst.ack != 1:
+            why = (f"the server's RST acknowledges {rst.ack} (relative; absolute {rst.ack_abs}), expected 1 = client "
+                   f"ISN {self.connection.isn_client} + 1: a client in SYN-SENT drops it (RFC 9293 3.10.7.3), so "
+                   f"the attempt is {self.connection.outcome}, not refused")
+        else:
+            why = f"the attempt machine reads the attempt as {self.connection.outcome} ({self.connection.detail})"
+        raise self._fail(check, why, expected, mark=rst)
 
     def syn_count(self, n: int) -> ConnectionExpectation:
         """Exactly n client SYNs with the connection's ISN (first + retransmissions)."""
@@ -319,13 +328,18 @@ class ConnectionExpectation:
         """A RST from `side` ("client" or "server")."""
         direction = self._direction(side)
         check = f"reset_by({side!r})"
-        if self.connection.first("RST", direction) is None:
-            other = self.connection.first("RST")
-            why = f"no RST from the {side}"
-            if other is not None:
-                why += f"; the {'client' if other.from_client else 'server'} sent {other.flags} at t={other.t:.6f}"
-            raise self._fail(check, why, [f"{direction}  R    (a RST from the {side})"], mark=other)
-        return self
+        accepted = ("RST_C",) if side == "client" else ("RST_S",)
+        if any(e.event in accepted for e in self.connection.select("RST", direction)):
+            return self
+        ignored = self.connection.first("RST", direction)
+        other = ignored or self.connection.first("RST")
+        why = f"no RST from the {side}"
+        if ignored is not None:
+            why = (f"the {side}'s {ignored.flags} at t={ignored.t:.6f} changes nothing for TCP: "
+                   f"{ignored.note or ignored.event}")
+        elif other is not None:
+            why += f"; the {'client' if other.from_client else 'server'} sent {other.flags} at t={other.t:.6f}"
+        raise self._fail(check, why, [f"{direction}  R    (a RST from the {side} that the peer accepts)"], mark=other)
 
     def fin_from(self, side: str) -> ConnectionExpectation:
         """A FIN from `side` ("client" or "server")."""

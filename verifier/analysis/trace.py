@@ -1,44 +1,57 @@
-"""Grouping decoded packets into TCP connections and per-interface events.
+"""A capture as TCP connections and per-interface events, for tests and reports.
 
-A `Trace` is built from `Packet`s (see `verifier.wire`) and holds the
-`Connection`s found in them. Each connection keeps, per capture interface, the
-list of `Event`s seen there, with sequence numbers relative to each side's
-initial sequence number, so that tests and reports can talk about "SYN,
-SYN-ACK ack=1, RST" the way a network engineer reads a tcpdump.
+A `Trace` is what the one connection model (`verifier.analysis.grouper`) finds in a capture, with
+every packet kept: each `Connection` is an `Attempt` (the same attempt machine and Zeek reading
+that `verifier replay` reports) that also holds its packets, and shows them per capture interface
+as `Event`s with sequence numbers relative to each side's initial sequence number, so that tests
+and reports can talk about "SYN, SYN-ACK ack=1, RST" the way a network engineer reads a tcpdump.
 
-Nothing here reads files or captures traffic; `verifier.analysis.tracefile.load_trace`
-glues the reader, the decoder and `Trace.from_packets` together.
+    trace = load_trace("run.pcapng")          # or capture.trace() in a test
+    conn = trace.find(dport=5000)[0]
+    conn.outcome, conn.detail                 # the attempt machine's verdict
+    print(conn.ladder())                      # the exchange on its primary interface
+
+Nothing here captures traffic; `load_trace` reads a file through `verifier.pcap`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import BinaryIO
 
-from verifier.wire import ACK, FIN, RST, SYN, Packet
-from verifier.pcap import InterfaceStats
+from verifier.analysis.attempt import EVENT_NOTES, EVENTS
+from verifier.analysis.grouper import Attempt, Grouper
+from verifier.pcap import InterfaceStats, Reader
+from verifier.wire import ACK, FIN, ICMP, RST, SYN, TCP, Decoder, Packet, icmp_description
 
-__all__ = ["Connection", "Event", "Trace", "format_endpoint", "format_events", "icmp_description"]
+__all__ = ["Connection", "ConnectionStream", "Event", "Trace", "format_endpoint", "format_events", "icmp_description",
+           "load_trace", "stream_connections"]
 
 EVENT_KINDS = ("SYN", "SYN-ACK", "ACK", "DATA", "FIN", "RST", "ICMP", "OTHER")
 
 Endpoint = tuple[str, int]
+
+#: A Trace holds every packet in memory; it never evicts attempts (use `verifier replay` for
+#: captures too big for that).
+_NO_CAP = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """One packet of a connection as seen on one interface.
 
-    `seq`/`ack` are relative to the sending / receiving side's initial
-    sequence number (signed, so a segment just below the ISN shows as -1);
-    `ack` is None when the ACK flag is clear. `kind` is one of SYN, SYN-ACK,
-    ACK, DATA, FIN (also with data), RST (also with ACK), ICMP, or OTHER for a
-    segment with none of SYN/FIN/RST/ACK and no payload. ICMP events describe
-    an ICMP error quoting a packet of this connection: `direction` is the way
-    the error travels (back towards the sender of the quoted packet) and
-    `quoted_seq` is relative to that sender's ISN.
+    `seq`/`ack` are relative to the sending / receiving side's initial sequence number (signed, so a
+    segment just below the ISN shows as -1); `ack` is None when the ACK flag is clear. `kind` is one
+    of SYN, SYN-ACK, ACK, DATA, FIN (also with data), RST (also with ACK), ICMP, or OTHER for a
+    segment with none of SYN/FIN/RST/ACK and no payload. ICMP events describe an ICMP error quoting
+    a packet of this connection: `direction` is the way the error travels (back towards the sender
+    of the quoted packet) and `quoted_seq` is relative to that sender's ISN. `event` is what the
+    attempt machine made of the packet (an EVENTS name, e.g. "RST_S_IGNORED"; None for a copy on
+    another interface than the primary), and `note` says why when the packet changed nothing.
     """
 
     t: float  # seconds since the trace's first packet
@@ -60,41 +73,12 @@ class Event:
     icmp_from: str | None = None
     quoted_seq: int | None = None
     mtu: int | None = None
+    event: str | None = None
+    note: str | None = None
 
     @property
     def from_client(self) -> bool:
         return self.direction == "c>s"
-
-
-_ICMP4_NAMES = {
-    (3, 0): "net unreachable",
-    (3, 1): "host unreachable",
-    (3, 2): "protocol unreachable",
-    (3, 3): "port unreachable",
-    (3, 4): "fragmentation needed",
-    (3, 9): "net administratively prohibited",
-    (3, 10): "host administratively prohibited",
-    (3, 13): "communication administratively prohibited",
-    (11, 0): "TTL exceeded in transit",
-    (11, 1): "fragment reassembly time exceeded",
-}
-_ICMP6_NAMES = {
-    (1, 0): "no route to destination",
-    (1, 1): "administratively prohibited",
-    (1, 3): "address unreachable",
-    (1, 4): "port unreachable",
-    (1, 5): "source address failed policy",
-    (1, 6): "reject route",
-    (3, 0): "hop limit exceeded",
-}
-_ICMP4_TYPES = {3: "destination unreachable", 11: "time exceeded", 12: "parameter problem"}
-_ICMP6_TYPES = {1: "destination unreachable", 2: "packet too big", 3: "time exceeded", 4: "parameter problem"}
-
-
-def icmp_description(family: int, icmp_type: int | None, icmp_code: int | None) -> str:
-    """A short human name for an ICMP/ICMPv6 error type and code."""
-    names, types = (_ICMP4_NAMES, _ICMP4_TYPES) if family == 4 else (_ICMP6_NAMES, _ICMP6_TYPES)
-    return names.get((icmp_type, icmp_code)) or types.get(icmp_type, "error")  # type: ignore[arg-type]
 
 
 def format_endpoint(ep: Endpoint) -> str:
@@ -129,7 +113,8 @@ def format_events(events: Sequence[Event], *, mark: Event | None = None, family:
 
     `  0.000000  client:eth0  c>s  S    seq=0 ack=-  len=0`
 
-    `mark` (an event of the list) gets a `>>` in the margin.
+    `mark` (an event of the list) gets a `>>` in the margin; a packet the attempt machine ignored
+    gets its reason at the end of the line.
     """
     if not events:
         return "  (no packets)"
@@ -151,76 +136,45 @@ def format_events(events: Sequence[Event], *, mark: Event | None = None, family:
             )
             if e.mtu is not None:
                 text += f" mtu={e.mtu}"
-            lines.append(head + text)
-            continue
-        ack = "-" if e.ack is None else str(e.ack)
-        line = f"{head}{e.flags:<{fw}} seq={e.seq!s:<{sw}} ack={ack:<{aw}}  len={e.payload_len}"
-        if e.mss is not None:
-            line += f"  mss={e.mss}"
-        lines.append(line)
+        else:
+            ack = "-" if e.ack is None else str(e.ack)
+            text = f"{e.flags:<{fw}} seq={e.seq!s:<{sw}} ack={ack:<{aw}}  len={e.payload_len}"
+            if e.mss is not None:
+                text += f"  mss={e.mss}"
+        if e.note:
+            text += f"   [{e.note}]"
+        lines.append(head + text)
     return "\n".join(lines)
 
 
-class Connection:
-    """One TCP connection attempt: a 4-tuple plus one client ISN.
+class Connection(Attempt):
+    """One TCP connection attempt of a Trace: an `Attempt` (identity, the attempt machine's
+    `outcome`/`detail`, Zeek's `conn_state`/`history`) that also holds its packets.
 
-    The client is the sender of the SYN (without ACK). A connection whose
-    first packet is not such a SYN is `partial`; it is then oriented from its
-    first packet: the receiver of a SYN-ACK is the client, otherwise the
-    sender of the first packet is. Events are kept per capture interface;
-    `events` are those of the primary interface, where the connection was
-    seen first (normally the client's own interface).
+    The client is the sender of the SYN (without ACK). A connection whose first packet is not such a
+    SYN is `partial`; it is then oriented from its first packet: the receiver of a SYN-ACK is the
+    client, otherwise the sender of the first packet is. Events are kept per capture interface;
+    `events` are those of the primary interface, where the connection was seen first (normally the
+    client's own interface): the attempt machine judged those.
     """
 
-    def __init__(
-        self, number: int, attempt: int, family: int, client: Endpoint, server: Endpoint, partial: bool
-    ) -> None:
-        self.number = number  # position in trace.connections
-        self.attempt = attempt  # 0 for the first connection on this 4-tuple, then 1, ...
-        self.family = family
-        self.client = client
-        self.server = server
-        self.partial = partial
-        self.isn_client: int | None = None
-        self.isn_server: int | None = None
-        self.interfaces: list[str] = []
-        self.packets: list[Packet] = []  # TCP and ICMP, all interfaces, in time order
+    def _setup(self, t0_ns: int) -> None:
+        """Build the per-interface events (called once the trace is complete)."""
+        self._t0 = t0_ns
         self._events: dict[str, list[Event]] = {}
-        self._closed = False  # RST seen, or FINs from both sides
-        self._fins: set[bool] = set()
-
-    # ---- building (used by Trace.from_packets)
-
-    def _add(self, p: Packet) -> None:
-        if p.iface not in self._events:
-            self._events[p.iface] = []
-            self.interfaces.append(p.iface)
-        self.packets.append(p)
-        if p.proto != "tcp":
-            return
-        from_client = p.src == self.client[0] and p.sport == self.client[1]
-        flags = p.flags
-        if flags & SYN:
-            if from_client and not flags & ACK:
-                if self.isn_client is None:
-                    self.isn_client = p.seq
-            elif not from_client and self.isn_server is None:
-                self.isn_server = p.seq
-        if flags & RST:
-            self._closed = True
-        if flags & FIN:
-            self._fins.add(from_client)
-            if len(self._fins) == 2:
-                self._closed = True
-
-    def _finish(self, t0_ns: int) -> None:
+        self.interfaces: list[str] = []
+        self.packets: list[Packet] = list(self.pkts or ())
+        evs = list(self.evs or ())
+        self.isn_client = self.isn0 if self.isn0 >= 0 else None
+        m = self.machine
+        self.isn_server = m.s_isn if m.s_isn >= 0 else None
         client_base = self.isn_client
         server_base = self.isn_server
         client_ack = server_ack = None  # first ACK value each side sent
         for p in self.packets:
-            if p.proto != "tcp":
+            if p.kind != TCP:
                 continue
-            if (p.src, p.sport) == self.client:
+            if p.src_low == self.c_low:
                 if client_base is None:
                     client_base = p.seq
                 if client_ack is None and p.flags & ACK:
@@ -235,55 +189,43 @@ class Connection:
             client_base = (server_ack - 1) & 0xFFFFFFFF
         if server_base is None and client_ack is not None:
             server_base = (client_ack - 1) & 0xFFFFFFFF
-
-        for p in self.packets:
-            t = (p.ts_ns - t0_ns) / 1e9
-            if p.proto == "tcp":
-                from_client = (p.src, p.sport) == self.client
+        for p, ev in zip(self.packets, evs):
+            name = _iface_name(p)
+            if name not in self._events:
+                self._events[name] = []
+                self.interfaces.append(name)
+            event = EVENTS[ev] if ev >= 0 else None
+            note = EVENT_NOTES.get(event) if event is not None else None
+            if event is not None and m.miss is not None and m.miss[2] == p.index and m.miss[1] == event:
+                note = f"no transition for {event} in {m.miss[0]}: reported"
+            if p.kind == TCP:
+                from_client = p.src_low == self.c_low
                 own, peer = (client_base, server_base) if from_client else (server_base, client_base)
                 has_ack = p.flags & ACK
-                ev = Event(
-                    t=t,
-                    ts_ns=p.ts_ns,
-                    iface=p.iface,
-                    direction="c>s" if from_client else "s>c",
-                    kind=_kind(p.flags, p.payload_len),
-                    flags=p.flag_str,
-                    seq=_rel(p.seq, own),
-                    ack=_rel(p.ack, peer) if has_ack else None,
-                    seq_abs=p.seq,
-                    ack_abs=p.ack if has_ack else None,
-                    payload_len=p.payload_len,
-                    packet_index=p.index,
-                    window=p.window,
-                    mss=p.options_mss,
-                )
+                e = Event(
+                    t=(p.ts_ns - t0_ns) / 1e9, ts_ns=p.ts_ns, iface=name, direction="c>s" if from_client else "s>c",
+                    kind=_kind(p.flags, p.payload_len), flags=p.flag_str, seq=_rel(p.seq, own),
+                    ack=_rel(p.ack, peer) if has_ack else None, seq_abs=p.seq, ack_abs=p.ack if has_ack else None,
+                    payload_len=p.payload_len, packet_index=p.index, window=p.window, mss=p.mss, event=event,
+                    note=note)
             else:
                 q = p.quoted
-                assert q is not None
-                quoted_from_client = (q.src, q.sport) == self.client
-                ev = Event(
-                    t=t,
-                    ts_ns=p.ts_ns,
-                    iface=p.iface,
-                    direction="s>c" if quoted_from_client else "c>s",
-                    kind="ICMP",
-                    flags="",
-                    seq=None,
-                    ack=None,
-                    seq_abs=None,
-                    ack_abs=None,
-                    payload_len=0,
-                    packet_index=p.index,
-                    icmp_type=p.icmp_type,
-                    icmp_code=p.icmp_code,
-                    icmp_from=p.src,
-                    quoted_seq=_rel(q.seq, client_base if quoted_from_client else server_base),
-                    mtu=p.mtu,
-                )
-            self._events[p.iface].append(ev)
+                quoted_from_client = q.src_raw == self.c_addr and q.sport == self.c_port
+                e = Event(
+                    t=(p.ts_ns - t0_ns) / 1e9, ts_ns=p.ts_ns, iface=name,
+                    direction="s>c" if quoted_from_client else "c>s", kind="ICMP", flags="", seq=None, ack=None,
+                    seq_abs=None, ack_abs=None, payload_len=0, packet_index=p.index, icmp_type=p.icmp_type,
+                    icmp_code=p.icmp_code, icmp_from=p.src,
+                    quoted_seq=_rel(q.seq, client_base if quoted_from_client else server_base), mtu=p.mtu,
+                    event=event, note=note)
+            self._events[name].append(e)
 
     # ---- queries
+
+    @property
+    def attempt(self) -> int:
+        """0 for the first attempt on this 4-tuple, then 1, ..."""
+        return self.attempt_no
 
     @property
     def primary_interface(self) -> str:
@@ -303,9 +245,7 @@ class Connection:
         if kind is not None and kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
         events = self.events if iface is None else self.at(iface)
-        return [
-            e for e in events if (kind is None or e.kind == kind) and (direction is None or e.direction == direction)
-        ]
+        return [e for e in events if (kind is None or e.kind == kind) and (direction is None or e.direction == direction)]
 
     def first(self, kind: str, direction: str | None = None) -> Event | None:
         """The first event of that kind (and direction) on the primary interface."""
@@ -320,41 +260,16 @@ class Connection:
         """Attached ICMP errors on every interface (one per copy captured)."""
         return [e for iface in self.interfaces for e in self._events[iface] if e.kind == "ICMP"]
 
-    @property
-    def start_ns(self) -> int:
-        return self.packets[0].ts_ns
-
-    @property
-    def outcome(self) -> str:
-        """A few words on how the exchange went, from the primary interface."""
-        kinds = {(e.kind, e.direction) for e in self.events}
-        if ("RST", "s>c") in kinds and ("SYN-ACK", "s>c") not in kinds and ("SYN", "c>s") in kinds:
-            return "refused"
-        if ("RST", "c>s") in kinds:
-            return "reset by client"
-        if ("RST", "s>c") in kinds:
-            return "reset by server"
-        fins = {d for k, d in kinds if k == "FIN"}
-        if len(fins) == 2:
-            return "closed"
-        if fins:
-            return "half-closed by " + ("client" if "c>s" in fins else "server")
-        if ("SYN-ACK", "s>c") in kinds:
-            return "established" if ("ACK", "c>s") in kinds or ("DATA", "c>s") in kinds else "syn-received"
-        if self.icmp_events():
-            return "icmp error"
-        if ("SYN", "c>s") in kinds:
-            return "no answer"
-        return "mid-stream"
-
     def describe(self) -> str:
         """One line: number, endpoints, family, outcome, SYN count, interfaces."""
-        syns = len(self.syns())
+        syns = self.syn_count
         extra = " partial" if self.partial else ""
-        attempt = f" attempt {self.attempt + 1}" if self.attempt else ""
+        attempt = f" attempt {self.attempt_no + 1}" if self.attempt_no else ""
+        outcome, detail = self.outcome, self.detail
+        by = f" by the {self.reset_by}" if self.reset_by else ""
         return (
-            f"#{self.number} {format_endpoint(self.client)} > {format_endpoint(self.server)} "
-            f"IPv{self.family}{attempt}{extra}: {self.outcome}, {syns} SYN{'s' if syns != 1 else ''}, "
+            f"#{self.id} {format_endpoint(self.client)} > {format_endpoint(self.server)} "
+            f"IPv{self.family}{attempt}{extra}: {outcome}{by} ({detail}), {syns} SYN{'s' if syns != 1 else ''}, "
             f"{len(self.events)} packets on {self.primary_interface}"
             + (f" (also seen on {', '.join(self.interfaces[1:])})" if len(self.interfaces) > 1 else "")
         )
@@ -378,6 +293,10 @@ class Connection:
         return f"<Connection {self.describe()}>"
 
 
+def _iface_name(p: Packet) -> str:
+    return p.iface_name if p.iface_name is not None else str(p.iface)
+
+
 def _canon_addr(addr: object) -> str:
     return str(ipaddress.ip_address(str(addr)))
 
@@ -385,9 +304,9 @@ def _canon_addr(addr: object) -> str:
 class Trace:
     """The TCP connections (and unmatched ICMP errors) found in a capture.
 
-    Build one with `Trace.from_packets` or `verifier.analysis.tracefile.load_trace`.
-    `malformed` / `skipped` count packets the loader could not decode / that
-    were not TCP or ICMP errors; `from_packets` leaves them at 0.
+    Build one with `load_trace(path)` or `Trace.from_packets(decoded packets)`. `malformed` /
+    `skipped` count frames that could not be decoded / that are neither TCP nor ICMP errors;
+    `stats` has the grouper's full counts, `damage` the file's damage notes.
     """
 
     def __init__(self, source: str | None = None) -> None:
@@ -400,87 +319,57 @@ class Trace:
         self.malformed = 0
         self.skipped = 0
         self.truncated = False
+        self.damage: list = []
         self.capture_stats: list[InterfaceStats] = []  # from the capture file's ISBs
+        self.stats = None
+
+    @classmethod
+    def _from_grouper(cls, g: Grouper, source: str | None) -> Trace:
+        g.finish()
+        trace = cls(source)
+        conns = sorted(g.take(), key=attrgetter("id"))
+        firsts = [c.pkts[0].ts_ns for c in conns if c.pkts] + [p.ts_ns for p in g.unmatched]
+        trace.t0_ns = min(firsts, default=0)
+        for c in conns:
+            c._setup(trace.t0_ns)
+        trace.connections = conns
+        trace.unmatched_icmp = list(g.unmatched)
+        seen: dict[str, None] = {}
+        for c in conns:
+            for i in c.interfaces:
+                seen.setdefault(i)
+        for p in g.unmatched:
+            seen.setdefault(_iface_name(p))
+        trace.interfaces = list(seen)
+        st = g.stats
+        trace.stats = st
+        trace.packet_count = st.tcp + st.icmp
+        trace.malformed = st.malformed
+        trace.skipped = st.other + st.fragments + sum(st.unsupported.values()) + st.icmp_other
+        trace.truncated = st.truncated
+        trace.damage = st.damage
+        return trace
 
     @classmethod
     def from_packets(cls, packets: Iterable[Packet | None], *, source: str | None = None) -> Trace:
-        """Group packets into connections; they are first sorted (stably) by time.
+        """Group decoded packets (`verifier.wire.decode` results, with their capture context) into
+        connections, in the order given, through the same model as `load_trace`. None items
+        (frames `decode` skipped) are ignored."""
+        g = Grouper(keep=True, factory=Connection, max_connections=_NO_CAP)
+        for p in packets:
+            if p is not None and (p.kind == TCP or p.kind == ICMP):
+                g.feed(p)
+        return cls._from_grouper(g, source)
 
-        None items (frames `decode` skipped) are ignored, so decoder output
-        can be passed straight in.
-        """
-        trace = cls(source)
-        # Captures from several interfaces interleave slightly out of order.
-        pkts = sorted((p for p in packets if p is not None), key=attrgetter("ts_ns"))
-        trace.packet_count = len(pkts)
-        if not pkts:
-            return trace
-        trace.t0_ns = pkts[0].ts_ns
-        current: dict[tuple, Connection] = {}  # newest attempt per 4-tuple
-        by_isn: dict[tuple, Connection] = {}  # (4-tuple, client endpoint, ISN) -> attempt
-        attempts: dict[tuple, int] = {}
-        seen_ifaces: dict[str, None] = {}
-
-        def new_connection(key: tuple, family: int, client: Endpoint, server: Endpoint, partial: bool) -> Connection:
-            n = attempts.get(key, 0)
-            attempts[key] = n + 1
-            conn = Connection(len(trace.connections), n, family, client, server, partial)
-            trace.connections.append(conn)
-            current[key] = conn
-            return conn
-
-        for p in pkts:
-            seen_ifaces.setdefault(p.iface)
-            if p.proto == "tcp":
-                a, b = (p.src, p.sport), (p.dst, p.dport)
-                key = (p.family, a, b) if a <= b else (p.family, b, a)
-                conn = current.get(key)
-                flags = p.flags
-                if flags & (SYN | ACK) == SYN:
-                    same_isn = by_isn.get((key, a, p.seq))
-                    if same_isn is not None:
-                        conn = same_isn  # retransmission, or the same SYN on another interface
-                    elif conn is not None and _simultaneous_open(conn, a):
-                        pass
-                    else:
-                        conn = new_connection(key, p.family, a, b, False)
-                        by_isn[(key, a, p.seq)] = conn
-                elif conn is None:
-                    if flags & (SYN | ACK) == SYN | ACK:
-                        conn = new_connection(key, p.family, b, a, True)
-                    else:
-                        conn = new_connection(key, p.family, a, b, True)
-                conn._add(p)
-            else:
-                conn = _icmp_owner(p, current, by_isn)
-                if conn is None:
-                    trace.unmatched_icmp.append(p)
-                else:
-                    conn._add(p)
-        for conn in trace.connections:
-            conn._finish(trace.t0_ns)
-        trace.interfaces = list(seen_ifaces)
-        return trace
-
-    def find(
-        self,
-        *,
-        sport: int | None = None,
-        dport: int | None = None,
-        src: str | None = None,
-        dst: str | None = None,
-        family: int | None = None,
-    ) -> list[Connection]:
+    def find(self, *, sport: int | None = None, dport: int | None = None, src: str | None = None,
+             dst: str | None = None, family: int | None = None) -> list[Connection]:
         """Connections matching all given fields; sport/src are the client's, dport/dst the server's."""
         src_c = _canon_addr(src) if src is not None else None
         dst_c = _canon_addr(dst) if dst is not None else None
         return [
-            c
-            for c in self.connections
-            if (sport is None or c.client[1] == sport)
-            and (dport is None or c.server[1] == dport)
-            and (src_c is None or c.client[0] == src_c)
-            and (dst_c is None or c.server[0] == dst_c)
+            c for c in self.connections
+            if (sport is None or c.c_port == sport) and (dport is None or c.s_port == dport)
+            and (src_c is None or c.orig_h == src_c) and (dst_c is None or c.resp_h == dst_c)
             and (family is None or c.family == family)
         ]
 
@@ -490,10 +379,10 @@ class Trace:
         notes = []
         if self.unmatched_icmp:
             notes.append(f"{len(self.unmatched_icmp)} unmatched ICMP error(s)")
-        if self.malformed:
+        if self.stats is not None:
+            notes += [n for n in self.stats.notes() if "ICMP error(s) quoting no connection" not in n]
+        elif self.malformed:
             notes.append(f"{self.malformed} malformed packet(s)")
-        if self.truncated:
-            notes.append("capture truncated")
         if notes:
             head += ", " + ", ".join(notes)
         lines = [head]
@@ -504,18 +393,59 @@ class Trace:
         return f"<Trace {self.source or '(in memory)'}: {len(self.connections)} connections>"
 
 
-def _simultaneous_open(conn: Connection, sender: Endpoint) -> bool:
-    """A SYN from the server side of a still-open attempt that has no server ISN yet."""
-    return not conn._closed and not conn.partial and sender == conn.server and conn.isn_server is None
+def load_trace(source: str | os.PathLike | BinaryIO, *, checksums: bool = False) -> Trace:
+    """Read a pcap/pcapng file and build its Trace, through the same reader, decoder and grouper as
+    `verifier replay`. A damaged or truncated file gives the connections before the damage, the
+    notes in `trace.damage` (`trace.truncated`) and a warning; a file that is not a capture raises
+    CaptureFormatError."""
+    return _from_file(source, checksums=checksums)
 
 
-def _icmp_owner(p: Packet, current: dict[tuple, Connection], by_isn: dict[tuple, Connection]) -> Connection | None:
-    q = p.quoted
-    if q is None or q.proto != "tcp" or q.sport is None or q.dport is None:
-        return None
-    a, b = (q.src, q.sport), (q.dst, q.dport)
-    key = (q.family, a, b) if a <= b else (q.family, b, a)
-    # A quoted SYN names its attempt exactly; otherwise the newest attempt.
-    if q.seq is not None and (key, a, q.seq) in by_isn:
-        return by_isn[(key, a, q.seq)]
-    return current.get(key)
+def _from_file(source, *, checksums: bool = False, keep_ids=None, max_packets: int = 0, grouping=None) -> Trace:
+    """A Trace of a file; `keep_ids`: only those attempts keep their packets; `grouping`: a Grouper
+    whose options to use (the same ids as the pass that grouper made)."""
+    reader = Reader(source)
+    try:
+        opts = dict(grouping.options) if grouping is not None else {}
+        opts.setdefault("max_connections", _NO_CAP)
+        g = Grouper(keep=True, factory=Connection, keep_ids=keep_ids, max_packets=max_packets, **opts)
+        g.run(reader, Decoder(checksums))
+        trace = Trace._from_grouper(g, reader.name)
+        trace.capture_stats = list(reader.stats)
+        return trace
+    finally:
+        reader.close()
+
+
+class ConnectionStream:
+    """The Connections of a file with their packets, streamed: each is yielded (with its events
+    built) when it finishes, so that `verifier show` holds only the live ones. At most
+    `max_packets` packets are kept per connection (0: all). `stats` after iterating."""
+
+    def __init__(self, source, *, max_packets: int = 0, checksums: bool = False, **grouper_options) -> None:
+        self.source = source
+        self.checksums = checksums
+        self.grouper = Grouper(keep=True, factory=Connection, max_packets=max_packets, **grouper_options)
+        self.stats = self.grouper.stats
+
+    def __iter__(self):
+        g = self.grouper
+        reader = Reader(self.source)
+        try:
+            dec = Decoder(self.checksums)
+            more = True
+            while more:
+                more = g.run(reader, dec, 65536)
+                if not more:
+                    g.finish()
+                done = sorted(g.take(), key=attrgetter("id"))
+                for c in done:
+                    c._setup(g.first_ns)
+                    yield c
+        finally:
+            reader.close()
+
+
+def stream_connections(source, **options) -> ConnectionStream:
+    """`ConnectionStream(source, **options)`."""
+    return ConnectionStream(source, **options)

@@ -137,7 +137,7 @@ class Capture:
             raise CaptureError(f"the capture lost {self.dropped} packets, so its evidence is incomplete: "
                                f"{self.summary()}")
         if self._trace is None:
-            from verifier.analysis.tracefile import load_trace
+            from verifier.analysis.trace import load_trace
 
             self._trace = load_trace(self.path)
         return self._trace

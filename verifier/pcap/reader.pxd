@@ -1,5 +1,9 @@
 # C types for reader.py (Cython "augmenting" declarations: reader.py stays plain Python).
 
+cdef unsigned int SHB, IDB, PB, SPB, ISB, EPB
+cdef int DIR_NONE, DIR_IN, DIR_OUT, TS_MUL, TS_DIV, TS_SHIFT, MAX_WARNINGS
+cdef long long INT64_MAX, MAX_RECORD_LEN
+
 cdef class Iface:
     cdef public int id, linktype, kind, shift
     cdef public object name, description
@@ -12,7 +16,7 @@ cdef class Reader:
     cdef public object f, name
     cdef public bint owns, eof, be, nano, started, finished, truncated
     cdef public Py_ssize_t chunk, pos, end, extra
-    cdef public bytes buf
+    cdef public bytearray buf
     cdef public long long base, packets_read, last_ts, rec_ts, rec_index
     cdef public int fmt, sections, damage_count
     cdef public list ifaces, all_ifaces, stats, damage

@@ -25,6 +25,8 @@ if_description, if_tsresol and if_tsoffset, ISB counters). References: draft-iet
 draft-ietf-opsawg-pcapng.
 """
 
+from __future__ import annotations
+
 import os
 import warnings
 
@@ -118,7 +120,7 @@ class Reader:
             self.name = name if isinstance(name, str) else "<stream>"
             self.f = source
         self.chunk = chunk
-        self.buf = b""
+        self.buf = bytearray()
         self.pos = 0
         self.end = 0
         self.base = 0
@@ -150,27 +152,36 @@ class Reader:
     # ---- the read buffer
 
     def _fill(self, n: cython.Py_ssize_t) -> cython.bint:
-        """Make `n` bytes available at `pos`; False if the file ends first. Linear in `n`: a record
-        larger than the chunk is read with one call, not grown chunk by chunk."""
+        """Make `n` bytes available at `pos`; False if the file ends first. The buffer is one
+        bytearray, refilled in place with readinto (no new allocation, so no new pages, per chunk),
+        and grown once for a record larger than it: the work stays linear in the record's size."""
         have: cython.Py_ssize_t = self.end - self.pos
         if have >= n:
             return True
         if self.eof:
             return False
-        parts = [self.buf[self.pos:self.end]] if have else []
-        while have < n:
-            want = self.chunk if n - have <= self.chunk else n - have
-            chunk = self.f.read(want)
-            if not chunk:
+        buf = self.buf
+        if self.pos:
+            buf[0:have] = buf[self.pos:self.end]
+            self.base += self.pos
+            self.pos = 0
+            self.end = have
+        want: cython.Py_ssize_t = n if n > self.chunk else self.chunk
+        if len(buf) < want:
+            buf.extend(bytes(want - len(buf)))
+        reader = getattr(self.f, "readinto", None)
+        while self.end < n:
+            if reader is not None:
+                got = reader(memoryview(buf)[self.end:])
+            else:  # a file object without readinto
+                chunk = self.f.read(len(buf) - self.end)
+                got = len(chunk) if chunk else 0
+                buf[self.end:self.end + got] = chunk
+            if not got:
                 self.eof = True
                 break
-            parts.append(chunk)
-            have += len(chunk)
-        self.base += self.pos
-        self.buf = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.pos = 0
-        self.end = len(self.buf)
-        return have >= n
+            self.end += got
+        return self.end >= n
 
     def offset(self) -> cython.longlong:
         """The file offset of the next byte to parse."""
@@ -476,7 +487,7 @@ class Reader:
             pos += 4
             if code == 0 or pos + length > end:
                 break
-            opts.setdefault(code, []).append(self.buf[pos:pos + length])
+            opts.setdefault(code, []).append(bytes(self.buf[pos:pos + length]))
             pos += length + ((4 - length % 4) % 4)
         return opts
 
@@ -570,7 +581,7 @@ class Reader:
 
     def record(self) -> bytes:
         """The current record's captured bytes (a copy)."""
-        return self.buf[self.rec_off:self.rec_off + self.rec_caplen]
+        return bytes(self.buf[self.rec_off:self.rec_off + self.rec_caplen])
 
     def direction(self):
         return DIRECTIONS[self.rec_dir]
@@ -579,7 +590,7 @@ class Reader:
         if self.owns and self.f is not None:
             self.f.close()
         self.f = None
-        self.buf = b""
+        self.buf = bytearray()
         self.pos = self.end = 0
 
     def trailing_lost(self) -> dict:

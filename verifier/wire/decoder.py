@@ -1,213 +1,66 @@
-"""Decoding captured frames into TCP and ICMP-error `Packet` records.
+"""The one decoder of captured frames: every link type and encapsulation is read here, once.
 
-`decode(raw)` turns one `RawPacket` into a `Packet` (TCP segment, or ICMP /
-ICMPv6 error quoting some packet), returns None for traffic this project does
-not analyse (ARP, UDP, echo requests, non-first fragments, ...), and raises
-`MalformedPacket` when a frame claims to be IPv4/IPv6 carrying TCP or ICMP but
-its headers are broken or cut short. Callers count the two cases apart:
+`decode_frame(linktype, data, orig_len)` turns one captured frame into a list of `Packet` records
+(usually one): the TCP segment or ICMP/ICMPv6 error it carries, innermost first-class packet of any
+tunnel included, or a record saying why there is none (`kind` OTHER, FRAGMENT, MALFORMED, BADSUM,
+UNSUPPORTED). `decode(raw)` does the same for a `verifier.pcap.RawPacket` and returns its first TCP
+or ICMP-error packet with the capture context set. Live traces, `verifier show`, `verifier replay`,
+the fault agent and re-driving all read frames through this module.
 
-    try:
-        pkt = decode(raw)
-    except MalformedPacket:
-        malformed += 1
-    else:
-        if pkt is None: skipped += 1
+Link layers: Ethernet (VLAN/QinQ 802.1Q/ad and the 0x9100/0x9200 tags, MPLS, PPPoE, 802.1ah PBB,
+VN-Tag, Cisco FabricPath), Linux cooked v1 and v2, raw IPv4/IPv6 (101, 12, 14, 228, 229), BSD
+loopback (0, 108). Tunnels are decapsulated as Zeek does: IP-in-IP (4, 41), GRE (with ERSPAN II/III,
+transparent Ethernet, PPP, Aruba 802.11 with A-MSDU), GRE over UDP (RFC 8086, port 4754), VXLAN,
+Geneve, GTP-U, Teredo (by port or by content) and AYIYA, at most `MAX_DEPTH` deep. IPv4/IPv6
+fragments are not reassembled (kind FRAGMENT). TCP options are parsed on SYN segments (MSS, window
+scale, SACK permitted, timestamps).
 
-The decoder is written by hand over raw bytes with `struct` for speed instead
-of using Scapy dissection: a later benchmark needs more than a million packets
-per second, and importing Scapy alone takes about a second. Scapy is only used
-in the tests, to cross-check these fields.
+Every length is checked against the captured bytes before it is read: `tests/unit/test_decoder.py`
+and the fuzz targets (tests/fuzz) feed it hostile frames, and the compiled and the pure-Python
+versions of this very file must agree on every one.
+
+This module is the readable reference and, compiled by Cython when the package is installed
+(`decoder.pxd` gives the C types), the fast engine. It is written by hand rather than with Scapy's
+dissectors because replay must decode well over a million frames per second; Scapy stays the
+user's tool for looking at single packets (`verifier.replay` shows them through Scapy).
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
 
-from verifier.pcap import RawPacket
-from verifier.wire.encode import checksum_of_sum, internet_checksum
+import cython
+
+from verifier.wire.names import ACK, FIN, RST, SYN, flag_str
 
 __all__ = [
-    "ACK",
-    "CWR",
-    "ECE",
-    "FIN",
-    "NS",
-    "PSH",
-    "RST",
-    "SYN",
-    "URG",
-    "MalformedPacket",
-    "Packet",
-    "QuotedPacket",
-    "address_text",
-    "checksum_of_sum",
-    "decode",
-    "flag_str",
-    "internet_checksum",
+    "BADSUM", "FRAGMENT", "ICMP", "MALFORMED", "OTHER", "TCP", "UNSUPPORTED", "Decoder", "MalformedPacket",
+    "Packet", "QuotedPacket", "address_text", "decode", "decode_frame",
 ]
 
-FIN = 0x001
-SYN = 0x002
-RST = 0x004
-PSH = 0x008
-ACK = 0x010
-URG = 0x020
-ECE = 0x040
-CWR = 0x080
-NS = 0x100  # the old ECN-nonce bit, now "AE" (accurate ECN); Scapy calls it N
+if not cython.compiled:  # compiled, these are a cpdef enum of decoder.pxd, with the same values
+    # Packet kinds
+    OTHER = 0  # readable, but neither TCP nor an ICMP error (ARP, UDP, echo, ...)
+    TCP = 1
+    ICMP = 2  # an ICMP or ICMPv6 error quoting an IP packet
+    FRAGMENT = 3  # an IPv4/IPv6 fragment (not reassembled)
+    MALFORMED = 4  # claims to be IP/TCP/ICMP but its headers are broken or cut short; see `error`
+    BADSUM = 5  # an IPv4 header with a bad checksum (only when checksums are checked)
+    UNSUPPORTED = 6  # a link type this decoder does not read
+KIND_NAMES = ("other", "tcp", "icmp", "fragment", "malformed", "bad-checksum", "unsupported-link-type")
 
-_FLAG_LETTERS = "FSRPAUECN"  # tcpdump/Scapy letter order
-_FLAG_STRS = tuple(
-    "".join(letter for bit, letter in enumerate(_FLAG_LETTERS) if v & (1 << bit)) for v in range(512)
-)
+MAX_DEPTH = 6  # nested encapsulations
+LINKTYPES = frozenset((0, 1, 12, 14, 101, 108, 113, 228, 229, 276))
 
+_TUNNEL_PORTS = {4789: "vxlan", 6081: "geneve", 2152: "gtp", 3544: "teredo", 5072: "ayiya", 4754: "gre"}
 
-def flag_str(flags: int) -> str:
-    """Letters for a TCP flag bitmask in the fixed order F S R P A U E C N."""
-    return _FLAG_STRS[flags & 0x1FF]
-
-
-class MalformedPacket(ValueError):
-    """A frame that claims to carry IPv4/IPv6 TCP or ICMP but cannot be decoded."""
-
-
-@dataclass(frozen=True, slots=True)
-class QuotedPacket:
-    """The offending packet's headers as quoted inside an ICMP error.
-
-    `sport`/`dport` are None when the quote is too short to hold them (or the
-    protocol has no ports); `seq` is None unless it is TCP with 8 quoted bytes.
-    """
-
-    family: int
-    src: str
-    dst: str
-    proto: str  # "tcp", "udp", "icmp", "icmpv6", "sctp" or "ip-<number>"
-    sport: int | None
-    dport: int | None
-    seq: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """A decoded TCP segment or ICMP/ICMPv6 error, with its capture context.
-
-    For TCP, `payload_len` comes from the IP length fields, so it is right even
-    when the capture's snaplen cut the payload off. `options_mss` is only
-    parsed on SYN segments. For ICMP, the TCP fields are None (flags 0) and
-    `icmp_type`, `icmp_code`, `quoted` (and `mtu` for "fragmentation needed"
-    and "packet too big") are set; `src` is the ICMP sender.
-    """
-
-    index: int
-    ts_ns: int
-    iface: str  # interface name if the capture has one, else str(interface id)
-    direction: str | None  # "in"/"out" as captured, or None
-    family: int  # 4 or 6
-    src: str
-    dst: str
-    proto: str  # "tcp" or "icmp" (ICMPv6 errors too)
-    sport: int | None = None
-    dport: int | None = None
-    seq: int | None = None
-    ack: int | None = None
-    flags: int = 0
-    window: int | None = None
-    payload_len: int = 0
-    options_mss: int | None = None
-    icmp_type: int | None = None
-    icmp_code: int | None = None
-    quoted: QuotedPacket | None = None
-    mtu: int | None = None
-
-    @property
-    def flag_str(self) -> str:
-        return _FLAG_STRS[self.flags]
-
-    @property
-    def is_tcp(self) -> bool:
-        return self.proto == "tcp"
-
-
-# A frozen dataclass's __init__ goes through object.__setattr__ for every
-# field; for Packet that alone costs about 3 µs, more than decoding. The
-# decoder builds Packets by setting the slots directly: same resulting object,
-# well under half the cost. (Keep in step with the fields above; a unit test
-# compares the result with the normal constructor.)
-_new = object.__new__
-_set_index = Packet.index.__set__  # type: ignore[attr-defined]
-_set_ts_ns = Packet.ts_ns.__set__  # type: ignore[attr-defined]
-_set_iface = Packet.iface.__set__  # type: ignore[attr-defined]
-_set_direction = Packet.direction.__set__  # type: ignore[attr-defined]
-_set_family = Packet.family.__set__  # type: ignore[attr-defined]
-_set_src = Packet.src.__set__  # type: ignore[attr-defined]
-_set_dst = Packet.dst.__set__  # type: ignore[attr-defined]
-_set_proto = Packet.proto.__set__  # type: ignore[attr-defined]
-_set_sport = Packet.sport.__set__  # type: ignore[attr-defined]
-_set_dport = Packet.dport.__set__  # type: ignore[attr-defined]
-_set_seq = Packet.seq.__set__  # type: ignore[attr-defined]
-_set_ack = Packet.ack.__set__  # type: ignore[attr-defined]
-_set_flags = Packet.flags.__set__  # type: ignore[attr-defined]
-_set_window = Packet.window.__set__  # type: ignore[attr-defined]
-_set_payload_len = Packet.payload_len.__set__  # type: ignore[attr-defined]
-_set_options_mss = Packet.options_mss.__set__  # type: ignore[attr-defined]
-_set_icmp_type = Packet.icmp_type.__set__  # type: ignore[attr-defined]
-_set_icmp_code = Packet.icmp_code.__set__  # type: ignore[attr-defined]
-_set_quoted = Packet.quoted.__set__  # type: ignore[attr-defined]
-_set_mtu = Packet.mtu.__set__  # type: ignore[attr-defined]
-
-
-def _tcp_packet(  # noqa: PLR0913
-    index, ts_ns, iface, direction, family, src, dst,  # noqa: ANN001
-    sport, dport, seq, ack, flags, window, payload_len, options_mss,  # noqa: ANN001
-) -> Packet:
-    p = _new(Packet)
-    _set_index(p, index)
-    _set_ts_ns(p, ts_ns)
-    _set_iface(p, iface)
-    _set_direction(p, direction)
-    _set_family(p, family)
-    _set_src(p, src)
-    _set_dst(p, dst)
-    _set_proto(p, "tcp")
-    _set_sport(p, sport)
-    _set_dport(p, dport)
-    _set_seq(p, seq)
-    _set_ack(p, ack)
-    _set_flags(p, flags)
-    _set_window(p, window)
-    _set_payload_len(p, payload_len)
-    _set_options_mss(p, options_mss)
-    _set_icmp_type(p, None)
-    _set_icmp_code(p, None)
-    _set_quoted(p, None)
-    _set_mtu(p, None)
-    return p
-
-
-_VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
-_RAW_LINKTYPES = frozenset((101, 228, 229, 12, 14))
-_AF_INET6_VALUES = frozenset((10, 24, 28, 30))  # Linux, Net/OpenBSD, FreeBSD, Darwin
-# Linux packet types (SLL/SLL2): host, broadcast, multicast, otherhost, outgoing
-_SLL_DIRECTIONS = {0: "in", 1: "in", 2: "in", 3: "in", 4: "out"}
-_IPV6_EXT_HEADERS = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
-_IP_PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
-_PORT_PROTOS = frozenset((6, 17, 33, 132))  # tcp, udp, dccp, sctp
-_ICMP4_ERRORS = frozenset((3, 11, 12))
-_ICMP6_ERRORS = frozenset((1, 2, 3, 4))
-
-_unpack_tcp = struct.Struct("!HHIIHH").unpack_from
-_unpack_u16 = struct.Struct("!H").unpack_from
-_unpack_u32 = struct.Struct("!I").unpack_from
-_ntop = socket.inet_ntop
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
+_ntop = socket.inet_ntop
 
-# The same few addresses repeat in every packet; a dict hit is much cheaper
-# than inet_ntop.
-_addr_cache: dict[bytes, str] = {}
+# The same few addresses repeat in every packet: a dict hit is much cheaper than inet_ntop.
+_addr_cache: dict = {}
 
 
 def address_text(b: bytes) -> str:
@@ -216,238 +69,867 @@ def address_text(b: bytes) -> str:
     if s is None:
         if len(_addr_cache) > 65536:
             _addr_cache.clear()
-        s = _addr_cache[b] = _ntop(_AF_INET if len(b) == 4 else _AF_INET6, b)
+        s = _ntop(_AF_INET if len(b) == 4 else _AF_INET6, b)
+        _addr_cache[b] = s
     return s
 
 
-def _quoted(data: bytes, pos: int) -> QuotedPacket:
-    """Parse the IP packet quoted by an ICMP error starting at `pos`."""
-    n = len(data)
-    if pos >= n:
-        raise MalformedPacket("ICMP error quotes no packet")
-    version = data[pos] >> 4
-    if version == 4:
-        if n - pos < 20:
-            raise MalformedPacket("ICMP error quotes a truncated IPv4 header")
-        ihl = (data[pos] & 15) * 4
-        if ihl < 20:
-            raise MalformedPacket(f"ICMP error quotes an IPv4 header with IHL {ihl // 4}")
-        proto = data[pos + 9]
-        src, dst = address_text(data[pos + 12 : pos + 16]), address_text(data[pos + 16 : pos + 20])
-        l4 = pos + ihl
-        first_fragment = not (_unpack_u16(data, pos + 6)[0] & 0x1FFF)
-        family = 4
-    elif version == 6:
-        if n - pos < 40:
-            raise MalformedPacket("ICMPv6 error quotes a truncated IPv6 header")
-        src, dst = address_text(data[pos + 8 : pos + 24]), address_text(data[pos + 24 : pos + 40])
-        walked = _walk_ipv6(data, pos + 40, data[pos + 6], n)
-        first_fragment = walked is not None
-        proto, l4 = walked if walked is not None else (data[pos + 6], n)
-        family = 6
-    else:
-        raise MalformedPacket(f"ICMP error quotes a packet with IP version {version}")
-    sport = dport = seq = None
-    if first_fragment and proto in _PORT_PROTOS and n - l4 >= 4:
-        sport, dport = struct.unpack_from("!HH", data, l4)
-        if proto == 6 and n - l4 >= 8:
-            seq = _unpack_u32(data, l4 + 4)[0]
-    return QuotedPacket(family, src, dst, _IP_PROTOS.get(proto) or f"ip-{proto}", sport, dport, seq)
+class MalformedPacket(ValueError):
+    """A frame that claims to carry IPv4/IPv6 TCP or ICMP but cannot be decoded."""
 
 
-def _walk_ipv6(data: bytes, pos: int, nh: int, limit: int) -> tuple[int, int] | None:
-    """Skip IPv6 extension headers; (upper-layer protocol, its offset) or None.
+_IP_PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
-    None means there is no transport header here: a non-first fragment, or an
-    extension header chain that runs past `limit` (the captured bytes).
+
+class QuotedPacket:
+    """The offending packet's headers as quoted inside an ICMP error.
+
+    `sport`/`dport` are None when the quote is too short to hold them (or the protocol has no
+    ports); `seq` is None unless it is TCP with 8 quoted bytes.
     """
-    while True:
-        if nh in _IPV6_EXT_HEADERS:
-            if pos + 2 > limit:
-                return None
-            nh, pos = data[pos], pos + (data[pos + 1] + 1) * 8
-        elif nh == 44:  # fragment
-            if pos + 8 > limit or _unpack_u16(data, pos + 2)[0] & 0xFFF8:
-                return None
-            nh, pos = data[pos], pos + 8
-        elif nh == 51:  # authentication header
-            if pos + 2 > limit:
-                return None
-            nh, pos = data[pos], pos + (data[pos + 1] + 2) * 4
-        else:
-            return nh, pos
+
+    def __init__(self, family: int, ip_proto: int, src_raw: bytes, dst_raw: bytes, sport, dport, seq) -> None:
+        self.family = family
+        self.ip_proto = ip_proto
+        self.src_raw = src_raw
+        self.dst_raw = dst_raw
+        self.sport = sport
+        self.dport = dport
+        self.seq = seq
+
+    @property
+    def src(self) -> str:
+        return address_text(self.src_raw)
+
+    @property
+    def dst(self) -> str:
+        return address_text(self.dst_raw)
+
+    @property
+    def proto(self) -> str:
+        """"tcp", "udp", "icmp", "icmpv6", "sctp" or "ip-<number>"."""
+        return _IP_PROTOS.get(self.ip_proto) or f"ip-{self.ip_proto}"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, QuotedPacket) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple:
+        return (self.family, self.ip_proto, self.src_raw, self.dst_raw, self.sport, self.dport, self.seq)
+
+    def __repr__(self) -> str:
+        return (f"QuotedPacket(family={self.family}, src={self.src!r}, dst={self.dst!r}, proto={self.proto!r}, "
+                f"sport={self.sport}, dport={self.dport}, seq={self.seq})")
 
 
-def decode(raw: RawPacket) -> Packet | None:
-    """Decode one frame; None if it is not TCP or an ICMP error.
+class Packet:
+    """One decoded packet of a captured frame: a TCP segment, an ICMP/ICMPv6 error, or why neither.
 
-    Raises MalformedPacket for broken IPv4/IPv6/TCP/ICMP headers.
+    Capture context (set from the file): `index` (0-based frame number; Wireshark frame = index + 1),
+    `ts_ns`, `iface` (file-wide interface number), `iface_name`, `direction` ("in"/"out"/None).
+    For TCP: `src`/`dst` (text; `src_raw`/`dst_raw` packed), ports, `key` (the flow's two endpoints,
+    each the packed address followed by the 2-byte port, the lower one first: what connections are
+    grouped by; `src_low` says whether the source is the lower),  `seq`, `ack`, `flags`, `window`,
+    `payload_len` from the IP length fields (right even when the snaplen cut the payload, see
+    `complete`), and on SYN segments `mss`, `wscale`, `sack_ok`, `tsval`/`tsecr` (None if absent).
+    For ICMP: `src` is the error's sender, `icmp_type`, `icmp_code`, `quoted` (a QuotedPacket) and
+    `mtu` for "fragmentation needed" / "packet too big". `tunnel` names the outermost encapsulation
+    the packet was found in (None if none). MALFORMED packets say what is wrong in `error`.
     """
-    data = raw.data
-    n = len(data)
-    lt = raw.linktype
-    direction = raw.direction
 
-    # ---- link layer: find the IP header offset and the expected IP version
-    if lt == 1 or lt == 113:  # Ethernet or Linux cooked v1, then any VLAN tags
+    def __init__(self) -> None:
+        # C fields (see decoder.pxd); a compiled Packet starts with these zeroed by __new__
+        self.index = 0
+        self.ts_ns = 0
+        self.iface = 0
+        self.linktype = 0
+        self.kind = 0
+        self.family = 0
+        self.sport = 0
+        self.dport = 0
+        self.seq = 0
+        self.ack = 0
+        self.flags = 0
+        self.window = 0
+        self.payload_len = 0
+        self.l4_off = 0
+        self.captured = 0
+        self.checksum = 0
+        # object fields: None unless set
+        self.iface_name = None
+        self.direction = None
+        self.key = None
+        self.src_low = False
+        self.mss = None
+        self.wscale = None
+        self.sack_ok = None
+        self.tsval = None
+        self.tsecr = None
+        self.icmp_type = None
+        self.icmp_code = None
+        self.mtu = None
+        self.quoted = None
+        self.tunnel = None
+        self.error = None
+
+    # ---- views
+
+    @property
+    def src_ep(self):
+        """The source endpoint, packed: address, then the 2-byte port for TCP (one half of `key`)."""
+        if self.key is None:
+            return None
+        n = len(self.key) // 2
+        return self.key[:n] if self.src_low else self.key[n:]
+
+    @property
+    def dst_ep(self):
+        if self.key is None:
+            return None
+        n = len(self.key) // 2
+        return self.key[n:] if self.src_low else self.key[:n]
+
+    @property
+    def src_raw(self):
+        """The packed source address."""
+        ep = self.src_ep
+        return None if ep is None else ep[:4 if self.family == 4 else 16]
+
+    @property
+    def dst_raw(self):
+        """The packed destination address."""
+        ep = self.dst_ep
+        return None if ep is None else ep[:4 if self.family == 4 else 16]
+
+    @property
+    def src(self):
+        raw = self.src_raw
+        return None if raw is None else address_text(raw)
+
+    @property
+    def dst(self):
+        raw = self.dst_raw
+        return None if raw is None else address_text(raw)
+
+    @property
+    def proto(self) -> str:
+        """"tcp", "icmp" (ICMPv6 errors too), or the kind's name for the others."""
+        return KIND_NAMES[self.kind]
+
+    @property
+    def is_tcp(self) -> bool:
+        return self.kind == TCP
+
+    @property
+    def flag_str(self) -> str:
+        return flag_str(self.flags)
+
+    @property
+    def options_mss(self):
+        return self.mss
+
+    @property
+    def complete(self) -> bool:
+        """The whole TCP payload was captured."""
+        return self.captured >= self.payload_len
+
+    @property
+    def checksum_ok(self):
+        """True/False when checksums were checked, None otherwise."""
+        return None if self.checksum == 0 else self.checksum > 0
+
+    def __repr__(self) -> str:
+        if self.kind == TCP:
+            return (f"<Packet #{self.index} tcp {self.src}:{self.sport} > {self.dst}:{self.dport} {self.flag_str} "
+                    f"seq={self.seq} ack={self.ack} len={self.payload_len}>")
+        if self.kind == ICMP:
+            return f"<Packet #{self.index} icmp type={self.icmp_type} code={self.icmp_code} from {self.src}>"
+        return f"<Packet #{self.index} {KIND_NAMES[self.kind]}{': ' + self.error if self.error else ''}>"
+
+
+def _new_packet() -> Packet:
+    if cython.compiled:
+        return Packet.__new__(Packet)
+    return Packet()
+
+
+def _u16(p: cython.p_const_uchar, i: cython.Py_ssize_t) -> cython.uint:
+    return (cython.cast(cython.uint, p[i]) << 8) | p[i + 1]
+
+
+def _u32(p: cython.p_const_uchar, i: cython.Py_ssize_t) -> cython.uint:
+    return ((cython.cast(cython.uint, p[i]) << 24) | (cython.cast(cython.uint, p[i + 1]) << 16)
+            | (cython.cast(cython.uint, p[i + 2]) << 8) | p[i + 3])
+
+
+class Decoder:
+    """Decodes frames into `out`, a list of Packets reused from frame to frame (the hot path).
+
+    `checksums`: verify IPv4 header and TCP checksums (off by default: captures taken on the
+    sending host carry offloaded, unfinished checksums)."""
+
+    def __init__(self, checksums: bool = False) -> None:
+        self.checksums = checksums
+        self.out = []
+        self.d = b""
+        self.p = b""
+        self.wire_len = 0
+        self.start = 0
+        self.tunnel = None
+        self.sll_dir = None
+
+    def frame(self, d, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t, orig_len: cython.Py_ssize_t,
+              linktype: cython.int) -> cython.int:
+        """Decode the frame d[off:off + caplen] (orig_len bytes on the wire) into `out`; the number of
+        packets. Always at least one (kind OTHER when the frame holds nothing of interest)."""
+        del self.out[:]
+        if caplen < 0 or off < 0 or off + caplen > len(d):
+            raise ValueError("frame outside its buffer")
+        self.d = d  # bytes or bytearray; kept alive while `p` points into it
+        self.p = d
+        self.tunnel = None
+        self.wire_len = orig_len if orig_len > caplen else caplen
+        self._link(linktype, off, off + caplen)
+        if not self.out:
+            self._simple(OTHER, None)
+        return len(self.out)
+
+    # ---- results
+
+    def _simple(self, kind: cython.int, error) -> None:
+        pk = _new_packet()
+        pk.kind = kind
+        pk.error = error
+        pk.tunnel = self.tunnel
+        self.out.append(pk)
+
+    def _malformed(self, what: str, pos: cython.Py_ssize_t) -> None:
+        self._simple(MALFORMED, f"{what} at frame offset {pos - self.start}")
+
+    # ---- link layers
+
+    def _link(self, lt: cython.int, off: cython.Py_ssize_t, n: cython.Py_ssize_t) -> None:
+        d: cython.p_const_uchar = self.p
+        self.start = off
+        self.sll_dir = None
         if lt == 1:
-            if n < 14:
-                return None
-            et = (data[12] << 8) | data[13]
-            off = 14
-        else:  # Linux cooked v1
-            if n < 16:
-                return None
-            if direction is None:
-                direction = _SLL_DIRECTIONS.get((data[0] << 8) | data[1])
-            et = (data[14] << 8) | data[15]
-            off = 16
-        while et in _VLAN_TPIDS:
-            if n < off + 4:
-                return None
-            et = (data[off + 2] << 8) | data[off + 3]
-            off += 4
-    elif lt == 276:  # Linux cooked v2
-        if n < 20:
-            return None
-        if direction is None:
-            direction = _SLL_DIRECTIONS.get(data[10])
-        et = (data[0] << 8) | data[1]
-        off = 20
-    elif lt in _RAW_LINKTYPES:
-        if n < 1:
-            return None
-        if lt == 228:
-            et = 0x0800
+            if n - off >= 14:
+                self._ethertype(_u16(d, off + 12), off + 14, n, 0)
+        elif lt == 113:  # Linux cooked v1: packet type, ARPHRD, address length, address(8), protocol
+            if n - off >= 16:
+                self.sll_dir = _sll_direction(_u16(d, off))
+                self._ethertype(_u16(d, off + 14), off + 16, n, 0)
+        elif lt == 276:  # Linux cooked v2: protocol, reserved, ifindex, ARPHRD, packet type, ...
+            if n - off >= 20:
+                self.sll_dir = _sll_direction(d[off + 10])
+                self._ethertype(_u16(d, off), off + 20, n, 0)
+        elif lt == 101 or lt == 12 or lt == 14:
+            self._ip_any(off, n, 0)
+        elif lt == 228:
+            self._ip4(off, n, 0)
         elif lt == 229:
-            et = 0x86DD
+            self._ip6(off, n, 0)
+        elif lt == 0 or lt == 108:  # BSD loopback: the address family, host or network order
+            if n - off >= 4:
+                le: cython.uint = d[off] | (d[off + 1] << 8) | (d[off + 2] << 16) | (cython.cast(cython.uint, d[off + 3]) << 24)
+                be: cython.uint = _u32(d, off)
+                if le == 2 or be == 2:
+                    self._ip4(off + 4, n, 0)
+                elif _is_af_inet6(le) or _is_af_inet6(be):
+                    self._ip6(off + 4, n, 0)
         else:
-            v = data[0] >> 4
-            et = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
-        off = 0
-    elif lt == 0 or lt == 108:  # BSD loopback; family in host or network order
-        if n < 4:
-            return None
-        le = data[0] | (data[1] << 8) | (data[2] << 16) | (data[3] << 24)
-        be = (data[0] << 24) | (data[1] << 16) | (data[2] << 8) | data[3]
-        if le == 2 or be == 2:
-            et = 0x0800
-        elif le in _AF_INET6_VALUES or be in _AF_INET6_VALUES:
-            et = 0x86DD
-        else:
-            return None
-        off = 4
-    else:
-        return None
+            self._simple(UNSUPPORTED, f"link type {lt}")
 
-    # ---- network layer
-    if et == 0x0800:
-        if n - off < 20:
-            raise MalformedPacket(f"truncated IPv4 header ({n - off} bytes)")
-        vihl = data[off]
+    def _ethertype(self, et: cython.uint, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        d: cython.p_const_uchar = self.p
+        while True:
+            if et == 0x8100 or et == 0x88A8 or et == 0x9100 or et == 0x9200:  # VLAN tags
+                if n - pos < 4:
+                    return
+                et = _u16(d, pos + 2)
+                pos += 4
+            elif et == 0x8903:  # Cisco FabricPath: FTag/TTL, then the original frame's MACs
+                if n - pos < 16:
+                    return
+                et = _u16(d, pos + 14)
+                pos += 16
+            elif et == 0x88E7:  # 802.1ah PBB: I-TAG, then the customer MACs
+                if n - pos < 18:
+                    return
+                et = _u16(d, pos + 16)
+                pos += 18
+            elif et == 0x8926:  # VN-Tag
+                if n - pos < 6:
+                    return
+                et = _u16(d, pos + 4)
+                pos += 6
+            else:
+                break
+        if et == 0x0800:
+            self._ip4(pos, n, depth)
+        elif et == 0x86DD:
+            self._ip6(pos, n, depth)
+        elif et == 0x8847 or et == 0x8848:  # MPLS: labels to the bottom of the stack, then IP by version
+            while True:
+                if n - pos < 4:
+                    return
+                bos = d[pos + 2] & 1
+                pos += 4
+                if bos:
+                    break
+            self._ip_any(pos, n, depth)
+        elif et == 0x8864:  # PPPoE session
+            if n - pos < 8:
+                return
+            proto = _u16(d, pos + 6)
+            if proto == 0x0021:
+                self._ip4(pos + 8, n, depth)
+            elif proto == 0x0057:
+                self._ip6(pos + 8, n, depth)
+
+    def _ether(self, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        """An Ethernet frame starting at `pos` (inside a tunnel)."""
+        if n - pos < 14:
+            return
+        self._ethertype(_u16(self.p, pos + 12), pos + 14, n, depth)
+
+    # ---- IP
+
+    def _ip_any(self, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        if n - pos < 1:
+            return
+        d: cython.p_const_uchar = self.p
+        v = d[pos] >> 4
+        if v == 4:
+            self._ip4(pos, n, depth)
+        elif v == 6:
+            self._ip6(pos, n, depth)
+
+    def _ip4(self, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        d: cython.p_const_uchar = self.p
+        if n - pos < 20:
+            self._malformed(f"truncated IPv4 header ({n - pos} bytes)", pos)
+            return
+        vihl: cython.int = d[pos]
+        ihl: cython.Py_ssize_t = (vihl & 15) * 4
         if vihl >> 4 != 4:
-            raise MalformedPacket(f"IPv4 frame carries IP version {vihl >> 4}")
-        ihl = (vihl & 15) * 4
-        if ihl < 20:
-            raise MalformedPacket(f"IPv4 header length {ihl} < 20")
-        proto = data[off + 9]
-        if proto != 6 and proto != 1:
-            return None
-        if _unpack_u16(data, off + 6)[0] & 0x1FFF:
-            return None  # non-first fragment: no transport header
-        total = _unpack_u16(data, off + 2)[0]
-        if total == 0:
-            # TSO/GSO super-packets are captured with total length 0
-            total = raw.orig_len - off
+            self._malformed(f"IPv4 frame carries IP version {vihl >> 4}", pos)
+            return
+        if ihl < 20 or n - pos < ihl:
+            self._malformed(f"IPv4 header length {ihl}", pos)
+            return
+        total: cython.Py_ssize_t = _u16(d, pos + 2)
+        if total == 0:  # TSO/GSO super-packets are captured with total length 0
+            total = self.wire_len - (pos - self.start)
         if total < ihl:
-            raise MalformedPacket(f"IPv4 total length {total} < header length {ihl}")
-        family = 4
-        src = address_text(data[off + 12 : off + 16])
-        dst = address_text(data[off + 16 : off + 20])
-        l4 = off + ihl
-        l4_len = total - ihl
-    elif et == 0x86DD:
-        if n - off < 40:
-            raise MalformedPacket(f"truncated IPv6 header ({n - off} bytes)")
-        if data[off] >> 4 != 6:
-            raise MalformedPacket(f"IPv6 frame carries IP version {data[off] >> 4}")
-        plen = _unpack_u16(data, off + 4)[0]
-        if plen == 0:
-            plen = raw.orig_len - off - 40  # jumbogram / BIG TCP
-        nh = data[off + 6]
-        l4 = off + 40
-        if nh != 6 and nh != 58:
-            walked = _walk_ipv6(data, l4, nh, n)
-            if walked is None:
-                return None
-            nh, l4 = walked
-            if nh != 6 and nh != 58:
-                return None
-        proto = 1 if nh == 58 else 6
-        family = 6
-        src = address_text(data[off + 8 : off + 24])
-        dst = address_text(data[off + 24 : off + 40])
-        l4_len = plen - (l4 - off - 40)
-        if l4_len < 0:
-            raise MalformedPacket(f"IPv6 extension headers exceed payload length {plen}")
-    else:
-        return None
+            self._malformed(f"IPv4 total length {total} < header length {ihl}", pos)
+            return
+        if self.checksums and _checksum(bytes(d[pos:pos + ihl])) != 0:
+            self._simple(BADSUM, None)
+            return
+        if _u16(d, pos + 6) & 0x3FFF:  # more fragments, or an offset: not reassembled
+            self._simple(FRAGMENT, None)
+            return
+        end: cython.Py_ssize_t = pos + total
+        cap: cython.Py_ssize_t = end if end < n else n
+        self._l4(d[pos + 9], 4, pos + 12, pos + 16, pos + ihl, cap, end, depth)
 
-    # ---- transport layer
-    iface = raw.iface_name if raw.iface_name is not None else str(raw.iface)
-    if proto == 6:
-        if n - l4 < 20:
-            raise MalformedPacket(f"truncated TCP header ({max(n - l4, 0)} bytes captured)")
-        sport, dport, seq, ack, offflags, window = _unpack_tcp(data, l4)
-        doff = (offflags >> 12) * 4
-        if doff < 20:
-            raise MalformedPacket(f"TCP data offset {doff} < 20")
-        payload_len = l4_len - doff
-        if payload_len < 0:
-            raise MalformedPacket(f"TCP header ({doff} bytes) longer than the IP payload ({l4_len})")
-        flags = offflags & 0x1FF
-        mss = _mss(data, l4 + 20, min(l4 + doff, n)) if flags & SYN and doff > 20 else None
-        return _tcp_packet(
-            raw.index, raw.ts_ns, iface, direction, family, src, dst,
-            sport, dport, seq, ack, flags, window, payload_len, mss,
-        )
+    def _ip6(self, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        d: cython.p_const_uchar = self.p
+        if n - pos < 40:
+            self._malformed(f"truncated IPv6 header ({n - pos} bytes)", pos)
+            return
+        if d[pos] >> 4 != 6:
+            self._malformed(f"IPv6 frame carries IP version {d[pos] >> 4}", pos)
+            return
+        plen: cython.Py_ssize_t = _u16(d, pos + 4)
+        if plen == 0:  # jumbogram / BIG TCP: the length is the frame's
+            plen = self.wire_len - (pos - self.start) - 40
+        nh = d[pos + 6]
+        l4: cython.Py_ssize_t = pos + 40
+        limit: cython.Py_ssize_t = pos + 40 + plen
+        while True:
+            if nh == 0 or nh == 43 or nh == 60:  # hop-by-hop, routing, destination options
+                if n - l4 < 2:
+                    self._malformed("truncated IPv6 extension header", l4)
+                    return
+                nh, l4 = d[l4], l4 + (d[l4 + 1] + 1) * 8
+            elif nh == 44:  # fragment
+                if n - l4 < 8:
+                    self._malformed("truncated IPv6 fragment header", l4)
+                    return
+                self._simple(FRAGMENT, None)
+                return
+            elif nh == 51:  # authentication header
+                if n - l4 < 2:
+                    self._malformed("truncated IPv6 authentication header", l4)
+                    return
+                nh, l4 = d[l4], l4 + (d[l4 + 1] + 2) * 4
+            else:
+                break
+        if l4 > limit:
+            self._malformed(f"IPv6 extension headers exceed payload length {plen}", pos)
+            return
+        cap: cython.Py_ssize_t = limit if limit < n else n
+        self._l4(nh, 6, pos + 8, pos + 24, l4, cap, limit, depth)
 
-    if n - l4 < 8:
-        raise MalformedPacket(f"truncated ICMP header ({max(n - l4, 0)} bytes captured)")
-    itype, icode = data[l4], data[l4 + 1]
-    mtu = None
-    if family == 4:
-        if itype not in _ICMP4_ERRORS:
+    # ---- transport
+
+    def _l4(self, proto: cython.int, fam: cython.int, src: cython.Py_ssize_t, dst: cython.Py_ssize_t,
+            pos: cython.Py_ssize_t, end: cython.Py_ssize_t, wire_end: cython.Py_ssize_t, depth: cython.int) -> None:
+        """A transport header at d[pos:end] (the captured bytes); the IP payload really ends at
+        wire_end. `src`/`dst` are the offsets of the IP addresses."""
+        d: cython.p_const_uchar = self.p
+        alen: cython.Py_ssize_t = 4 if fam == 4 else 16
+        if proto == 6:
+            if end - pos < 20:
+                self._malformed(f"truncated TCP header ({end - pos if end > pos else 0} bytes captured)", pos)
+                return
+            doff: cython.Py_ssize_t = (d[pos + 12] >> 4) * 4
+            seg_len: cython.Py_ssize_t = wire_end - pos
+            if doff < 20:
+                self._malformed(f"TCP data offset {doff} < 20", pos)
+                return
+            if doff > seg_len:
+                self._malformed(f"TCP header ({doff} bytes) longer than the IP payload ({seg_len})", pos)
+                return
+            if end - pos < doff:
+                self._malformed(f"truncated TCP options ({end - pos} of {doff} bytes captured)", pos)
+                return
+            pk = _new_packet()
+            pk.kind = TCP
+            pk.family = fam
+            pk.src_low = _flow_key(pk, d, src, dst, alen, pos)
+            pk.sport = _u16(d, pos)
+            pk.dport = _u16(d, pos + 2)
+            pk.seq = _u32(d, pos + 4)
+            pk.ack = _u32(d, pos + 8)
+            flags: cython.int = _u16(d, pos + 12) & 0x1FF
+            pk.flags = flags
+            pk.window = _u16(d, pos + 14)
+            pk.payload_len = seg_len - doff
+            pk.l4_off = pos - self.start
+            pk.captured = end - pos - doff
+            pk.tunnel = self.tunnel
+            if self.sll_dir is not None:
+                pk.direction = self.sll_dir
+            if flags & SYN and doff > 20:
+                _syn_options(pk, d, pos + 20, pos + doff)
+            if self.checksums and end >= wire_end:
+                pseudo = bytes(d[src:src + alen]) + bytes(d[dst:dst + alen]) + (
+                    struct.pack("!HH", 6, seg_len) if fam == 4 else struct.pack("!IHH", seg_len, 0, 6))
+                pk.checksum = -1 if _checksum(pseudo + bytes(d[pos:wire_end])) != 0 else 1
+            self.out.append(pk)
+            return
+        if depth >= MAX_DEPTH:
+            self._simple(OTHER, None)
+            return
+        if proto == 1 or proto == 58:
+            self._icmp(fam, src, alen, pos, end)
+            return
+        if proto == 4:
+            self._enter("ip-in-ip")
+            self._ip4(pos, end, depth + 1)
+        elif proto == 41:
+            self._enter("ip-in-ip")
+            self._ip6(pos, end, depth + 1)
+        elif proto == 47:
+            self._enter("gre")
+            self._gre(pos, end, depth + 1)
+        elif proto == 17 and end - pos >= 8:
+            sport = _u16(d, pos)
+            dport = _u16(d, pos + 2)
+            kind = _TUNNEL_PORTS.get(dport) or _TUNNEL_PORTS.get(sport)
+            q: cython.Py_ssize_t = pos + 8
+            if kind is None:
+                # Teredo relays use any port; Zeek's DPD finds them by content: IPv6 inside UDP, to
+                # or from a Teredo address (2001:0::/32).
+                if (end - q >= 40 and d[q] >> 4 == 6 and _u16(d, q + 4) + 40 <= end - q
+                        and (bytes(d[q + 8:q + 12]) == b"\x20\x01\x00\x00" or bytes(d[q + 24:q + 28]) == b"\x20\x01\x00\x00")):
+                    kind = "teredo"
+                else:
+                    self._simple(OTHER, None)
+                    return
+            self._enter(kind)
+            self._udp_tunnel(kind, q, end, depth + 1)
+        else:
+            self._simple(OTHER, None)
+
+    def _enter(self, name: str) -> None:
+        if self.tunnel is None:
+            self.tunnel = name
+
+    def _icmp(self, fam: cython.int, src: cython.Py_ssize_t, alen: cython.Py_ssize_t, pos: cython.Py_ssize_t,
+              end: cython.Py_ssize_t) -> None:
+        d: cython.p_const_uchar = self.p
+        if end - pos < 8:
+            self._malformed(f"truncated ICMP header ({end - pos if end > pos else 0} bytes captured)", pos)
+            return
+        t = d[pos]
+        c = d[pos + 1]
+        mtu = None
+        if fam == 4:
+            if t != 3 and t != 11 and t != 12:
+                self._simple(OTHER, None)
+                return
+            if t == 3 and c == 4:
+                mtu = _u16(d, pos + 6)
+        else:
+            if t < 1 or t > 4:
+                self._simple(OTHER, None)
+                return
+            if t == 2:
+                mtu = _u32(d, pos + 4)
+        q = self._quoted(pos + 8, end)
+        if q is None:
+            return
+        pk = _new_packet()
+        pk.kind = ICMP
+        pk.family = fam
+        pk.key = bytes(d[src:src + 2 * alen])  # the error's own addresses (no ports), source first
+        pk.src_low = True
+        pk.icmp_type = t
+        pk.icmp_code = c
+        pk.mtu = mtu
+        pk.quoted = q
+        pk.l4_off = pos - self.start
+        pk.tunnel = self.tunnel
+        if self.sll_dir is not None:
+            pk.direction = self.sll_dir
+        self.out.append(pk)
+
+    def _quoted(self, pos: cython.Py_ssize_t, n: cython.Py_ssize_t):
+        """The IP packet quoted by an ICMP error at `pos` (None, with a MALFORMED record, if broken)."""
+        d: cython.p_const_uchar = self.p
+        if pos >= n:
+            self._malformed("ICMP error quotes no packet", pos)
             return None
-        if itype == 3 and icode == 4:
-            mtu = _unpack_u16(data, l4 + 6)[0]
-    else:
-        if itype not in _ICMP6_ERRORS:
+        v = d[pos] >> 4
+        first: cython.bint
+        l4: cython.Py_ssize_t
+        if v == 4:
+            if n - pos < 20:
+                self._malformed("ICMP error quotes a truncated IPv4 header", pos)
+                return None
+            ihl: cython.Py_ssize_t = (d[pos] & 15) * 4
+            if ihl < 20:
+                self._malformed(f"ICMP error quotes an IPv4 header with IHL {ihl // 4}", pos)
+                return None
+            proto = d[pos + 9]
+            fam = 4
+            src = bytes(d[pos + 12:pos + 16])
+            dst = bytes(d[pos + 16:pos + 20])
+            l4 = pos + ihl
+            first = (_u16(d, pos + 6) & 0x1FFF) == 0
+        elif v == 6:
+            if n - pos < 40:
+                self._malformed("ICMPv6 error quotes a truncated IPv6 header", pos)
+                return None
+            fam = 6
+            src = bytes(d[pos + 8:pos + 24])
+            dst = bytes(d[pos + 24:pos + 40])
+            proto = d[pos + 6]
+            l4 = pos + 40
+            first = True
+            while True:
+                if proto == 0 or proto == 43 or proto == 60:
+                    if n - l4 < 2:
+                        first = False
+                        break
+                    proto, l4 = d[l4], l4 + (d[l4 + 1] + 1) * 8
+                elif proto == 44:
+                    if n - l4 < 8 or _u16(d, l4 + 2) & 0xFFF8:
+                        first = False
+                        break
+                    proto, l4 = d[l4], l4 + 8
+                elif proto == 51:
+                    if n - l4 < 2:
+                        first = False
+                        break
+                    proto, l4 = d[l4], l4 + (d[l4 + 1] + 2) * 4
+                else:
+                    break
+        else:
+            self._malformed(f"ICMP error quotes a packet with IP version {v}", pos)
             return None
-        if itype == 2:
-            mtu = _unpack_u32(data, l4 + 4)[0]
-    quoted = _quoted(data, l4 + 8)
-    return Packet(
-        raw.index, raw.ts_ns, iface, direction, family, src, dst, "icmp",
-        icmp_type=itype, icmp_code=icode, quoted=quoted, mtu=mtu,
-    )
+        sport = dport = seq = None
+        if first and (proto == 6 or proto == 17 or proto == 33 or proto == 132) and n - l4 >= 4:
+            sport = _u16(d, l4)
+            dport = _u16(d, l4 + 2)
+            if proto == 6 and n - l4 >= 8:
+                seq = _u32(d, l4 + 4)
+        return QuotedPacket(fam, proto, src, dst, sport, dport, seq)
+
+    # ---- tunnels
+
+    def _gre(self, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        d: cython.p_const_uchar = self.p
+        if n - pos < 4:
+            self._simple(OTHER, None)
+            return
+        fv = _u16(d, pos)
+        ver = fv & 7
+        proto = _u16(d, pos + 2)
+        off: cython.Py_ssize_t = pos + 4
+        if ver == 0:
+            if fv & 0xC000:  # checksum (and routing) present
+                off += 4
+            if fv & 0x2000:  # key
+                off += 4
+            if fv & 0x1000:  # sequence number
+                off += 4
+        elif ver == 1:  # enhanced GRE (PPTP): key = payload length + call id
+            off += 4
+            if fv & 0x1000:
+                off += 4
+            if fv & 0x0080:  # acknowledgement number
+                off += 4
+        else:
+            self._simple(OTHER, None)
+            return
+        if off > n:
+            self._simple(OTHER, None)
+            return
+        if proto == 0x0800:
+            self._ip4(off, n, depth)
+        elif proto == 0x86DD:
+            self._ip6(off, n, depth)
+        elif proto == 0x6558:  # transparent Ethernet bridging
+            self._ether(off, n, depth)
+        elif proto == 0x88BE:  # ERSPAN type II: an 8-byte header, then the frame
+            self._ether(off + 8, n, depth)
+        elif proto == 0x22EB:  # ERSPAN type III (+ the optional platform subheader)
+            if n - off < 12:
+                return
+            extra = 8 if d[off + 11] & 1 else 0
+            self._ether(off + 12 + extra, n, depth)
+        elif proto == 0x880B:  # PPP
+            if n - off >= 2 and d[off] == 0xFF and d[off + 1] == 0x03:
+                off += 2
+            if n - off < 1:
+                return
+            p: cython.uint
+            if d[off] & 1:  # a one-byte protocol field
+                p = d[off]
+                off += 1
+            else:
+                if n - off < 2:
+                    return
+                p = _u16(d, off)
+                off += 2
+            if p == 0x21:
+                self._ip4(off, n, depth)
+            elif p == 0x57:
+                self._ip6(off, n, depth)
+        elif 0x8200 <= proto <= 0x8FFF:  # Aruba: an 802.11 frame
+            self._wlan(off, n, depth)
+        else:
+            self._simple(OTHER, None)
+
+    def _wlan(self, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        """An 802.11 data frame (as Aruba tunnels them): LLC/SNAP, or A-MSDU subframes."""
+        d: cython.p_const_uchar = self.p
+        if n - pos < 24:
+            return
+        fc = d[pos]
+        fl = d[pos + 1]
+        if (fc >> 2) & 3 != 2 or fl & 0x40:  # not data, or protected
+            return
+        subtype = fc >> 4
+        if subtype & 0x4:  # null data: no payload
+            return
+        hdr: cython.Py_ssize_t = 24 + (6 if fl & 3 == 3 else 0)
+        amsdu: cython.bint = False
+        if subtype & 0x8:  # QoS data
+            if n - pos < hdr + 2:
+                return
+            amsdu = (d[pos + hdr] & 0x80) != 0
+            hdr += 2
+            if fl & 0x80:  # +HTC
+                hdr += 4
+        p: cython.Py_ssize_t = pos + hdr
+        if not amsdu:
+            self._snap(p, n, depth)
+            return
+        while n - p >= 14:
+            length: cython.Py_ssize_t = _u16(d, p + 12)
+            sub_end: cython.Py_ssize_t = p + 14 + length
+            self._snap(p + 14, sub_end if sub_end < n else n, depth)
+            p = sub_end
+            p += (4 - (p - (pos + hdr)) % 4) % 4
+
+    def _snap(self, p: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        d: cython.p_const_uchar = self.p
+        if n - p >= 8 and d[p] == 0xAA and d[p + 1] == 0xAA and d[p + 2] == 0x03:
+            self._ethertype(_u16(d, p + 6), p + 8, n, depth)
+
+    def _udp_tunnel(self, kind: str, p: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        d: cython.p_const_uchar = self.p
+        q: cython.Py_ssize_t
+        if kind == "vxlan":
+            if n - p >= 8 and d[p] & 0x08:
+                self._ether(p + 8, n, depth)
+        elif kind == "geneve":
+            if n - p >= 8 and d[p] >> 6 == 0:
+                optlen: cython.Py_ssize_t = (d[p] & 0x3F) * 4
+                proto = _u16(d, p + 2)
+                q = p + 8 + optlen
+                if proto == 0x6558:
+                    self._ether(q, n, depth)
+                else:
+                    self._ethertype(proto, q, n, depth)
+        elif kind == "gre":  # GRE-in-UDP, RFC 8086
+            self._gre(p, n, depth)
+        elif kind == "gtp":
+            if n - p < 8:
+                return
+            fl = d[p]
+            if fl >> 5 != 1 or not fl & 0x10 or d[p + 1] != 0xFF:  # GTPv1, T-PDU
+                return
+            q = p + 8
+            if fl & 0x07:
+                if n - q < 4:
+                    return
+                next_ext = d[q + 3]
+                q += 4
+                while fl & 0x04 and next_ext:
+                    if n - q < 1 or d[q] == 0:
+                        return
+                    ln: cython.Py_ssize_t = d[q] * 4
+                    if n - q < ln:
+                        return
+                    next_ext = d[q + ln - 1]
+                    q += ln
+            self._ip_any(q, n, depth)
+        elif kind == "teredo":
+            q = p
+            if n - q >= 4 and d[q] == 0 and d[q + 1] == 1:  # authentication indicator
+                q += 4 + d[q + 2] + d[q + 3] + 9
+            if n - q >= 2 and d[q] == 0 and d[q + 1] == 0:  # origin indication
+                q += 8
+            if n - q >= 40 and d[q] >> 4 == 6 and _u16(d, q + 4) + 40 <= n - q:
+                self._ip6(q, n, depth)
+        elif kind == "ayiya":
+            if n - p < 8:
+                return
+            idlen: cython.Py_ssize_t = 1 << (d[p] >> 4)
+            siglen: cython.Py_ssize_t = (d[p + 1] >> 4) * 4
+            if d[p + 2] & 0x0F != 1:  # opcode "forward"
+                return
+            q = p + 8 + idlen + siglen
+            if d[p + 3] == 4:
+                self._ip4(q, n, depth)
+            elif d[p + 3] == 41:
+                self._ip6(q, n, depth)
 
 
-def _mss(data: bytes, pos: int, end: int) -> int | None:
-    """The MSS option value from TCP options in data[pos:end], if present."""
+def _flow_key(pk: Packet, d: cython.p_const_uchar, src: cython.Py_ssize_t, dst: cython.Py_ssize_t,
+              alen: cython.Py_ssize_t, ports: cython.Py_ssize_t) -> cython.bint:
+    """Set `pk.key` to the two endpoints (address + port each), the lower first, as one bytes
+    object; True when the source is the lower. Compiled, it is built with one allocation;
+    uncompiled, by slicing: the same bytes either way."""
+    c: cython.int = 0
+    i: cython.Py_ssize_t
+    for i in range(alen):
+        if d[src + i] != d[dst + i]:
+            c = -1 if d[src + i] < d[dst + i] else 1
+            break
+    if c == 0:
+        c = (-1 if _u16(d, ports) < _u16(d, ports + 2) else 1) if _u16(d, ports) != _u16(d, ports + 2) else 0
+    low: cython.bint = c <= 0
+    lo: cython.Py_ssize_t = src if low else dst
+    hi: cython.Py_ssize_t = dst if low else src
+    lop: cython.Py_ssize_t = ports if low else ports + 2
+    hip: cython.Py_ssize_t = ports + 2 if low else ports
+    if cython.compiled:
+        b = PyBytes_FromStringAndSize(cython.NULL, 2 * alen + 4)
+        out: cython.p_char = PyBytes_AS_STRING(b)
+        memcpy(out, d + lo, alen)
+        memcpy(out + alen, d + lop, 2)
+        memcpy(out + alen + 2, d + hi, alen)
+        memcpy(out + 2 * alen + 2, d + hip, 2)
+        pk.key = b
+    else:
+        pk.key = bytes(d[lo:lo + alen] + d[lop:lop + 2] + d[hi:hi + alen] + d[hip:hip + 2])
+    return low
+
+
+def _checksum(data: bytes) -> int:
+    from verifier.wire.encode import internet_checksum  # the one Internet checksum (packet building's home)
+
+    return internet_checksum(data)
+
+
+def _is_af_inet6(v: cython.uint) -> cython.bint:
+    return v == 10 or v == 24 or v == 28 or v == 30  # Linux, Net/OpenBSD, FreeBSD, Darwin
+
+
+_SLL_DIRECTIONS = ("in", "in", "in", "in", "out")  # Linux packet types: host, broadcast, multicast, otherhost, outgoing
+
+
+def _sll_direction(packet_type: cython.uint):
+    if packet_type < 5:
+        return _SLL_DIRECTIONS[packet_type]
+    return None
+
+
+def _syn_options(pk: Packet, d: cython.p_const_uchar, pos: cython.Py_ssize_t, end: cython.Py_ssize_t) -> cython.void:
+    """MSS, window scale, SACK permitted and timestamps from the options of a SYN in d[pos:end]."""
     while pos < end:
-        kind = data[pos]
+        kind = d[pos]
         if kind == 0:
-            return None
+            return
         if kind == 1:
             pos += 1
             continue
         if pos + 1 >= end:
-            return None
-        length = data[pos + 1]
-        if kind == 2 and length == 4 and pos + 4 <= end:
-            return _unpack_u16(data, pos + 2)[0]
-        if length < 2:
-            return None
+            return
+        length: cython.Py_ssize_t = d[pos + 1]
+        if length < 2 or pos + length > end:
+            return
+        if kind == 2 and length == 4:
+            pk.mss = _u16(d, pos + 2)
+        elif kind == 3 and length == 3:
+            pk.wscale = d[pos + 2]
+        elif kind == 4 and length == 2:
+            pk.sack_ok = True
+        elif kind == 8 and length == 10:
+            pk.tsval = _u32(d, pos + 2)
+            pk.tsecr = _u32(d, pos + 6)
         pos += length
+
+
+def decode_frame(linktype: int, data: bytes, orig_len: int | None = None, *, checksums: bool = False) -> list:
+    """Decode one captured frame into its Packets (at least one; see the kinds above)."""
+    dec = Decoder(checksums)
+    data = bytes(data)
+    dec.frame(data, 0, len(data), len(data) if orig_len is None else orig_len, linktype)
+    return list(dec.out)
+
+
+_DEFAULT = Decoder()
+
+
+def decode(raw) -> "Packet | None":
+    """The first TCP segment or ICMP error of a `RawPacket`, with its capture context; None if the
+    frame holds neither. Raises MalformedPacket when the frame claims IP/TCP/ICMP but is broken."""
+    dec = _DEFAULT
+    dec.frame(raw.data, 0, len(raw.data), raw.orig_len, raw.linktype)
+    bad = None
+    for pk in dec.out:
+        if pk.kind == TCP or pk.kind == ICMP:
+            pk.index = raw.index
+            pk.ts_ns = raw.ts_ns
+            pk.iface = raw.iface
+            pk.iface_name = raw.iface_name
+            pk.linktype = raw.linktype
+            if raw.direction is not None:
+                pk.direction = raw.direction
+            return pk
+        if pk.kind == MALFORMED and bad is None:
+            bad = pk.error
+    if bad is not None:
+        raise MalformedPacket(bad)
     return None

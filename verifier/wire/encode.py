@@ -20,6 +20,8 @@ import socket
 import struct
 from typing import Iterable, Sequence
 
+from verifier.wire.names import FLAG_LETTERS, flag_bits
+
 __all__ = [
     "ETH_P_IP", "ETH_P_IPV6", "IPPROTO_ICMP", "IPPROTO_ICMPV6", "IPPROTO_TCP", "IPPROTO_UDP",
     "IPV4_ERROR_MAX", "IPV6_ERROR_MAX", "TCP_FLAG_LETTERS",
@@ -37,8 +39,7 @@ IPPROTO_ICMPV6 = 58
 IPV4_ERROR_MAX = 576  # RFC 1812 4.3.2.3: an ICMP error quotes as much as fits in 576 bytes
 IPV6_ERROR_MAX = 1280  # RFC 4443 2.4(c): as much as fits in the minimum IPv6 MTU
 
-#: TCP flag letters, bit 0 first (Scapy's and tcpdump's order; N is the old ECN-nonce bit, now AE).
-TCP_FLAG_LETTERS = "FSRPAUECN"
+TCP_FLAG_LETTERS = FLAG_LETTERS  # the one definition is in verifier.wire.names
 
 # Scapy's option names: kind and struct format of the value (None: no value).
 _TCP_OPTIONS = {"EOL": (0, None), "NOP": (1, None), "MSS": (2, "!H"), "WScale": (3, "!B"), "SAckOK": (4, None),
@@ -166,13 +167,7 @@ def tcp_flags(flags: str | int) -> int:
     """TCP flag bits from Scapy letters ("S", "SA", "RA", "FPA", ...) or an int (kept)."""
     if isinstance(flags, int):
         return flags
-    bits = 0
-    for letter in flags:
-        i = TCP_FLAG_LETTERS.find(letter)
-        if i < 0:
-            raise ValueError(f"unknown TCP flag letter {letter!r} in {flags!r}; use {TCP_FLAG_LETTERS}")
-        bits |= 1 << i
-    return bits
+    return flag_bits(flags)
 
 
 def tcp_options(options: bytes | Iterable[tuple[str | int, object]]) -> bytes:

@@ -1,0 +1,62 @@
+# C types for grouper.py (Cython "augmenting" declarations: grouper.py stays plain Python).
+
+from verifier.analysis.attempt cimport Machine, judge
+from verifier.analysis.zeek cimport ZeekConn, zeek_connection
+from verifier.pcap.reader cimport Reader
+from verifier.wire.decoder cimport BADSUM, FRAGMENT, ICMP, MALFORMED, OTHER, TCP, UNSUPPORTED, Decoder, Packet
+
+cdef int ACK, FIN, RST, SYN, MAX_SYN_TIMES, _ANSWERED_STATES
+cdef long long S_NS
+cdef tuple _ep_pair(bytes ep)
+cdef long long _ts(Packet pk)
+cdef long long _isn0(Attempt a)
+cdef str _json_str(object s)
+cdef str _secs(long long ns, int digits)
+
+cdef class ScanStats:
+    cdef public long long packets, tcp, icmp, icmp_unmatched, icmp_other, other, malformed, fragments
+    cdef public long long bad_checksum, other_interface, connections, evicted, unexpected, damage_count, end_ns
+    cdef public dict unsupported, lost
+    cdef public object first_malformed, format, engine
+    cdef public list damage, interfaces
+    cdef public bint truncated
+
+cdef class Attempt:
+    cdef public long long id, start_ns, last_ns, end_ns, npackets, copies, last_syn, rtt_ns, lost, isn0
+    cdef public int family, c_port, s_port, iface, attempt_no, nsyn, fins, icmp_count, icmp_family, icmp_type, icmp_code
+    cdef public bytes c_ep, s_ep, c_addr, s_addr, key
+    cdef public object iface_name, icmp_from, pkts, evs
+    cdef public bint partial, closed, evicted, c_low
+    cdef public list syn_times
+    cdef public Machine machine
+    cdef public ZeekConn zeek
+
+cdef class Grouper:
+    cdef public bint zeek_mode, keep, started
+    cdef public long long window, linger, sweep_every, newest, next_id, next_sweep, now, end_ns, first_ns
+    cdef public Py_ssize_t max_live, max_packets
+    cdef public object likely, factory, keep_ids
+    cdef public dict options
+    cdef public list queue
+    cdef public Py_ssize_t head
+    cdef public dict current, shadowed, by_isn, names, lost, ahead
+    cdef public list done, unmatched
+    cdef public ScanStats stats
+
+    cpdef feed(self, Packet pk)
+    cpdef bint run(self, Reader reader, Decoder decoder, long long limit=*) except -1
+    cdef bint _run(self, Reader reader, Decoder decoder, long long limit) except -1
+    cdef _end_of_file(self, Reader reader)
+    cdef _dispatch(self, Packet pk)
+    cdef _tcp(self, Packet pk)
+    cdef bint _simultaneous(self, Attempt att, bint src_low) except -1
+    cdef _tcp_zeek(self, Packet pk)
+    cdef Attempt _new(self, bytes key, Packet pk, bint c_low, bint partial, object prev)
+    cdef list _live(self)
+    cdef _segment(self, Attempt a, Packet pk)
+    cdef _keep(self, Attempt a, Packet pk, int ev)
+    cdef _icmp(self, Packet pk)
+    cdef _finish(self, Attempt a)
+    cdef _sweep(self, long long now)
+    cdef _make_room(self)
+    cdef _finish_all(self)

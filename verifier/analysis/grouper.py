@@ -1,0 +1,950 @@
+"""The one connection model: decoded packets grouped into TCP connection attempts, streaming.
+
+An *attempt* is a 4-tuple plus the client's initial sequence number, on the interface where it was
+seen first (its primary interface): a retransmitted SYN (same ISN) is the same attempt, a SYN with
+a new ISN on the same 4-tuple starts a new one, a SYN from the server side of an open attempt is a
+simultaneous open. The client is the sender of the SYN; an attempt whose first packet is not a SYN
+is `partial`, oriented from the receiver of a SYN-ACK or else from the sender of its first packet.
+Copies of its packets on other interfaces are kept (`copies`) but judged only once, on the primary.
+
+`Grouper` holds the table of live attempts. Packets are taken in time order within a reordering
+window (`reorder_s`, 0.1 s of capture time: a pcapng file written from several interfaces is
+slightly out of order); an attempt idle for `linger_s` (Zeek's tcp_inactivity_timeout, 5 min) is
+finished and forgotten; and the table has a memory cap (`max_connections`): when it is full, idle
+attempts are finished first, then the oldest half-open ones are evicted, each eviction counted
+(`evicted` on the attempt, `stats.evicted`). In "zeek" grouping, Zeek's own connection reuse and
+timers decide where one connection ends (`verifier.analysis.zeek`), every interface counts, and the
+file order is kept, as Zeek does.
+
+Each attempt runs both readings of its packets: the attempt machine (`verifier.analysis.attempt`,
+TCP's semantics, the project's verdicts) and Zeek's (`conn_state`, `history`). `verifier replay`,
+`verifier show`, `verifier.analysis.trace.Trace` (and so `expect()`) all group through this module.
+
+This module is the readable reference and, compiled by Cython (grouper.pxd), the engine: with the
+reader and the decoder it runs without a Python object per packet beyond the decoded record.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import cython
+
+from verifier.analysis.attempt import STATES, Machine, judge
+from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS, ZeekConn, zeek_connection
+from verifier.pcap.reader import Reader
+from verifier.wire.decoder import Decoder, Packet, address_text
+
+if not cython.compiled:  # compiled, grouper.pxd cimports these
+    from verifier.wire.decoder import BADSUM, FRAGMENT, ICMP, MALFORMED, OTHER, TCP, UNSUPPORTED
+from verifier.wire.names import ACK, FIN, RST, SYN, icmp_label
+
+__all__ = ["Attempt", "DEFAULT_LINGER_S", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_REORDER_S", "Grouper", "ScanStats"]
+
+S_NS = 1000000000
+DEFAULT_LINGER_S = 300.0  # Zeek's tcp_inactivity_timeout: an attempt idle this long is finished
+DEFAULT_REORDER_S = 0.1
+DEFAULT_MAX_CONNECTIONS = 100000  # live attempts before eviction (about 1.3 kB each)
+MAX_SYN_TIMES = 32  # SYN times kept per attempt (the count stays exact)
+_ZEEK_SWEEP_NS = 10 * S_NS
+
+_DIRS = ("in", "out")
+# states that mean the attempt got past its handshake (the rest are half-open, evicted first)
+_ANSWERED_STATES = sum(1 << STATES.index(n) for n in ("ESTABLISHED", "MIDSTREAM", "FIN_CLIENT", "FIN_SERVER", "CLOSED"))
+
+
+class ScanStats:
+    """What a pass over a capture read: counts of frames and packets by fate, and file notes."""
+
+    def __init__(self) -> None:
+        self.packets = 0  # frames in the file
+        self.tcp = 0  # TCP segments decoded (inner ones for tunnels)
+        self.icmp = 0  # ICMP/ICMPv6 errors quoting a TCP packet
+        self.icmp_unmatched = 0  # ... that quote no connection seen
+        self.icmp_other = 0  # ICMP errors quoting something else than TCP
+        self.other = 0  # frames that are neither (ARP, UDP, ...)
+        self.malformed = 0  # broken IPv4/IPv6/TCP/ICMP headers
+        self.fragments = 0  # IPv4/IPv6 fragments (not reassembled)
+        self.bad_checksum = 0  # only counted when checksums are checked
+        self.other_interface = 0  # copies of an attempt's packets on other interfaces than its primary
+        self.connections = 0
+        self.evicted = 0  # attempts evicted by the memory cap
+        self.unexpected = 0  # (state, event) pairs the attempt table does not have
+        self.unsupported = {}  # link type -> frames of it (not read)
+        self.first_malformed = None  # (frame index, what) of the first malformed frame
+        self.lost = {}  # interface name -> packets the capture lost there (pcapng statistics)
+        self.damage = []  # Damage notes of the file
+        self.damage_count = 0
+        self.truncated = False
+        self.format = None
+        self.engine = "compiled" if cython.compiled else "python"
+        self.end_ns = 0
+        self.interfaces = []
+
+    _FIELDS = ("packets", "tcp", "icmp", "icmp_unmatched", "icmp_other", "other", "malformed", "fragments",
+               "bad_checksum", "other_interface", "connections", "evicted", "unexpected", "unsupported", "first_malformed",
+               "lost", "damage", "damage_count", "truncated", "format", "engine", "end_ns", "interfaces")
+
+    def as_json(self) -> dict:
+        d = {f: getattr(self, f) for f in ScanStats._FIELDS}
+        d["unsupported"] = {str(k): v for k, v in self.unsupported.items()}
+        d["damage"] = [{"offset": x.offset, "what": x.what, "skipped": x.skipped} for x in self.damage]
+        d["first_malformed"] = (None if self.first_malformed is None
+                                else {"frame": self.first_malformed[0] + 1, "what": self.first_malformed[1]})
+        return d
+
+    def notes(self) -> list:
+        """One short phrase per thing a reader of the summary must know."""
+        out = []
+        for lt, n in sorted(self.unsupported.items()):
+            out.append(f"{n} frames of link type {lt} not read (unsupported)")
+        if self.malformed:
+            out.append(f"{self.malformed} malformed")
+        if self.fragments:
+            out.append(f"{self.fragments} fragments (not reassembled)")
+        if self.icmp_unmatched:
+            out.append(f"{self.icmp_unmatched} ICMP error(s) quoting no connection")
+        if self.evicted:
+            out.append(f"{self.evicted} attempts evicted by the memory cap (see --max-connections)")
+        if self.unexpected:
+            out.append(f"{self.unexpected} packets the attempt table has no transition for")
+        for name, n in self.lost.items():
+            out.append(f"the capture lost {n} packets on {name}")
+        if self.truncated:
+            out.append("file truncated")
+        if self.damage_count:
+            out.append(f"{self.damage_count} damaged record(s)")
+        return out
+
+
+def _ep_pair(ep: bytes) -> tuple:
+    """(address text, port) of a packed endpoint."""
+    n: cython.Py_ssize_t = len(ep) - 2
+    return (address_text(ep[:n]), (ep[n] << 8) | ep[n + 1])
+
+
+def _isn0(a: Attempt) -> cython.longlong:
+    return a.isn0
+
+
+def _attempt_id(a: Attempt):
+    return a.id
+
+
+def _ts(pk: Packet) -> cython.longlong:
+    return pk.ts_ns
+
+
+_json_cache: dict = {}
+
+
+def _json_str(s) -> str:
+    """A JSON string literal of `s` (null for None); our own phrases are cached."""
+    if s is None:
+        return "null"
+    j = _json_cache.get(s)
+    if j is None:
+        j = json.dumps(s)
+        if len(_json_cache) < 4096:
+            _json_cache[s] = j
+    return j
+
+
+def _secs(ns: cython.longlong, digits: cython.int) -> str:
+    """ns as decimal seconds with `digits` decimals (6 or 9), rounded half up, exactly: JSON and
+    `as_json` both use it, so the two agree to the last digit."""
+    neg: cython.bint = ns < 0
+    if neg:
+        ns = -ns
+    q: cython.longlong
+    r: cython.longlong
+    if digits == 6:
+        v: cython.longlong = (ns + 500) // 1000
+        q = v // 1000000
+        r = v % 1000000
+        text = f"{q}.{r:06d}"
+    else:
+        q = ns // 1000000000
+        r = ns % 1000000000
+        text = f"{q}.{r:09d}"
+    return "-" + text if neg else text
+
+
+class Attempt:
+    """One TCP connection attempt as the grouper found it, with both readings of its packets.
+
+    Identity: `id` (in order of first packet), `family`, the client `orig_h`/`orig_p` and the server
+    `resp_h`/`resp_p` (text; `c_addr`/`s_addr` packed), `iface` (its primary interface), `partial`
+    (no SYN from the client was captured first), `attempt_no` (0 for the first attempt on this
+    4-tuple). Verdict: `outcome` and `detail` from the attempt machine (`machine`), `reset_by`;
+    Zeek's `conn_state` and `history`. Evidence: `syn_count`, `syn_times_s`, `rtt_s`, `icmp`,
+    `npackets`, `copies` (on other interfaces), start and end times (ns since the epoch).
+    """
+
+    def __init__(self) -> None:
+        self.id = 0
+        self.family = 0
+        self.c_low = False  # the client is the lower endpoint of `key`
+        self.c_ep = b""  # packed address + 2-byte port
+        self.s_ep = b""
+        self.c_addr = b""
+        self.s_addr = b""
+        self.c_port = 0
+        self.s_port = 0
+        self.iface = 0
+        self.iface_name = None
+        self.partial = False
+        self.attempt_no = 0
+        self.key = b""
+        self.start_ns = 0
+        self.last_ns = 0
+        self.end_ns = 0
+        self.npackets = 0
+        self.copies = 0
+        self.syn_times = []
+        self.nsyn = 0
+        self.last_syn = -1
+        self.rtt_ns = -1
+        self.isn0 = -1  # the ISN of the SYN that started the attempt (-1: partial)
+        self.closed = False
+        self.fins = 0
+        self.icmp_count = 0
+        self.icmp_family = 0
+        self.icmp_type = 0
+        self.icmp_code = 0
+        self.icmp_from = None
+        self.machine = None
+        self.zeek = None
+        self.lost = 0
+        self.evicted = False
+        self.pkts = None
+        self.evs = None
+
+    # ---- identity
+
+    @property
+    def number(self) -> int:
+        return self.id
+
+    @property
+    def orig_h(self) -> str:
+        return address_text(self.c_addr)
+
+    @property
+    def orig_p(self) -> int:
+        return self.c_port
+
+    @property
+    def resp_h(self) -> str:
+        return address_text(self.s_addr)
+
+    @property
+    def resp_p(self) -> int:
+        return self.s_port
+
+    @property
+    def client(self) -> tuple:
+        return (address_text(self.c_addr), self.c_port)
+
+    @property
+    def server(self) -> tuple:
+        return (address_text(self.s_addr), self.s_port)
+
+    @property
+    def isn(self):
+        """The client's ISN (None if no SYN of the client was seen)."""
+        return self.machine.c_isn if self.machine.c_isn >= 0 else None
+
+    # ---- the attempt machine's verdict
+
+    @property
+    def state(self) -> str:
+        return STATES[self.machine.state]
+
+    def verdict(self) -> tuple:
+        """(outcome, detail) from the attempt machine's final state."""
+        m: Machine = self.machine
+        age: cython.longlong = self.end_ns - self.last_syn if self.nsyn else -1
+        return judge(m.state, m.visited, self.nsyn, age, self.lost, self.iface_name)
+
+    @property
+    def outcome(self) -> str:
+        return self.verdict()[0]
+
+    @property
+    def detail(self) -> str:
+        outcome, detail = self.verdict()
+        if outcome == "unreachable" and self.icmp_count:
+            return (f"{icmp_label(self.icmp_family, self.icmp_type, self.icmp_code)} from "
+                    f"{address_text(self.icmp_from)} quoting the SYN; no answer from the server")
+        return detail
+
+    @property
+    def reset_by(self):
+        s: cython.int = self.machine.state
+        return "client" if s == 10 else "server" if s == 11 else None
+
+    @property
+    def syn_count(self) -> int:
+        return self.nsyn
+
+    @property
+    def syn_times_s(self) -> list:
+        """Seconds after the first SYN of each SYN (first + retransmissions), to the microsecond."""
+        if not self.syn_times:
+            return []
+        t0 = self.syn_times[0]
+        return [float(_secs(t - t0, 6)) for t in self.syn_times]
+
+    @property
+    def rtt_s(self):
+        """SYN (the last one before the answer) to SYN-ACK, in seconds."""
+        return None if self.rtt_ns < 0 else float(_secs(self.rtt_ns, 9))
+
+    @property
+    def duration_s(self) -> float:
+        return float(_secs(self.last_ns - self.start_ns, 9))
+
+    @property
+    def icmp(self):
+        """The first ICMP error quoting the attempt: {"family", "type", "code", "from", "count"}."""
+        if not self.icmp_count:
+            return None
+        return {"family": self.icmp_family, "type": self.icmp_type, "code": self.icmp_code,
+                "from": address_text(self.icmp_from), "count": self.icmp_count}
+
+    @property
+    def unexpected(self):
+        """The first (state, event, frame index) the attempt table had no transition for, or None."""
+        return self.machine.miss
+
+    # ---- Zeek's reading
+
+    @property
+    def conn_state(self) -> str:
+        return self.zeek.conn_state() if self.zeek is not None else "OTH"
+
+    @property
+    def history(self) -> str:
+        return self.zeek.history if self.zeek is not None else ""
+
+    @property
+    def zeek_orig(self):
+        """Zeek's originator as (addr, port), when it is not our client."""
+        z = self.zeek
+        if z is None or z.orig_key == self.c_ep:
+            return None
+        return _ep_pair(z.orig_key)
+
+    @property
+    def zeek_orig_h(self):
+        zo = self.zeek_orig
+        return None if zo is None else zo[0]
+
+    def readings_differ(self, outcome=None):
+        """Why Zeek's conn_state says something else than our outcome, or None when they agree."""
+        if outcome is None:
+            outcome = self.outcome
+        cs = self.conn_state
+        m: Machine = self.machine
+        if cs == "REJ" and outcome != "refused":
+            if m.ignored_rsts:
+                return (f"Zeek's REJ counts a RST the {'client' if self.state != 'REFUSED' else 'server'}'s stack "
+                        f"ignores (RFC 9293: no ACK, or a wrong one); for TCP the attempt is {outcome}")
+            return f"Zeek reads a rejection where the attempt machine reads {outcome}"
+        if outcome == "refused" and cs != "REJ":
+            return f"Zeek's conn_state {cs} for an attempt refused with RST/ACK"
+        if outcome in ("reset", "closed", "established") and cs in ("S0", "REJ"):
+            return f"Zeek's conn_state {cs} for an attempt the machine reads as {outcome}"
+        return None
+
+    # ---- output
+
+    def as_json(self) -> dict:
+        """The attempt as one JSON object (what `verifier replay --json` prints per line)."""
+        outcome, _ = self.verdict()
+        detail = self.detail
+        d = {
+            "id": self.id, "family": self.family, "orig_h": self.orig_h, "orig_p": self.c_port,
+            "resp_h": self.resp_h, "resp_p": self.s_port, "outcome": outcome, "detail": detail,
+            "reset_by": self.reset_by, "syn_count": self.nsyn,
+            "syn_times_s": self.syn_times_s, "start_ns": self.start_ns,
+            "end_ns": self.last_ns, "duration_s": self.duration_s, "packets": self.npackets,
+            "conn_state": self.conn_state, "history": self.history, "icmp": self.icmp, "iface": self.iface_name,
+            "partial": self.partial, "rtt_s": self.rtt_s,
+            "state": self.state, "lost": self.lost, "evicted": self.evicted,
+            "ignored_rsts": self.machine.ignored_rsts, "challenged_rsts": self.machine.challenged_rsts,
+            "unexpected": self.machine.misses,
+        }
+        zo = self.zeek_orig
+        if zo is not None:
+            d["zeek_orig"] = f"{zo[0]}:{zo[1]}"
+        differ = self.readings_differ(outcome)
+        if differ is not None:
+            d["readings_differ"] = differ
+        return d
+
+    def json_line(self) -> str:
+        """`json.dumps(self.as_json())`, without building the dict: this is the replay's hot output."""
+        m: Machine = self.machine
+        age: cython.longlong = self.end_ns - self.last_syn if self.nsyn else -1
+        v: tuple = judge(m.state, m.visited, self.nsyn, age, self.lost, self.iface_name)
+        outcome: str = v[0]
+        if self.icmp_count and outcome == "unreachable":
+            detail = _json_str(self.detail)
+        else:
+            detail = _json_str(v[1])
+        s: cython.int = m.state
+        reset_by = '"client"' if s == 10 else '"server"' if s == 11 else "null"
+        n: cython.Py_ssize_t = len(self.syn_times)
+        if n == 0:
+            syns = "[]"
+        elif n == 1:
+            syns = "[0.000000]"
+        else:
+            t0: cython.longlong = self.syn_times[0]
+            syns = "[" + ", ".join([_secs(t - t0, 6) for t in self.syn_times]) + "]"
+        if self.icmp_count:
+            icmp = (f'{{"family": {self.icmp_family}, "type": {self.icmp_type}, "code": {self.icmp_code}, '
+                    f'"from": "{address_text(self.icmp_from)}", "count": {self.icmp_count}}}')
+        else:
+            icmp = "null"
+        z: ZeekConn = self.zeek
+        if z is not None:
+            conn_state = z.conn_state()
+            history = z.history  # letters and '^' only
+        else:
+            conn_state = "OTH"
+            history = ""
+        rtt = "null" if self.rtt_ns < 0 else _secs(self.rtt_ns, 9)
+        line = (f'{{"id": {self.id}, "family": {self.family}, "orig_h": "{address_text(self.c_addr)}", '
+                f'"orig_p": {self.c_port}, "resp_h": "{address_text(self.s_addr)}", "resp_p": {self.s_port}, '
+                f'"outcome": "{outcome}", "detail": {detail}, "reset_by": {reset_by}, '
+                f'"syn_count": {self.nsyn}, "syn_times_s": {syns}, "start_ns": {self.start_ns}, '
+                f'"end_ns": {self.last_ns}, "duration_s": {_secs(self.last_ns - self.start_ns, 9)}, '
+                f'"packets": {self.npackets}, "conn_state": "{conn_state}", "history": "{history}", "icmp": {icmp}, '
+                f'"iface": {_json_str(self.iface_name)}, "partial": {"true" if self.partial else "false"}, '
+                f'"rtt_s": {rtt}, "state": "{STATES[s]}", "lost": {self.lost}, '
+                f'"evicted": {"true" if self.evicted else "false"}, "ignored_rsts": {m.ignored_rsts}, '
+                f'"challenged_rsts": {m.challenged_rsts}, "unexpected": {m.misses}')
+        if z is not None and z.orig_key != self.c_ep:
+            zo = _ep_pair(z.orig_key)
+            line += f', "zeek_orig": "{zo[0]}:{zo[1]}"'
+        rej: cython.bint = conn_state == "REJ"
+        if rej != (outcome == "refused") or (conn_state == "S0" and (outcome == "reset" or outcome == "closed"
+                                                                       or outcome == "established")):
+            differ = self.readings_differ(outcome)
+            if differ is not None:
+                line += f', "readings_differ": {_json_str(differ)}'
+        return line + "}"
+
+    def __repr__(self) -> str:
+        return (f"<Attempt #{self.id} {self.orig_h}:{self.c_port} > {self.resp_h}:{self.s_port} "
+                f"{self.outcome} {self.conn_state} {self.history or '-'}>")
+
+
+class Grouper:
+    """The table of live attempts. Feed it decoded packets (`feed`) or run it over a file (`run`);
+    finished attempts collect in `done` (take them with `take()`); `finish()` ends the capture.
+
+    grouping "attempt" (one attempt per 4-tuple + client ISN, judged on its primary interface) or
+    "zeek" (one per Zeek conn.log row). `keep`: attempts keep their packets (`pkts`, and the event
+    of each in `evs`) and unmatched ICMP errors are kept in `unmatched`, for `Trace`. `factory`: the
+    class of the attempts (a subclass of Attempt). `likely_server_ports`: Zeek's orientation rule.
+    """
+
+    def __init__(self, *, grouping: str = "attempt", reorder_s: float = DEFAULT_REORDER_S,
+                 linger_s: float = DEFAULT_LINGER_S, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 likely_server_ports=DEFAULT_LIKELY_SERVER_PORTS, keep: bool = False, factory=Attempt,
+                 max_packets: int = 0, keep_ids=None) -> None:
+        if grouping not in ("attempt", "zeek"):
+            raise ValueError(f"grouping must be 'attempt' or 'zeek', not {grouping!r}")
+        if not linger_s > 0:
+            raise ValueError(f"linger_s must be positive, not {linger_s!r}")
+        if not reorder_s >= 0:
+            raise ValueError(f"reorder_s must be 0 or more, not {reorder_s!r}")
+        if max_connections < 2:
+            raise ValueError(f"max_connections must be at least 2, not {max_connections!r}")
+        self.zeek_mode = grouping == "zeek"
+        self.window = 0 if self.zeek_mode else int(reorder_s * S_NS)
+        self.linger = int(linger_s * S_NS)
+        self.sweep_every = _ZEEK_SWEEP_NS if self.zeek_mode else max(self.linger // 10, S_NS)
+        self.max_live = max_connections
+        self.likely = frozenset(likely_server_ports)
+        self.keep = keep
+        self.max_packets = max_packets
+        self.keep_ids = None if keep_ids is None else frozenset(keep_ids)
+        self.options = dict(grouping=grouping, reorder_s=reorder_s, linger_s=linger_s,
+                            max_connections=max_connections, likely_server_ports=self.likely)
+        self.first_ns = -1
+        self.factory = factory
+        self.current = {}
+        self.shadowed = {}  # id -> a live attempt no longer the newest on its 4-tuple
+        self.by_isn = {}  # (key, client is low, ISN) -> a shadowed attempt, for its late SYNs and ICMP errors
+        self.queue = []
+        self.head = 0
+        self.newest = 0
+        self.done = []
+        self.unmatched = []
+        self.next_id = 0
+        self.next_sweep = -1
+        self.now = 0
+        self.end_ns = 0
+        self.stats = ScanStats()
+        self.started = False
+        self.ahead = {}  # interface -> lost, from the statistics at the end of the file
+        self.names = {}  # file-wide interface id -> name
+        self.lost = {}  # file-wide interface id -> packets lost (pcapng statistics)
+
+    # ---- input
+
+    def take(self) -> list:
+        """The attempts finished so far (in the order they finished), forgetting them."""
+        out = self.done
+        self.done = []
+        return out
+
+    def feed(self, pk: Packet) -> None:
+        """One decoded packet with its capture context (see `Packet`), in file order."""
+        st: ScanStats = self.stats
+        k: cython.int = pk.kind
+        t: cython.longlong = pk.ts_ns
+        if t > self.end_ns:
+            self.end_ns = t
+        if (k == TCP or k == ICMP) and (self.first_ns < 0 or t < self.first_ns):
+            self.first_ns = t
+        if k == TCP:
+            st.tcp += 1
+        elif k == ICMP:
+            st.icmp += 1
+        else:
+            if k == MALFORMED:
+                st.malformed += 1
+                if st.first_malformed is None:
+                    st.first_malformed = (pk.index, pk.error)
+            elif k == FRAGMENT:
+                st.fragments += 1
+            elif k == BADSUM:
+                st.bad_checksum += 1
+            elif k == UNSUPPORTED:
+                st.unsupported[pk.linktype] = st.unsupported.get(pk.linktype, 0) + 1
+            else:
+                st.other += 1
+            return
+        if pk.checksum < 0:
+            st.bad_checksum += 1
+        if self.window == 0:
+            self._dispatch(pk)
+        else:
+            # The queue is a list with a moving head (cheaper than a deque from compiled code).
+            q: list = self.queue
+            if t >= self.newest:
+                q.append(pk)
+                self.newest = t
+            else:  # out of order: insert after every queued packet that is not later
+                j: cython.Py_ssize_t = len(q) - 1
+                while j >= self.head and _ts(q[j]) > t:
+                    j -= 1
+                q.insert(j + 1, pk)
+            limit: cython.longlong = self.newest - self.window
+            n: cython.Py_ssize_t = len(q)
+            while self.head < n and _ts(q[self.head]) < limit:
+                nxt: Packet = q[self.head]
+                q[self.head] = None
+                self.head += 1
+                self._dispatch(nxt)
+            if self.head > 4096 and self.head * 2 > n:
+                del q[:self.head]
+                self.head = 0
+        if self.next_sweep < 0:
+            self.next_sweep = t + self.sweep_every
+        elif t >= self.next_sweep:
+            self._sweep(t - self.window)
+            self.next_sweep = t + self.sweep_every
+
+    def run(self, reader: Reader, decoder: Decoder, limit: cython.longlong = 0) -> cython.bint:
+        """Frames of `reader` (a `verifier.pcap.Reader`), decoded by `decoder`: all of them, or at
+        most `limit` (then True while frames remain, so that a caller can take() the attempts
+        finished so far and come back). At the end of the file the file's notes are read."""
+        if not self.started:
+            self.started = True
+            self.ahead = reader.trailing_lost()
+            for iface, n in self.ahead.items():
+                self.lost[iface] = n
+        # The loop makes millions of short-lived objects and no reference cycles: the cyclic
+        # collector would spend a third of the time walking the live attempts for nothing.
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            more: cython.bint = self._run(reader, decoder, limit)
+        finally:
+            if gc_was:
+                gc.enable()
+        if not more:
+            self._end_of_file(reader)
+        return more
+
+    def _run(self, reader: Reader, decoder: Decoder, limit: cython.longlong) -> cython.bint:
+        st: ScanStats = self.stats
+        buf: bytearray
+        i: cython.Py_ssize_t
+        n_items: cython.int
+        pk: Packet
+        names = self.names
+        last_iface: cython.int = -1
+        iface_name = None
+        done: cython.longlong = 0
+        while reader.next():
+            st.packets += 1
+            buf = reader.buf
+            n_items = decoder.frame(buf, reader.rec_off, reader.rec_caplen, reader.rec_orig_len, reader.rec_linktype)
+            iface: cython.int = reader.rec_iface
+            rdir: cython.int = reader.rec_dir
+            if iface != last_iface:
+                last_iface = iface
+                if iface not in names:
+                    names[iface] = reader.iface_name(iface)
+                iface_name = names[iface]
+            for i in range(n_items):
+                pk = decoder.out[i]
+                pk.index = reader.rec_index
+                pk.ts_ns = reader.rec_ts
+                pk.iface = iface
+                pk.iface_name = iface_name
+                pk.linktype = reader.rec_linktype
+                if rdir:
+                    pk.direction = _DIRS[rdir - 1]
+                self.feed(pk)
+            done += 1
+            if limit and done >= limit:
+                return True
+        return False
+
+    def _end_of_file(self, reader: Reader) -> None:
+        st: ScanStats = self.stats
+        lost = self.lost
+        for ifc in reader.all_ifaces:
+            if ifc.lost > lost.get(ifc.id, 0):
+                lost[ifc.id] = ifc.lost
+            if ifc.id not in self.names:
+                self.names[ifc.id] = ifc.name
+        if reader.sections > 1:  # the statistics read ahead belong to the last section only
+            for iface in self.ahead:
+                if reader.iface_lost(iface) == 0:
+                    lost.pop(iface, None)
+        st.format = reader.format
+        st.truncated = reader.truncated
+        st.damage = reader.damage
+        st.damage_count = reader.damage_count
+        st.interfaces = []
+        for ifc in reader.all_ifaces:
+            st.interfaces.append(ifc.name if ifc.name is not None else str(ifc.id))
+        for stat in reader.stats:  # the end of the capture may be later than its last packet
+            if stat.ts_ns > self.end_ns:
+                self.end_ns = stat.ts_ns
+
+    # ---- the table
+
+    def _dispatch(self, pk: Packet) -> None:
+        self.now = pk.ts_ns
+        if pk.kind == TCP:
+            if self.zeek_mode:
+                self._tcp_zeek(pk)
+            else:
+                self._tcp(pk)
+        else:
+            self._icmp(pk)
+
+    def _tcp(self, pk: Packet) -> None:
+        key: bytes = pk.key
+        low: cython.bint = pk.src_low
+        att = self.current.get(key)
+        flags: cython.int = pk.flags
+        a: Attempt
+        if flags & (SYN | ACK) == SYN:
+            found = None
+            if att is not None:
+                a = att
+                if not a.partial and a.c_low == low and a.isn0 == pk.seq:
+                    found = att  # a retransmission, or the same SYN on another interface
+            if found is None and self.by_isn:
+                found = self.by_isn.get((key, low, pk.seq))  # a late SYN of an older attempt
+            if found is not None:
+                att = found
+            elif att is not None and self._simultaneous(att, low):
+                pass
+            else:
+                att = self._new(key, pk, low, False, att)
+        elif att is None:
+            if flags & (SYN | ACK) == SYN | ACK:
+                att = self._new(key, pk, not low, True, None)
+            else:
+                att = self._new(key, pk, low, True, None)
+        a = att
+        if a.iface != pk.iface:
+            self.stats.other_interface += 1
+            a.copies += 1
+            if self.keep:
+                self._keep(a, pk, -1)
+            return
+        self._segment(a, pk)
+
+    def _simultaneous(self, att: Attempt, src_low: cython.bint) -> cython.bint:
+        """A SYN from the server side of a still-open attempt that has no server ISN yet."""
+        return not att.closed and not att.partial and src_low != att.c_low and att.machine.s_isn < 0
+
+    def _tcp_zeek(self, pk: Packet) -> None:
+        key: bytes = pk.key
+        att = self.current.get(key)
+        t: cython.longlong = pk.ts_ns
+        flags: cython.int = pk.flags
+        a: Attempt
+        if att is not None:
+            a = att
+            if a.zeek.expired_by(t) or a.zeek.is_reuse(flags, pk.seq):
+                self._finish(a)
+                att = None
+        if att is None:
+            z: ZeekConn = zeek_connection(pk.src_ep, pk.dst_ep, flags, t, self.likely)
+            att = self._new(key, pk, z.orig_low, not (flags & SYN and not flags & ACK), None)
+            a = att
+            a.zeek = z
+        self._segment(att, pk)
+
+    def _new(self, key: bytes, pk: Packet, c_low: cython.bint, partial: cython.bint, prev) -> Attempt:
+        """A new attempt on `key` whose client is its lower endpoint when `c_low`; `prev` is the
+        attempt it replaces as the newest on the 4-tuple (it stays live, shadowed)."""
+        if len(self.current) + len(self.shadowed) >= self.max_live:
+            self._make_room()
+            prev = self.current.get(key)
+        a: Attempt
+        if cython.compiled and self.factory is Attempt:
+            a = Attempt.__new__(Attempt)
+            a.syn_times = []
+        else:
+            a = self.factory()
+        a.id = self.next_id
+        self.next_id += 1
+        a.family = pk.family
+        half: cython.Py_ssize_t = len(key) // 2
+        c_ep = key[:half] if c_low else key[half:]
+        s_ep = key[half:] if c_low else key[:half]
+        n: cython.Py_ssize_t = half - 2
+        a.c_low = c_low
+        a.c_ep = c_ep
+        a.s_ep = s_ep
+        a.c_addr = c_ep[:n]
+        a.s_addr = s_ep[:n]
+        a.c_port = (c_ep[n] << 8) | c_ep[n + 1]
+        a.s_port = (s_ep[n] << 8) | s_ep[n + 1]
+        a.iface = pk.iface
+        a.iface_name = self.names.get(pk.iface)
+        a.partial = partial
+        a.key = key
+        a.start_ns = pk.ts_ns
+        a.last_ns = pk.ts_ns
+        a.last_syn = -1
+        a.rtt_ns = -1
+        a.isn0 = -1 if partial else pk.seq
+        a.machine = Machine()
+        if prev is not None:
+            p: Attempt = prev
+            a.attempt_no = p.attempt_no + 1
+            self.shadowed[p.id] = p
+            if p.isn0 >= 0:
+                self.by_isn[(key, p.c_low, p.isn0)] = p
+        if self.keep and (self.keep_ids is None or a.id in self.keep_ids):
+            a.pkts = []
+            a.evs = []
+        self.current[key] = a
+        return a
+
+    def _segment(self, a: Attempt, pk: Packet) -> None:
+        t: cython.longlong = pk.ts_ns
+        from_client: cython.bint = pk.src_low == a.c_low
+        flags: cython.int = pk.flags
+        a.npackets += 1
+        a.last_ns = t
+        ev: cython.int = -2  # a segment with a bad checksum is not fed to the attempt machine
+        csum_ok: cython.bint = pk.checksum >= 0
+        if csum_ok:
+            m: Machine = a.machine
+            ev = m.segment(from_client, flags, pk.seq, pk.ack, pk.window, pk.payload_len, pk.wscale, pk.index)
+            masked: cython.int = flags & (SYN | ACK | RST)
+            if from_client and masked == SYN:
+                if len(a.syn_times) < MAX_SYN_TIMES:
+                    a.syn_times.append(t)
+                a.nsyn += 1
+                a.last_syn = t
+            elif not from_client and masked == SYN | ACK and a.rtt_ns < 0 and a.last_syn >= 0:
+                a.rtt_ns = t - a.last_syn
+            if flags & RST:
+                a.closed = True
+            if flags & FIN:
+                a.fins |= 1 if from_client else 2
+                if a.fins == 3:
+                    a.closed = True
+        z = a.zeek
+        if z is None:
+            if from_client:
+                z = zeek_connection(a.c_ep, a.s_ep, flags, t, self.likely)
+            else:
+                z = zeek_connection(a.s_ep, a.c_ep, flags, t, self.likely)
+            a.zeek = z
+        zc: ZeekConn = z
+        is_orig: cython.bint = pk.src_low == zc.orig_low
+        zc.process(is_orig, t, flags, pk.seq, pk.ack, pk.payload_len, pk.window, pk.captured >= pk.payload_len,
+                   csum_ok)
+        if self.keep:
+            self._keep(a, pk, ev)
+
+    def _keep(self, a: Attempt, pk: Packet, ev: cython.int) -> None:
+        if a.pkts is None or (self.max_packets and len(a.pkts) >= self.max_packets):
+            return
+        a.pkts.append(pk)
+        a.evs.append(ev)
+
+    def _icmp(self, pk: Packet) -> None:
+        q = pk.quoted
+        if q.ip_proto != 6 or q.sport is None:
+            self.stats.icmp_other += 1
+            if self.keep:
+                self.unmatched.append(pk)
+            return
+        src = q.src_raw + q.sport.to_bytes(2, "big")
+        dst = q.dst_raw + q.dport.to_bytes(2, "big")
+        low: cython.bint = src <= dst
+        key = src + dst if low else dst + src
+        att = self.current.get(key)
+        if q.seq is not None and self.by_isn and not self.zeek_mode:
+            if att is None or _isn0(att) != q.seq:
+                found = self.by_isn.get((key, low, q.seq))  # a quoted SYN names its attempt exactly
+                if found is not None:
+                    att = found
+        if att is None:
+            self.stats.icmp_unmatched += 1
+            if self.keep:
+                self.unmatched.append(pk)
+            return
+        a: Attempt = att
+        if not self.zeek_mode and a.iface != pk.iface:
+            self.stats.other_interface += 1
+            a.copies += 1
+            if self.keep:
+                self._keep(a, pk, -1)
+            return
+        quotes_client: cython.bint = low == a.c_low
+        ev: cython.int = a.machine.icmp(quotes_client, q.seq, pk.index)
+        a.npackets += 1
+        a.last_ns = pk.ts_ns
+        if not a.icmp_count:
+            a.icmp_family = pk.family
+            a.icmp_type = pk.icmp_type
+            a.icmp_code = pk.icmp_code
+            a.icmp_from = pk.src_raw
+        a.icmp_count += 1
+        if self.keep:
+            self._keep(a, pk, ev)
+
+    # ---- finishing
+
+    def _finish(self, a: Attempt) -> None:
+        if self.current.get(a.key) is a:
+            del self.current[a.key]
+        else:
+            del self.shadowed[a.id]
+            if a.isn0 >= 0:
+                isn_key = (a.key, a.c_low, a.isn0)
+                if self.by_isn.get(isn_key) is a:
+                    del self.by_isn[isn_key]
+        a.end_ns = self.now if self.now > a.last_ns else a.last_ns
+        a.lost = self.lost.get(a.iface, 0)
+        if a.iface_name is None:
+            a.iface_name = self.names.get(a.iface)
+        st: ScanStats = self.stats
+        st.connections += 1
+        st.unexpected += a.machine.misses
+        self.done.append(a)
+
+    def _sweep(self, now: cython.longlong) -> None:
+        """Finish the attempts idle for the linger time (Zeek: removed by Zeek's timers)."""
+        idle = []
+        a: Attempt
+        for table in (self.current, self.shadowed):
+            for att in table.values():
+                a = att
+                if self.zeek_mode:
+                    if a.zeek is not None and a.zeek.expired_by(now):
+                        idle.append(a)
+                elif a.last_ns + self.linger <= now:
+                    idle.append(a)
+        idle.sort(key=_attempt_id)
+        saved: cython.longlong = self.now
+        if now > self.now:
+            self.now = now
+        for att in idle:
+            self._finish(att)
+        self.now = saved
+
+    def _live(self) -> list:
+        """Every live attempt, in the order they started."""
+        out = list(self.current.values())
+        if self.shadowed:
+            out.extend(self.shadowed.values())
+            out.sort(key=_attempt_id)
+        elif self.zeek_mode or len(out) > 1:
+            out.sort(key=_attempt_id)
+        return out
+
+    def _make_room(self) -> None:
+        """The table is full: finish idle attempts, then evict the oldest half-open ones (never
+        established), then the oldest of any kind, down to half the cap."""
+        self._sweep(self.now - self.window)
+        target: cython.Py_ssize_t = self.max_live // 2
+        if len(self.current) + len(self.shadowed) < self.max_live:
+            return
+        a: Attempt
+        for pass_ in range(2):
+            victims = []
+            excess: cython.Py_ssize_t = len(self.current) + len(self.shadowed) - target
+            for att in self._live():
+                a = att
+                if pass_ == 1 or not a.machine.visited & _ANSWERED_STATES:
+                    victims.append(a)
+            victims.sort(key=_attempt_id)  # the oldest first
+            del victims[excess:]
+            for att in victims:
+                a = att
+                a.evicted = True
+                self.stats.evicted += 1
+                self._finish(a)
+            if len(self.current) + len(self.shadowed) <= target:
+                return
+
+    def finish(self) -> None:
+        """The end of the capture: every queued packet is handled and every live attempt finished,
+        in the order they started."""
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            self._finish_all()
+        finally:
+            if gc_was:
+                gc.enable()
+
+    def _finish_all(self) -> None:
+        q: list = self.queue
+        while self.head < len(q):
+            nxt: Packet = q[self.head]
+            self.head += 1
+            self._dispatch(nxt)
+        del q[:]
+        self.head = 0
+        if self.end_ns > self.now:
+            self.now = self.end_ns
+        self.stats.end_ns = self.end_ns
+        for att in self._live():
+            self._finish(att)
+        self.stats.lost = {(self.names.get(i) if self.names.get(i) is not None else str(i)): n
+                           for i, n in self.lost.items() if n}

@@ -1,0 +1,61 @@
+"""Streaming a capture file through the one core: reader, decoder, grouper.
+
+    s = Scan("big.pcapng")
+    for attempt in s:              # Attempts, as they finish (idle, evicted, or at the end)
+        print(attempt.json_line())
+    s.stats                        # ScanStats: what was read, lost, damaged, evicted
+
+Only the live attempts and one read buffer are held: memory stays flat as the file grows (the
+table's cap, `max_connections`, bounds it on floods of distinct 4-tuples).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from verifier.analysis.grouper import (DEFAULT_LINGER_S, DEFAULT_MAX_CONNECTIONS, DEFAULT_REORDER_S, Attempt,
+                                       Grouper, ScanStats)
+from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS
+from verifier.pcap import Reader
+from verifier.wire import Decoder
+
+__all__ = ["Scan", "scan"]
+
+CHUNK_FRAMES = 65536  # frames between two hand-overs of finished attempts
+
+
+class Scan:
+    """One streaming pass over a pcap/pcapng file (a path or a binary file object); iterate it for
+    the attempts, then read `stats`. Raises CaptureFormatError (when iterated) for a file that is not
+    a capture; damage and truncation are warnings and notes in `stats`."""
+
+    def __init__(self, source: str | os.PathLike | BinaryIO, *, grouping: str = "attempt", checksums: bool = False,
+                 likely_server_ports=DEFAULT_LIKELY_SERVER_PORTS, linger_s: float = DEFAULT_LINGER_S,
+                 reorder_s: float = DEFAULT_REORDER_S, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        self.source = source
+        self.checksums = checksums
+        # built now, so that bad options fail before the file is opened
+        self.grouper = Grouper(grouping=grouping, reorder_s=reorder_s, linger_s=linger_s,
+                               max_connections=max_connections, likely_server_ports=likely_server_ports)
+        self.stats: ScanStats = self.grouper.stats
+        self.name = None
+
+    def __iter__(self) -> Iterator[Attempt]:
+        g = self.grouper
+        reader = Reader(self.source)
+        self.name = reader.name
+        try:
+            dec = Decoder(self.checksums)
+            while g.run(reader, dec, CHUNK_FRAMES):
+                yield from g.take()
+            g.finish()
+            yield from g.take()
+        finally:
+            reader.close()
+
+
+def scan(source: str | os.PathLike | BinaryIO, **options) -> Scan:
+    """`Scan(source, **options)`: iterate it for the attempts of a capture, streaming."""
+    return Scan(source, **options)
