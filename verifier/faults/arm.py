@@ -1,6 +1,7 @@
 """The agent side of a fault kind: `Arm`, one armed fault inside the fault agent (packet sockets bound
 to interfaces of a testbed namespace, what it saw and what it sent), and what arms share: the frame
-parser `Frame`, the match predicate, and the registry `ARM_KINDS` the agent finds arms in.
+parser `Frame`, the match predicate, and the registry `ARM_KINDS` the agent finds arms in. Frames are read by the
+one decoder of the project (`verifier.wire.decoder`).
 
 A kind that needs the agent puts its arm in its own module, next to the caller's side:
 
@@ -13,8 +14,8 @@ An arm may answer requests of its own besides the agent's (`status`, `stop`, `di
 them in `ops` and implements `op_NAME(agent, req) -> dict` (the watch arm's "rst").
 
 The agent process imports every kind module when it starts, so this module (and each kind's) uses
-the standard library only: no Scapy, no pyroute2. Frames are parsed with struct and built with
-`verifier.wire.encode`.
+the standard library and verifier.wire only: no Scapy, no pyroute2. Frames are read by
+`verifier.wire.decoder` and built with `verifier.wire.encode`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import socket
 import struct
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from verifier.wire.decoder import TCP, decode_frame
+from verifier.wire.names import ACK as TCP_ACK, FIN as TCP_FIN, PSH as TCP_PSH, RST as TCP_RST, SYN as TCP_SYN, flag_str
 
 if TYPE_CHECKING:  # pragma: no cover
     from verifier.faults.agent import Agent
@@ -38,8 +42,6 @@ PACKET_OUTGOING = 4
 SO_TIMESTAMPNS = 35
 DEFAULT_LIFETIME_S = 60.0
 MAX_RECORDS = 1000  # per-packet records an arm keeps for its report; counters go on beyond
-
-TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 #: The arm kinds by the name of the agent's "arm" request, filled in by `Arm.__init_subclass__`.
 ARM_KINDS: dict[str, type["Arm"]] = {}
@@ -86,73 +88,46 @@ def mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def flag_text(flags: int) -> str:
-    return "".join(c for bit, c in ((TCP_FIN, "F"), (TCP_SYN, "S"), (TCP_RST, "R"), (TCP_PSH, "P"),
-                                    (TCP_ACK, "A"), (0x20, "U"), (0x40, "E"), (0x80, "C")) if flags & bit)
+flag_text = flag_str  # the letters of verifier.wire.names
 
 
 class Frame:
-    """The fields of one TCP/IP frame the arms look at, parsed with struct (fast) rather than Scapy."""
+    """The fields of one TCP/IP frame the arms look at, read by the one decoder (verifier.wire)."""
 
     __slots__ = ("family", "eth_dst", "eth_src", "ip", "ip_hl", "src", "dst", "ttl", "sport", "dport", "seq",
-                 "ack", "flags", "window", "tcp_hl", "payload_len", "options")
+                 "ack", "flags", "window", "tcp_hl", "payload_len", "packet")
 
     @classmethod
     def parse(cls, data: bytes) -> "Frame | None":
-        """The frame's TCP segment, or None if it carries none (ARP, a fragment, IPv6 extension headers...)."""
-        if len(data) < 14:
-            return None
-        ethertype = struct.unpack_from("!H", data, 12)[0]
-        t = cls()
-        if ethertype == ETH_P_IP:
-            if len(data) < 34 or data[14] >> 4 != 4:
-                return None
-            ihl = (data[14] & 0xF) * 4
-            total, frag, ttl, proto = struct.unpack_from("!2xH2xHBB", data, 14)
-            if proto != 6 or frag & 0x3FFF:  # not TCP, or a fragment (MF set or offset non-zero)
-                return None
-            t.family, t.ip_hl, t.ttl = 4, ihl, ttl
-            t.ip = data[14:14 + total]
-            t.src = socket.inet_ntop(socket.AF_INET, data[26:30])
-            t.dst = socket.inet_ntop(socket.AF_INET, data[30:34])
-        elif ethertype == ETH_P_IPV6:
-            if len(data) < 54:
-                return None
-            plen, nh, hlim = struct.unpack_from("!HBB", data, 18)
-            if nh != 6:  # a TCP segment right after the fixed header (no extension headers here)
-                return None
-            t.family, t.ip_hl, t.ttl = 6, 40, hlim
-            t.ip = data[14:14 + 40 + plen]
-            t.src = socket.inet_ntop(socket.AF_INET6, data[22:38])
-            t.dst = socket.inet_ntop(socket.AF_INET6, data[38:54])
+        """The frame's TCP segment, or None if it carries none (ARP, a fragment, a tunnel...): an
+        arm forges answers at layer 2 on the interface it listens on, so only a segment right inside
+        the Ethernet frame is one it can answer."""
+        for p in decode_frame(1, data, len(data)):
+            if p.kind == TCP and p.tunnel is None:
+                break
         else:
-            return None  # ARP, neighbour discovery at layer 2 etc.: not ours
-        tcp = t.ip[t.ip_hl:]
-        if len(tcp) < 20:
             return None
-        t.sport, t.dport, t.seq, t.ack, off, t.flags, t.window = struct.unpack_from("!HHIIBBH", tcp)
-        t.tcp_hl = (off >> 4) * 4
-        t.payload_len = len(tcp) - t.tcp_hl
-        t.options = tcp[20:t.tcp_hl]
+        t = cls()
+        ip = data[p.l3_off:]
+        if p.family == 4:
+            total = struct.unpack_from("!H", data, p.l3_off + 2)[0] or len(ip)
+        else:
+            total = 40 + struct.unpack_from("!H", data, p.l3_off + 4)[0]
+        t.packet = p
+        t.ip = ip[:total]
+        t.family, t.ttl = p.family, p.ttl
+        t.ip_hl = p.l4_off - p.l3_off
+        t.src, t.dst = p.src, p.dst
+        t.sport, t.dport, t.seq, t.ack, t.flags, t.window = p.sport, p.dport, p.seq, p.ack, p.flags, p.window
+        t.tcp_hl = (data[p.l4_off + 12] >> 4) * 4
+        t.payload_len = p.payload_len
         t.eth_dst, t.eth_src = data[0:6], data[6:12]
         return t
 
     def wscale(self) -> int | None:
         """The window scale option's shift, if the segment carries one (only SYNs do)."""
-        opts, i = self.options, 0
-        while i < len(opts):
-            kind = opts[i]
-            if kind == 0:
-                break
-            if kind == 1:
-                i += 1
-                continue
-            if i + 1 >= len(opts) or opts[i + 1] < 2:
-                break
-            if kind == 3 and opts[i + 1] == 3 and i + 2 < len(opts):
-                return min(opts[i + 2], 14)
-            i += opts[i + 1]
-        return None
+        w = self.packet.wscale
+        return None if w is None else min(w, 14)
 
     def seq_end(self) -> int:
         """The sequence number after this segment: SYN and FIN count one each."""

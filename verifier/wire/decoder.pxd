@@ -29,7 +29,8 @@ cdef class Packet:
     cdef public long long index, ts_ns, seq, ack
     cdef public int iface, linktype, kind, family, sport, dport, flags, window, checksum
     cdef public bint src_low
-    cdef public Py_ssize_t payload_len, l4_off, captured
+    cdef public Py_ssize_t payload_len, l4_off, l3_off, captured
+    cdef public int ttl
     cdef public object iface_name, direction, key, mss, wscale, sack_ok, tsval, tsecr
     cdef public object icmp_type, icmp_code, mtu, quoted, tunnel, error
 
@@ -47,7 +48,8 @@ cdef class Decoder:
     cdef public list out
     cdef object d
     cdef const unsigned char *p
-    cdef Py_ssize_t wire_len, start
+    cdef Py_ssize_t wire_len, start, l3
+    cdef int ttl
     cdef object tunnel, sll_dir
 
     cpdef int frame(self, object d, Py_ssize_t off, Py_ssize_t caplen, Py_ssize_t orig_len, int linktype) except -1

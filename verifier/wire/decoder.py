@@ -135,7 +135,8 @@ class Packet:
     `payload_len` from the IP length fields (right even when the snaplen cut the payload, see
     `complete`), and on SYN segments `mss`, `wscale`, `sack_ok`, `tsval`/`tsecr` (None if absent).
     For ICMP: `src` is the error's sender, `icmp_type`, `icmp_code`, `quoted` (a QuotedPacket) and
-    `mtu` for "fragmentation needed" / "packet too big". `tunnel` names the outermost encapsulation
+    `mtu` for "fragmentation needed" / "packet too big". `l3_off`/`l4_off` are the offsets of the
+    (innermost) IP and TCP/ICMP headers in the frame, `ttl` the IP TTL or hop limit. `tunnel` names the outermost encapsulation
     the packet was found in (None if none). MALFORMED packets say what is wrong in `error`.
     """
 
@@ -155,6 +156,8 @@ class Packet:
         self.window = 0
         self.payload_len = 0
         self.l4_off = 0
+        self.l3_off = 0
+        self.ttl = 0
         self.captured = 0
         self.checksum = 0
         # object fields: None unless set
@@ -277,6 +280,8 @@ class Decoder:
         self.p = b""
         self.wire_len = 0
         self.start = 0
+        self.l3 = 0
+        self.ttl = 0
         self.tunnel = None
         self.sll_dir = None
 
@@ -434,6 +439,8 @@ class Decoder:
             return
         end: cython.Py_ssize_t = pos + total
         cap: cython.Py_ssize_t = end if end < n else n
+        self.l3 = pos
+        self.ttl = d[pos + 8]
         self._l4(d[pos + 9], 4, pos + 12, pos + 16, pos + ihl, cap, end, depth)
 
     def _ip6(self, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
@@ -473,6 +480,8 @@ class Decoder:
             self._malformed(f"IPv6 extension headers exceed payload length {plen}", pos)
             return
         cap: cython.Py_ssize_t = limit if limit < n else n
+        self.l3 = pos
+        self.ttl = d[pos + 7]
         self._l4(nh, 6, pos + 8, pos + 24, l4, cap, limit, depth)
 
     # ---- transport
@@ -511,6 +520,8 @@ class Decoder:
             pk.window = _u16(d, pos + 14)
             pk.payload_len = seg_len - doff
             pk.l4_off = pos - self.start
+            pk.l3_off = self.l3 - self.start
+            pk.ttl = self.ttl
             pk.captured = end - pos - doff
             pk.tunnel = self.tunnel
             if self.sll_dir is not None:
@@ -595,6 +606,8 @@ class Decoder:
         pk.mtu = mtu
         pk.quoted = q
         pk.l4_off = pos - self.start
+        pk.l3_off = self.l3 - self.start
+        pk.ttl = self.ttl
         pk.tunnel = self.tunnel
         if self.sll_dir is not None:
             pk.direction = self.sll_dir
