@@ -9,7 +9,7 @@ from verifier.analysis.expect import ExpectationFailed, expect
 from verifier.wire import decode
 from verifier.pcap import read_packets
 from verifier.analysis.trace import Trace
-from verifier.analysis.tracefile import load_trace
+from verifier.analysis.trace import load_trace
 
 from .crafted import C, R, S, handshake, tcp, write
 
@@ -111,7 +111,8 @@ def test_handshake_failure_when_synack_acks_the_wrong_number(tmp_path):
     ]
     msg = failure(lambda: expect(load_trace(pcap(tmp_path, frames))).connection().handshake())
     assert msg.splitlines()[0] == (
-        "handshake() failed: the SYN-ACK acknowledges 5 (relative; absolute 1005), expected 1 = client ISN 1000 + 1"
+        "handshake() failed: the SYN-ACK acknowledges 5 (relative; absolute 1005), expected 1 = client ISN 1000 + 1: "
+        "the client's stack answers it with RST (RFC 9293 3.10.7.3)"
     )
     assert ">>  0.000100  eth0  s>c  SA   seq=0 ack=5  len=0" in msg
 
@@ -188,8 +189,9 @@ def test_missing_connection_lists_what_was_seen(tmp_path):
     msg = failure(lambda: expect(trace).connection(dport=443))
     lines = msg.splitlines()
     assert lines[0] == "expect.connection(dport=443) failed: no such connection in the trace"
-    assert "  #0 192.0.2.1:40000 > 198.51.100.2:8080 IPv4: established, 1 SYN, 3 packets on client:eth0" in lines
-    assert "  #1 192.0.2.1:40001 > 198.51.100.2:9 IPv4: refused, 1 SYN, 2 packets on client:eth0" in lines
+    assert ("  #0 192.0.2.1:40000 > 198.51.100.2:8080 IPv4: established (still open at the end of the capture), "
+            "1 SYN, 3 packets on client:eth0") in lines
+    assert "  #1 192.0.2.1:40001 > 198.51.100.2:9 IPv4: refused (RST answering the SYN), 1 SYN, 2 packets on client:eth0" in lines
     assert lines[-1] == f"pcap: {path}"
     msg = failure(lambda: expect(trace).connection(dport=9, index=1))
     assert "only 1 connection(s) match, so there is no index 1" in msg

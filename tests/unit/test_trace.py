@@ -9,7 +9,7 @@ from scapy.all import ICMP, IP, TCP, UDP, ICMPv6DestUnreach, IPv6
 
 from verifier.pcap import CaptureTruncatedWarning
 from verifier.analysis.trace import Trace, format_events
-from verifier.analysis.tracefile import load_trace
+from verifier.analysis.trace import load_trace
 
 from .crafted import C, C6, R, S, S6, T0, eth, handshake, tcp, write
 
@@ -155,7 +155,7 @@ def test_icmp_error_attaches_to_the_quoted_connection():
         "ICMP", "s>c", 3, 1, R, 0, "",
     )
     assert ev in second.events and ev.packet_index == 4
-    assert second.outcome == "icmp error"
+    assert second.outcome == "unreachable"
     (stray,) = trace.unmatched_icmp
     assert stray.quoted.dst == "203.0.113.9"
 
@@ -270,7 +270,7 @@ def test_load_trace_counts_and_summary(tmp_path):
     assert trace.source == str(path)
     text = trace.summary()
     assert text.splitlines()[0] == f"trace {path}: 1 connection(s), 1 malformed packet(s)"
-    assert "#0 192.0.2.1:40000 > 198.51.100.2:8080 IPv4: established, 1 SYN" in text
+    assert "#0 192.0.2.1:40000 > 198.51.100.2:8080 IPv4: established (still open at the end of the capture), 1 SYN" in text
 
 
 def test_load_trace_of_a_truncated_file(tmp_path):

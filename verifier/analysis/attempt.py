@@ -14,7 +14,10 @@ Events follow RFC 9293 segment processing as seen by an observer of both directi
   attempt goes on.
 * A RST answering a SYN (the client in SYN-SENT) is acceptable only with the ACK bit and an ACK of
   the client's ISN + 1 ("If the ACK bit is off ... drop the segment"; a RST whose ACK is not
-  acceptable is dropped too). Otherwise it is RST_S_IGNORED and changes nothing.
+  acceptable is dropped too). Otherwise it is RST_S_IGNORED and changes nothing. A RST *from* the
+  client in SYN-SENT with another sequence number than its ISN + 1 is its answer to an unacceptable
+  SYN-ACK or ACK (`<SEQ=SEG.ACK><CTL=RST>`): it resets the peer's stale state, and the attempt goes
+  on (RST_C_ANSWER).
 * In every other state a RST is checked by its sequence number (3.10.7.4, RFC 5961 section 3):
   exactly the next expected sequence number resets; inside the receive window but not exact draws
   a challenge ACK and changes nothing (RST_*_CHALLENGE); outside the window it is dropped silently
@@ -80,6 +83,7 @@ EVENTS = (
     "RST_S_CHALLENGE",  # the same from the server
     "ICMP",             # an ICMP/ICMPv6 error quoting an outstanding packet of the attempt
     "ICMP_IGNORED",     # an ICMP error quoting a sequence number outside the sender's window
+    "RST_C_ANSWER",     # the client in SYN-SENT answering an unacceptable SYN-ACK or ACK with <SEQ=SEG.ACK><RST>
 )
 
 S = {name: i for i, name in enumerate(STATES)}
@@ -121,11 +125,13 @@ TRANSITIONS: dict = _table(
     ("SYN_SENT", "RST_S", "REFUSED"),           # C3: RST/ACK answering the SYN
     ("SYN_SENT", _NO_CHANGE_RSTS, "SYN_SENT"),  # a bare RST, or one with a wrong ACK: dropped
     ("SYN_SENT", "RST_C", "RESET_CLIENT"),      # the SYN-ACK it answers was not captured
+    ("SYN_SENT", "RST_C_ANSWER", "SYN_SENT"),   # it resets the peer's stale state; the attempt goes on
     ("SYN_SENT", "ICMP", "UNREACHABLE"),        # C5: the error quotes our SYN
     ("SYN_SENT", "ICMP_IGNORED", "SYN_SENT"),
     ("SYN_SENT", "FIN_C", "FIN_CLIENT"),
     # an ICMP error is soft (C5): the SYN is retransmitted and a later answer still wins
-    ("UNREACHABLE", ("SYN_C", "ICMP", "ICMP_IGNORED", "SYNACK_S_BAD", "ACK_S") + _NO_CHANGE_RSTS, "UNREACHABLE"),
+    ("UNREACHABLE", ("SYN_C", "ICMP", "ICMP_IGNORED", "SYNACK_S_BAD", "ACK_S", "RST_C_ANSWER") + _NO_CHANGE_RSTS,
+     "UNREACHABLE"),
     ("UNREACHABLE", ("SYNACK_S", "SYN_S"), "SYN_RCVD"),
     ("UNREACHABLE", "ACK_C", "ESTABLISHED"),
     ("UNREACHABLE", "RST_S", "REFUSED"),
@@ -204,6 +210,7 @@ EVENT_NOTES = {
     "RST_C_CHALLENGE": "in-window RST, not at the expected sequence number: a challenge ACK, no reset",
     "RST_S_CHALLENGE": "in-window RST, not at the expected sequence number: a challenge ACK, no reset",
     "ICMP_IGNORED": "ICMP error quoting a sequence number outside the sender's window: ignored",
+    "RST_C_ANSWER": "the client's RST answering an unacceptable segment (RFC 9293 3.10.7.3): its attempt goes on",
 }
 
 _SYN_SENT_STATES = (1 << S["NEW"]) | (1 << S["SYN_SENT"]) | (1 << S["UNREACHABLE"]) | (1 << S["REFUSED"])
@@ -316,6 +323,8 @@ class Machine:
                 return 10  # RST_S
             self.ignored_rsts += 1
             return 12  # RST_S_IGNORED
+        if from_client and self.c_isn >= 0 and (self.state == 1 or self.state == 2) and seq != self.c_nxt:
+            return 17  # RST_C_ANSWER: the client (in SYN-SENT) answering an unacceptable segment
         nxt: cython.longlong = self.c_nxt if from_client else self.s_nxt
         acked: cython.longlong = self.s_acked if from_client else self.c_acked
         fin: cython.bint = self.c_fin if from_client else self.s_fin

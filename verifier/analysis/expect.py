@@ -212,7 +212,9 @@ class ConnectionExpectation:
     # ---- checks
 
     def handshake(self) -> ConnectionExpectation:
-        """Client SYN, server SYN-ACK with ack=1, client ACK seq=1 ack=1, in that order."""
+        """Client SYN, server SYN-ACK with ack=1, client ACK seq=1 ack=1, in that order (or a
+        simultaneous open: the client's SYN-ACK ack=1 in place of its ACK); the attempt machine
+        must read the attempt as established."""
         check = "handshake()"
         expected = [
             "c>s  S    seq=0",
@@ -250,7 +252,10 @@ class ConnectionExpectation:
         reply = next((e for e in self._after(synack) if e.direction == "c>s" and e.kind != "SYN"), None)
         if reply is None:
             raise self._fail(check, "the client never acknowledged the SYN-ACK", expected)
-        if reply.ack is None or "R" in reply.flags or reply.seq != 1 or reply.ack != 1 or not self.connection.machine.established:
+        # a simultaneous open (RFC 9293 figure 8): the client's SYN-ACK (seq 0) completes the handshake
+        simultaneous = reply.event == "SYNACK_C" and reply.seq == 0 and reply.ack == 1
+        if not simultaneous and (reply.ack is None or "R" in reply.flags or reply.seq != 1 or reply.ack != 1) \
+                or not self.connection.machine.established:
             raise self._fail(
                 check,
                 f"the client answered the SYN-ACK with {reply.flags} seq={reply.seq} "

@@ -100,7 +100,7 @@ class ScanStats:
         for lt, n in sorted(self.unsupported.items()):
             out.append(f"{n} frames of link type {lt} not read (unsupported)")
         if self.malformed:
-            out.append(f"{self.malformed} malformed")
+            out.append(f"{self.malformed} malformed packet(s)")
         if self.fragments:
             out.append(f"{self.fragments} fragments (not reassembled)")
         if self.icmp_unmatched:
@@ -112,7 +112,7 @@ class ScanStats:
         for name, n in self.lost.items():
             out.append(f"the capture lost {n} packets on {name}")
         if self.truncated:
-            out.append("file truncated")
+            out.append("capture truncated")
         if self.damage_count:
             out.append(f"{self.damage_count} damaged record(s)")
         return out
