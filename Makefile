@@ -85,3 +85,41 @@ bench: setup
 
 clean-leftovers: root $(STAMP)
 	@$(VENV)/bin/verifier clean
+
+# Bounded fuzzing, for CI: each atheris harness of tests/fuzz/ (pure-Python engine) on a temporary
+# corpus seeded from tests/data/fuzz/, FUZZ_SECONDS in all (two thirds whole capture files, one third
+# single frames). An input that crashes a harness (an exception other than CaptureFormatError) or
+# hangs it (-timeout) is kept in tests/data/fuzz/crashers/ (frames/ for the frame harness), and the
+# target fails. No root needed; the venv must exist (atheris comes with the test extra).
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	@test -x $(PY) || { echo "make fuzz: run 'sudo make test' once first to set up $(VENV)"; exit 1; }
+	@$(PY) -c 'import atheris' 2>/dev/null || { echo "make fuzz: atheris is not installed in $(VENV): run 'sudo make setup'"; exit 1; }
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	total=$(FUZZ_SECONDS); cap=$$((total * 2 / 3)); [ $$cap -ge 1 ] || cap=1; frm=$$((total - cap)); [ $$frm -ge 1 ] || frm=1; \
+	mkdir -p "$$tmp/capture" "$$tmp/frame" "$$tmp/artifacts"; \
+	cp tests/data/fuzz/*.pcap* "$$tmp/capture/" && cp tests/data/fuzz/frames/*.bin "$$tmp/frame/" || \
+	  { echo "make fuzz: no seeds in tests/data/fuzz: run $(PY) tests/fuzz/make_corpus.py"; exit 1; }; \
+	status=0; \
+	for job in capture:$$cap:tests/data/fuzz/crashers frame:$$frm:tests/data/fuzz/crashers/frames; do \
+	  name=$${job%%:*}; rest=$${job#*:}; secs=$${rest%%:*}; keep=$${rest#*:}; \
+	  seeds=$$(ls "$$tmp/$$name" | wc -l); echo "make fuzz: tests/fuzz/fuzz_$$name.py for $$secs s ($$seeds seeds)"; \
+	  $(PY) tests/fuzz/fuzz_$$name.py "$$tmp/$$name" -max_len=65536 -timeout=10 -max_total_time=$$secs \
+	    -artifact_prefix="$$tmp/artifacts/$$name-" -print_final_stats=1 >"$$tmp/$$name.log" 2>&1; rc=$$?; \
+	  found=$$(cd "$$tmp/artifacts" && ls | grep "^$$name-" | grep -v "^$$name-slow-unit-"); \
+	  if [ $$rc -eq 0 ] && [ -z "$$found" ]; then \
+	    runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' "$$tmp/$$name.log"); \
+	    cov=$$(grep -E '^#[0-9]+' "$$tmp/$$name.log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+'); \
+	    echo "make fuzz:   ok: $$runs inputs run, $$cov, $$(( $$(ls "$$tmp/$$name" | wc -l) - seeds )) new inputs recorded; no crash, no hang"; \
+	  else \
+	    status=1; mkdir -p "$$keep"; \
+	    grep -A30 -E 'Uncaught Python exception|ERROR: libFuzzer' "$$tmp/$$name.log" | head -40 | sed 's/^/    /'; \
+	    for a in $$found; do kept="$$keep/fuzz_$${a}"; cp "$$tmp/artifacts/$$a" "$$kept"; \
+	      echo "make fuzz: FOUND $${a#$$name-} in tests/fuzz/fuzz_$$name.py: the input is kept as $$kept"; \
+	      echo "make fuzz:   reproduce: $(PY) tests/fuzz/fuzz_$$name.py $$kept"; done; \
+	    [ -n "$$found" ] || { echo "make fuzz: tests/fuzz/fuzz_$$name.py exited with status $$rc and wrote no input; its log:"; \
+	      tail -20 "$$tmp/$$name.log" | sed 's/^/    /'; }; \
+	  fi; \
+	done; \
+	exit $$status

@@ -40,8 +40,8 @@ _EXPORTS = {
     "parse_report": "verifier.analysis.calls",
     "timeline": "verifier.analysis.calls",
     # conditions on a capture, as `verifier replay --expect` takes them
-    "check": "verifier.replay",
-    "assert_expectations": "verifier.replay",
+    "check": "verifier.analysis.conditions",
+    "assert_expectations": "verifier.analysis.conditions",
     # testbeds, captures and faults (these need root and load pyroute2 or Scapy when used)
     "Testbed": "netns.testbed",
     "TestbedError": "netns.testbed",

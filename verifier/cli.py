@@ -335,8 +335,17 @@ def _add_inject_parsers(sub) -> None:
         kp.set_defaults(func=cmd_inject)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (what is wrong, and where the help is) instead of the
+    usage block; the exit status stays 2 (bad input). Subcommands' parsers are of this class too."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sub = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        self.exit(2, f"verifier: {sub}{message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="verifier", description="Packet-level verifier of TCP socket behaviour.")
+    p = _Parser(prog="verifier", description="Packet-level verifier of TCP socket behaviour.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     t = sub.add_parser("testbed", help="long-lived testbeds: up, list, exec, down",
                        description="Testbeds that outlive the command: bring one up, run your own programs "
@@ -399,7 +408,7 @@ _OFFLINE = ("replay", "show")  # commands on capture files: their parser alone, 
 def _offline_parser() -> argparse.ArgumentParser:
     from verifier.replay.command import add_parsers
 
-    p = argparse.ArgumentParser(prog="verifier", description="Packet-level verifier of TCP socket behaviour.")
+    p = _Parser(prog="verifier", description="Packet-level verifier of TCP socket behaviour.")
     add_parsers(p.add_subparsers(dest="command", metavar="COMMAND"))
     return p
 

@@ -70,8 +70,8 @@ class _PureFinder:
         if name not in MODULES:
             return None
         src = _source(name)
-        return importlib.util.spec_from_loader(name, importlib.machinery.SourceFileLoader(name, str(src)),
-                                               origin=str(src))
+        return importlib.util.spec_from_file_location(name, str(src),
+                                                      loader=importlib.machinery.SourceFileLoader(name, str(src)))
 
 
 def install_pure_finder() -> None:

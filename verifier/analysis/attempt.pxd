@@ -6,19 +6,17 @@ cdef int ACK, FIN, RST, SYN, NSTATES, NEVENTS, _SYN_SENT_STATES, _ESTABLISHED_BI
 cdef long long M32
 cdef long long _seq_diff(long long a, long long b) noexcept
 
-@cython.final
-@cython.no_gc
-@cython.freelist(1024)
 cdef class Machine:
-    cdef public int state, visited, misses, last_event, ignored_rsts, challenged_rsts, bad_synacks, ignored_icmp
+    cdef public int cur, visited, misses, last_event, ignored_rsts, challenged_rsts, bad_synacks, ignored_icmp
     cdef public object miss
     cdef public long long c_isn, s_isn, c_nxt, s_nxt, c_acked, s_acked, c_win, s_win
     cdef public int c_wscale, s_wscale
     cdef public bint c_fin, s_fin
 
+    cdef _reset(self)
     cpdef int segment(self, bint from_client, int flags, long long seq, long long ack, int window,
                       long long payload_len, object wscale, long long index) except -1
-    cpdef int icmp(self, bint quotes_client, object quoted_seq, long long index) except -1
+    cpdef int icmp_error(self, bint quotes_client, object quoted_seq, long long index) except -1
     cdef int _rst(self, bint from_client, int flags, long long seq, long long ack) except -1
     cdef long long _window(self, bint of_client) noexcept
     cdef _step(self, int ev, long long index)

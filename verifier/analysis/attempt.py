@@ -226,12 +226,15 @@ def _seq_diff(a: cython.longlong, b: cython.longlong) -> cython.longlong:
 
 class Machine:
     """The attempt machine of one connection: feed it the segments and ICMP errors of one
-    interface (`segment`, `icmp`), in time order; read `state`, `visited`, `misses`.
+    interface (`segment`, `icmp_error`), in time order; read `state`, `visited`, `misses`.
 
     It also tracks what each side has sent and acknowledged, to judge RSTs and ICMP errors."""
 
     def __init__(self) -> None:
-        self.state = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.cur = 0
         self.visited = 1
         self.misses = 0
         self.miss = None  # (state, event, packet index) of the first missing pair
@@ -298,7 +301,7 @@ class Machine:
                     self.s_fin = True
         return ev
 
-    def icmp(self, quotes_client: cython.bint, quoted_seq, index: cython.longlong) -> cython.int:
+    def icmp_error(self, quotes_client: cython.bint, quoted_seq, index: cython.longlong) -> cython.int:
         """An ICMP error quoting a packet of the client (`quotes_client`) or of the server."""
         ev: cython.int = 15  # ICMP
         if quoted_seq is not None:
@@ -317,13 +320,13 @@ class Machine:
 
     def _rst(self, from_client: cython.bint, flags: cython.int, seq: cython.longlong,
              ack: cython.longlong) -> cython.int:
-        if not from_client and (1 << self.state) & _SYN_SENT_STATES:
+        if not from_client and (1 << self.cur) & _SYN_SENT_STATES:
             # the client is in SYN-SENT: only an ACK of its ISN + 1 makes a RST acceptable
-            if self.state == 0 or self.c_isn < 0 or (flags & ACK and ack == ((self.c_isn + 1) & M32)):
+            if self.cur == 0 or self.c_isn < 0 or (flags & ACK and ack == ((self.c_isn + 1) & M32)):
                 return 10  # RST_S
             self.ignored_rsts += 1
             return 12  # RST_S_IGNORED
-        if from_client and self.c_isn >= 0 and (self.state == 1 or self.state == 2) and seq != self.c_nxt:
+        if from_client and self.c_isn >= 0 and (self.cur == 1 or self.cur == 2) and seq != self.c_nxt:
             return 17  # RST_C_ANSWER: the client (in SYN-SENT) answering an unacceptable segment
         nxt: cython.longlong = self.c_nxt if from_client else self.s_nxt
         acked: cython.longlong = self.s_acked if from_client else self.c_acked
@@ -354,20 +357,21 @@ class Machine:
 
     def _step(self, ev: cython.int, index: cython.longlong) -> None:
         self.last_event = ev
-        nxt: cython.int = _NEXT[self.state * NEVENTS + ev]
+        nxt: cython.int = _NEXT[self.cur * NEVENTS + ev]
         if nxt < 0:
             self.misses += 1
             if self.miss is None:
-                self.miss = (STATES[self.state], EVENTS[ev], index)
+                self.miss = (STATES[self.cur], EVENTS[ev], index)
             return
-        self.state = nxt
+        self.cur = nxt
         self.visited |= 1 << nxt
 
     # ---- reading the result
 
     @property
     def state_name(self) -> str:
-        return STATES[self.state]
+        """The name of the current state (`cur` is its index in STATES)."""
+        return STATES[self.cur]
 
     @property
     def established(self) -> bool:

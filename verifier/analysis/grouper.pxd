@@ -1,17 +1,21 @@
 # C types for grouper.py (Cython "augmenting" declarations: grouper.py stays plain Python).
+cimport cython
 
 from verifier.analysis.attempt cimport Machine, judge
-from verifier.analysis.zeek cimport ZeekConn, zeek_connection
+from verifier.analysis.zeek cimport ZeekConn, _key_port, zeek_connection
 from verifier.pcap.reader cimport Reader
-from verifier.wire.decoder cimport BADSUM, FRAGMENT, ICMP, MALFORMED, OTHER, TCP, UNSUPPORTED, Decoder, Packet
+from verifier.wire.decoder cimport address_text, BADSUM, FRAGMENT, ICMP, MALFORMED, OTHER, TCP, UNSUPPORTED, Decoder, Packet
 
 cdef int ACK, FIN, RST, SYN, MAX_SYN_TIMES, _ANSWERED_STATES
 cdef long long S_NS
+cdef bytes _addr(bytes key, bint low)
+cdef str _endpoint_text(bytes key, bint low)
 cdef tuple _ep_pair(bytes ep)
 cdef long long _ts(Packet pk)
 cdef long long _isn0(Attempt a)
-cdef str _json_str(object s)
-cdef str _secs(long long ns, int digits)
+
+cpdef bytes json_lines(list attempts, int port=*)
+cdef double _us(long long ns)
 
 cdef class ScanStats:
     cdef public long long packets, tcp, icmp, icmp_unmatched, icmp_other, other, malformed, fragments
@@ -21,14 +25,14 @@ cdef class ScanStats:
     cdef public list damage, interfaces
     cdef public bint truncated
 
-cdef class Attempt:
-    cdef public long long id, start_ns, last_ns, end_ns, npackets, copies, last_syn, rtt_ns, lost, isn0
+@cython.no_gc
+cdef class Attempt(Machine):
+    cdef public long long id, start_ns, last_ns, end_ns, npackets, copies, last_syn, rtt_ns, lost, isn0, syn0
     cdef public int family, c_port, s_port, iface, attempt_no, nsyn, fins, icmp_count, icmp_family, icmp_type, icmp_code
-    cdef public bytes c_ep, s_ep, c_addr, s_addr, key
+    cdef public bytes key
     cdef public object iface_name, icmp_from, pkts, evs
     cdef public bint partial, closed, evicted, c_low
-    cdef public list syn_times
-    cdef public Machine machine
+    cdef public list more_syns
     cdef public ZeekConn zeek
 
 cdef class Grouper:

@@ -27,25 +27,27 @@ reader and the decoder it runs without a Python object per packet beyond the dec
 from __future__ import annotations
 
 import gc
-import json
 
 import cython
 
 from verifier.analysis.attempt import STATES, Machine, judge
+from verifier.analysis.jsonl import ENCODER, Record
 from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS, ZeekConn, zeek_connection
 from verifier.pcap.reader import Reader
-from verifier.wire.decoder import Decoder, Packet, address_text
+from verifier.wire.decoder import Decoder, Packet
 
 if not cython.compiled:  # compiled, grouper.pxd cimports these
-    from verifier.wire.decoder import BADSUM, FRAGMENT, ICMP, MALFORMED, OTHER, TCP, UNSUPPORTED
+    from verifier.analysis.zeek import _key_port
+    from verifier.wire.decoder import BADSUM, FRAGMENT, ICMP, MALFORMED, OTHER, TCP, UNSUPPORTED, address_text
 from verifier.wire.names import ACK, FIN, RST, SYN, icmp_label
 
-__all__ = ["Attempt", "DEFAULT_LINGER_S", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_REORDER_S", "Grouper", "ScanStats"]
+__all__ = ["Attempt", "DEFAULT_LINGER_S", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_REORDER_S", "Grouper", "ScanStats",
+           "json_lines"]
 
 S_NS = 1000000000
 DEFAULT_LINGER_S = 300.0  # Zeek's tcp_inactivity_timeout: an attempt idle this long is finished
 DEFAULT_REORDER_S = 0.1
-DEFAULT_MAX_CONNECTIONS = 100000  # live attempts before eviction (about 1.3 kB each)
+DEFAULT_MAX_CONNECTIONS = 60000  # live attempts before eviction (about 1.7 kB each: about 100 MB)
 MAX_SYN_TIMES = 32  # SYN times kept per attempt (the count stays exact)
 _ZEEK_SWEEP_NS = 10 * S_NS
 
@@ -118,6 +120,20 @@ class ScanStats:
         return out
 
 
+def _addr(key: bytes, low: cython.bint) -> bytes:
+    """The packed address of the lower (`low`) or higher endpoint of a flow key."""
+    half: cython.Py_ssize_t = len(key) // 2
+    return key[:half - 2] if low else key[half:2 * half - 2]
+
+
+def _endpoint_text(key: bytes, low: cython.bint) -> str:
+    """"addr:port" of one endpoint of a flow key ("[addr]:port" for IPv6)."""
+    half: cython.Py_ssize_t = len(key) // 2
+    addr = address_text(_addr(key, low))
+    port: cython.int = _key_port(key, low)
+    return f"[{addr}]:{port}" if half > 6 else f"{addr}:{port}"
+
+
 def _ep_pair(ep: bytes) -> tuple:
     """(address text, port) of a packed endpoint."""
     n: cython.Py_ssize_t = len(ep) - 2
@@ -136,42 +152,33 @@ def _ts(pk: Packet) -> cython.longlong:
     return pk.ts_ns
 
 
-_json_cache: dict = {}
+def json_lines(attempts: list, port: cython.int = -1) -> bytes:
+    """The JSON Lines of `attempts`, only those with `port` on either side when `port` >= 0: one
+    bytes object for one write (the replay's output loop, compiled)."""
+    out = []
+    a: Attempt
+    for x in attempts:
+        a = x
+        if port < 0 or a.c_port == port or a.s_port == port:
+            out.append(a.record())
+    return ENCODER.encode_lines(out) if out else b""
 
 
-def _json_str(s) -> str:
-    """A JSON string literal of `s` (null for None); our own phrases are cached."""
-    if s is None:
-        return "null"
-    j = _json_cache.get(s)
-    if j is None:
-        j = json.dumps(s)
-        if len(_json_cache) < 4096:
-            _json_cache[s] = j
-    return j
+def _record_dict(r: Record) -> dict:
+    d = {f: getattr(r, f) for f in Record.__struct_fields__}
+    if d["zeek_orig"] is None:
+        del d["zeek_orig"]
+    if d["readings_differ"] is None:
+        del d["readings_differ"]
+    return d
 
 
-def _secs(ns: cython.longlong, digits: cython.int) -> str:
-    """ns as decimal seconds with `digits` decimals (6 or 9), rounded half up, exactly: JSON and
-    `as_json` both use it, so the two agree to the last digit."""
-    neg: cython.bint = ns < 0
-    if neg:
-        ns = -ns
-    q: cython.longlong
-    r: cython.longlong
-    if digits == 6:
-        v: cython.longlong = (ns + 500) // 1000
-        q = v // 1000000
-        r = v % 1000000
-        text = f"{q}.{r:06d}"
-    else:
-        q = ns // 1000000000
-        r = ns % 1000000000
-        text = f"{q}.{r:09d}"
-    return "-" + text if neg else text
+def _us(ns: cython.longlong) -> cython.double:
+    """ns as seconds, rounded to the microsecond."""
+    return ((ns + 500) // 1000) / 1e6
 
 
-class Attempt:
+class Attempt(Machine):
     """One TCP connection attempt as the grouper found it, with both readings of its packets.
 
     Identity: `id` (in order of first packet), `family`, the client `orig_h`/`orig_p` and the server
@@ -183,13 +190,10 @@ class Attempt:
     """
 
     def __init__(self) -> None:
+        self._reset()
         self.id = 0
         self.family = 0
         self.c_low = False  # the client is the lower endpoint of `key`
-        self.c_ep = b""  # packed address + 2-byte port
-        self.s_ep = b""
-        self.c_addr = b""
-        self.s_addr = b""
         self.c_port = 0
         self.s_port = 0
         self.iface = 0
@@ -202,7 +206,8 @@ class Attempt:
         self.end_ns = 0
         self.npackets = 0
         self.copies = 0
-        self.syn_times = []
+        self.syn0 = -1  # the first SYN's time (ns)
+        self.more_syns = None  # the later SYNs' times, a list once there is one
         self.nsyn = 0
         self.last_syn = -1
         self.rtt_ns = -1
@@ -214,7 +219,6 @@ class Attempt:
         self.icmp_type = 0
         self.icmp_code = 0
         self.icmp_from = None
-        self.machine = None
         self.zeek = None
         self.lost = 0
         self.evicted = False
@@ -228,8 +232,27 @@ class Attempt:
         return self.id
 
     @property
+    def c_ep(self) -> bytes:
+        """The client: packed address + 2-byte port (one half of `key`)."""
+        half = len(self.key) // 2
+        return self.key[:half] if self.c_low else self.key[half:]
+
+    @property
+    def s_ep(self) -> bytes:
+        half = len(self.key) // 2
+        return self.key[half:] if self.c_low else self.key[:half]
+
+    @property
+    def c_addr(self) -> bytes:
+        return _addr(self.key, self.c_low)
+
+    @property
+    def s_addr(self) -> bytes:
+        return _addr(self.key, not self.c_low)
+
+    @property
     def orig_h(self) -> str:
-        return address_text(self.c_addr)
+        return address_text(_addr(self.key, self.c_low))
 
     @property
     def orig_p(self) -> int:
@@ -237,7 +260,7 @@ class Attempt:
 
     @property
     def resp_h(self) -> str:
-        return address_text(self.s_addr)
+        return address_text(_addr(self.key, not self.c_low))
 
     @property
     def resp_p(self) -> int:
@@ -245,28 +268,33 @@ class Attempt:
 
     @property
     def client(self) -> tuple:
-        return (address_text(self.c_addr), self.c_port)
+        return (address_text(_addr(self.key, self.c_low)), self.c_port)
 
     @property
     def server(self) -> tuple:
-        return (address_text(self.s_addr), self.s_port)
+        return (address_text(_addr(self.key, not self.c_low)), self.s_port)
+
+    @property
+    def machine(self) -> Machine:
+        """The attempt machine of this attempt (the attempt is one: `Attempt` extends `Machine`)."""
+        return self
 
     @property
     def isn(self):
         """The client's ISN (None if no SYN of the client was seen)."""
-        return self.machine.c_isn if self.machine.c_isn >= 0 else None
+        return self.c_isn if self.c_isn >= 0 else None
 
     # ---- the attempt machine's verdict
 
     @property
     def state(self) -> str:
-        return STATES[self.machine.state]
+        return STATES[self.cur]
 
     def verdict(self) -> tuple:
         """(outcome, detail) from the attempt machine's final state."""
-        m: Machine = self.machine
+        m: Machine = self
         age: cython.longlong = self.end_ns - self.last_syn if self.nsyn else -1
-        return judge(m.state, m.visited, self.nsyn, age, self.lost, self.iface_name)
+        return judge(m.cur, m.visited, self.nsyn, age, self.lost, self.iface_name)
 
     @property
     def outcome(self) -> str:
@@ -282,7 +310,7 @@ class Attempt:
 
     @property
     def reset_by(self):
-        s: cython.int = self.machine.state
+        s: cython.int = self.cur
         return "client" if s == 10 else "server" if s == 11 else None
 
     @property
@@ -291,20 +319,25 @@ class Attempt:
 
     @property
     def syn_times_s(self) -> list:
-        """Seconds after the first SYN of each SYN (first + retransmissions), to the microsecond."""
-        if not self.syn_times:
+        """Seconds after the first SYN of each SYN (first + retransmissions, the first MAX_SYN_TIMES),
+        to the microsecond."""
+        if self.syn0 < 0:
             return []
-        t0 = self.syn_times[0]
-        return [float(_secs(t - t0, 6)) for t in self.syn_times]
+        return [0.0] + [_us(t - self.syn0) for t in self.more_syns or ()]
+
+    @property
+    def syn_times(self) -> list:
+        """The SYNs' times, ns since the epoch (the first MAX_SYN_TIMES of them)."""
+        return [] if self.syn0 < 0 else [self.syn0] + list(self.more_syns or ())
 
     @property
     def rtt_s(self):
         """SYN (the last one before the answer) to SYN-ACK, in seconds."""
-        return None if self.rtt_ns < 0 else float(_secs(self.rtt_ns, 9))
+        return None if self.rtt_ns < 0 else self.rtt_ns / 1e9
 
     @property
     def duration_s(self) -> float:
-        return float(_secs(self.last_ns - self.start_ns, 9))
+        return (self.last_ns - self.start_ns) / 1e9
 
     @property
     def icmp(self):
@@ -317,7 +350,7 @@ class Attempt:
     @property
     def unexpected(self):
         """The first (state, event, frame index) the attempt table had no transition for, or None."""
-        return self.machine.miss
+        return self.miss
 
     # ---- Zeek's reading
 
@@ -333,7 +366,7 @@ class Attempt:
     def zeek_orig(self):
         """Zeek's originator as (addr, port), when it is not our client."""
         z = self.zeek
-        if z is None or z.orig_key == self.c_ep:
+        if z is None or z.orig_low == self.c_low:
             return None
         return _ep_pair(z.orig_key)
 
@@ -347,7 +380,7 @@ class Attempt:
         if outcome is None:
             outcome = self.outcome
         cs = self.conn_state
-        m: Machine = self.machine
+        m: Machine = self
         if cs == "REJ" and outcome != "refused":
             if m.ignored_rsts:
                 return (f"Zeek's REJ counts a RST the {'client' if self.state != 'REFUSED' else 'server'}'s stack "
@@ -361,83 +394,74 @@ class Attempt:
 
     # ---- output
 
-    def as_json(self) -> dict:
-        """The attempt as one JSON object (what `verifier replay --json` prints per line)."""
-        outcome, _ = self.verdict()
-        detail = self.detail
-        d = {
-            "id": self.id, "family": self.family, "orig_h": self.orig_h, "orig_p": self.c_port,
-            "resp_h": self.resp_h, "resp_p": self.s_port, "outcome": outcome, "detail": detail,
-            "reset_by": self.reset_by, "syn_count": self.nsyn,
-            "syn_times_s": self.syn_times_s, "start_ns": self.start_ns,
-            "end_ns": self.last_ns, "duration_s": self.duration_s, "packets": self.npackets,
-            "conn_state": self.conn_state, "history": self.history, "icmp": self.icmp, "iface": self.iface_name,
-            "partial": self.partial, "rtt_s": self.rtt_s,
-            "state": self.state, "lost": self.lost, "evicted": self.evicted,
-            "ignored_rsts": self.machine.ignored_rsts, "challenged_rsts": self.machine.challenged_rsts,
-            "unexpected": self.machine.misses,
-        }
-        zo = self.zeek_orig
-        if zo is not None:
-            d["zeek_orig"] = f"{zo[0]}:{zo[1]}"
-        differ = self.readings_differ(outcome)
-        if differ is not None:
-            d["readings_differ"] = differ
-        return d
-
-    def json_line(self) -> str:
-        """`json.dumps(self.as_json())`, without building the dict: this is the replay's hot output."""
-        m: Machine = self.machine
+    def record(self) -> Record:
+        """The attempt as one JSON record (`verifier.analysis.jsonl.Record`)."""
+        m: Machine = self
         age: cython.longlong = self.end_ns - self.last_syn if self.nsyn else -1
-        v: tuple = judge(m.state, m.visited, self.nsyn, age, self.lost, self.iface_name)
+        v: tuple = judge(m.cur, m.visited, self.nsyn, age, self.lost, self.iface_name)
         outcome: str = v[0]
-        if self.icmp_count and outcome == "unreachable":
-            detail = _json_str(self.detail)
+        detail: str = self.detail if self.icmp_count and outcome == "unreachable" else v[1]
+        s: cython.int = m.cur
+        if self.syn0 < 0:
+            syns = []
+        elif self.more_syns is None:
+            syns = [0.0]
         else:
-            detail = _json_str(v[1])
-        s: cython.int = m.state
-        reset_by = '"client"' if s == 10 else '"server"' if s == 11 else "null"
-        n: cython.Py_ssize_t = len(self.syn_times)
-        if n == 0:
-            syns = "[]"
-        elif n == 1:
-            syns = "[0.000000]"
-        else:
-            t0: cython.longlong = self.syn_times[0]
-            syns = "[" + ", ".join([_secs(t - t0, 6) for t in self.syn_times]) + "]"
+            t0: cython.longlong = self.syn0
+            syns = [0.0] + [_us(t - t0) for t in self.more_syns]
+        icmp = None
         if self.icmp_count:
-            icmp = (f'{{"family": {self.icmp_family}, "type": {self.icmp_type}, "code": {self.icmp_code}, '
-                    f'"from": "{address_text(self.icmp_from)}", "count": {self.icmp_count}}}')
-        else:
-            icmp = "null"
+            icmp = {"family": self.icmp_family, "type": self.icmp_type, "code": self.icmp_code,
+                    "from": address_text(self.icmp_from), "count": self.icmp_count}
         z: ZeekConn = self.zeek
         if z is not None:
             conn_state = z.conn_state()
-            history = z.history  # letters and '^' only
+            history = z.history
         else:
             conn_state = "OTH"
             history = ""
-        rtt = "null" if self.rtt_ns < 0 else _secs(self.rtt_ns, 9)
-        line = (f'{{"id": {self.id}, "family": {self.family}, "orig_h": "{address_text(self.c_addr)}", '
-                f'"orig_p": {self.c_port}, "resp_h": "{address_text(self.s_addr)}", "resp_p": {self.s_port}, '
-                f'"outcome": "{outcome}", "detail": {detail}, "reset_by": {reset_by}, '
-                f'"syn_count": {self.nsyn}, "syn_times_s": {syns}, "start_ns": {self.start_ns}, '
-                f'"end_ns": {self.last_ns}, "duration_s": {_secs(self.last_ns - self.start_ns, 9)}, '
-                f'"packets": {self.npackets}, "conn_state": "{conn_state}", "history": "{history}", "icmp": {icmp}, '
-                f'"iface": {_json_str(self.iface_name)}, "partial": {"true" if self.partial else "false"}, '
-                f'"rtt_s": {rtt}, "state": "{STATES[s]}", "lost": {self.lost}, '
-                f'"evicted": {"true" if self.evicted else "false"}, "ignored_rsts": {m.ignored_rsts}, '
-                f'"challenged_rsts": {m.challenged_rsts}, "unexpected": {m.misses}')
-        if z is not None and z.orig_key != self.c_ep:
+        zeek_orig = None
+        if z is not None and z.orig_low != self.c_low:
             zo = _ep_pair(z.orig_key)
-            line += f', "zeek_orig": "{zo[0]}:{zo[1]}"'
-        rej: cython.bint = conn_state == "REJ"
-        if rej != (outcome == "refused") or (conn_state == "S0" and (outcome == "reset" or outcome == "closed"
-                                                                       or outcome == "established")):
+            zeek_orig = f"{zo[0]}:{zo[1]}"
+        differ = None
+        if (conn_state == "REJ") != (outcome == "refused") or (conn_state == "S0" and (
+                outcome == "reset" or outcome == "closed" or outcome == "established")):
             differ = self.readings_differ(outcome)
-            if differ is not None:
-                line += f', "readings_differ": {_json_str(differ)}'
-        return line + "}"
+        return Record(self.id, self.family, address_text(_addr(self.key, self.c_low)), self.c_port,
+                      address_text(_addr(self.key, not self.c_low)), self.s_port, outcome, detail,
+                      "client" if s == 10 else "server" if s == 11 else None, self.nsyn, syns, self.start_ns,
+                      self.last_ns, (self.last_ns - self.start_ns) / 1e9, self.npackets, conn_state, history, icmp,
+                      self.iface_name, self.partial, None if self.rtt_ns < 0 else self.rtt_ns / 1e9, STATES[s],
+                      self.lost, self.evicted, m.ignored_rsts, m.challenged_rsts, m.misses, zeek_orig, differ)
+
+    def as_json(self) -> dict:
+        """The attempt as one JSON object (what `verifier replay --json` prints on its line)."""
+        return _record_dict(self.record())
+
+    def json_line(self) -> str:
+        """The attempt's line of `verifier replay --json` (`as_json()`, encoded)."""
+        return ENCODER.encode(self.record()).decode()
+
+    def row(self, t0_ns: cython.longlong) -> tuple:
+        """The attempt's cells in `verifier replay`'s table (id, client, server, outcome, SYNs, start,
+        duration, Zeek's reading, detail); start is seconds after `t0_ns`."""
+        v: tuple = self.verdict()
+        outcome: str = v[0]
+        s: cython.int = self.cur
+        if s == 10:
+            outcome += " by client"
+        elif s == 11:
+            outcome += " by server"
+        detail = v[1]
+        if self.icmp_count and v[0] == "unreachable":
+            outcome += f" ({self.icmp_type}/{self.icmp_code})"
+            detail = self.detail
+        z: ZeekConn = self.zeek
+        zeek = f"{z.conn_state()} {z.history or '-'}" if z is not None else "OTH -"
+        return (str(self.id), _endpoint_text(self.key, self.c_low), _endpoint_text(self.key, not self.c_low), outcome,
+                str(self.nsyn), f"{(self.start_ns - t0_ns) / 1e9:.6f}", f"{(self.last_ns - self.start_ns) / 1e9:.6f}",
+                zeek, detail)
 
     def __repr__(self) -> str:
         return (f"<Attempt #{self.id} {self.orig_h}:{self.c_port} > {self.resp_h}:{self.s_port} "
@@ -596,6 +620,13 @@ class Grouper:
         iface_name = None
         done: cython.longlong = 0
         while reader.next():
+            if self.ahead and reader.sections > 1:
+                # the statistics read ahead are the last section's, numbered in that section: only
+                # a one-section file can use them before its end
+                for iface in self.ahead:
+                    if self.lost.get(iface) == self.ahead[iface]:
+                        del self.lost[iface]
+                self.ahead = {}
             st.packets += 1
             buf = reader.buf
             n_items = decoder.frame(buf, reader.rec_off, reader.rec_caplen, reader.rec_orig_len, reader.rec_linktype)
@@ -629,10 +660,6 @@ class Grouper:
                 lost[ifc.id] = ifc.lost
             if ifc.id not in self.names:
                 self.names[ifc.id] = ifc.name
-        if reader.sections > 1:  # the statistics read ahead belong to the last section only
-            for iface in self.ahead:
-                if reader.iface_lost(iface) == 0:
-                    lost.pop(iface, None)
         st.format = reader.format
         st.truncated = reader.truncated
         st.damage = reader.damage
@@ -692,7 +719,7 @@ class Grouper:
 
     def _simultaneous(self, att: Attempt, src_low: cython.bint) -> cython.bint:
         """A SYN from the server side of a still-open attempt that has no server ISN yet."""
-        return not att.closed and not att.partial and src_low != att.c_low and att.machine.s_isn < 0
+        return not att.closed and not att.partial and src_low != att.c_low and att.s_isn < 0
 
     def _tcp_zeek(self, pk: Packet) -> None:
         key: bytes = pk.key
@@ -706,7 +733,7 @@ class Grouper:
                 self._finish(a)
                 att = None
         if att is None:
-            z: ZeekConn = zeek_connection(pk.src_ep, pk.dst_ep, flags, t, self.likely)
+            z: ZeekConn = zeek_connection(key, pk.src_low, flags, t, self.likely)
             att = self._new(key, pk, z.orig_low, not (flags & SYN and not flags & ACK), None)
             a = att
             a.zeek = z
@@ -721,23 +748,15 @@ class Grouper:
         a: Attempt
         if cython.compiled and self.factory is Attempt:
             a = Attempt.__new__(Attempt)
-            a.syn_times = []
+            a.syn0 = -1
         else:
             a = self.factory()
         a.id = self.next_id
         self.next_id += 1
         a.family = pk.family
-        half: cython.Py_ssize_t = len(key) // 2
-        c_ep = key[:half] if c_low else key[half:]
-        s_ep = key[half:] if c_low else key[:half]
-        n: cython.Py_ssize_t = half - 2
         a.c_low = c_low
-        a.c_ep = c_ep
-        a.s_ep = s_ep
-        a.c_addr = c_ep[:n]
-        a.s_addr = s_ep[:n]
-        a.c_port = (c_ep[n] << 8) | c_ep[n + 1]
-        a.s_port = (s_ep[n] << 8) | s_ep[n + 1]
+        a.c_port = _key_port(key, c_low)
+        a.s_port = _key_port(key, not c_low)
         a.iface = pk.iface
         a.iface_name = self.names.get(pk.iface)
         a.partial = partial
@@ -747,7 +766,7 @@ class Grouper:
         a.last_syn = -1
         a.rtt_ns = -1
         a.isn0 = -1 if partial else pk.seq
-        a.machine = Machine()
+        a._reset()
         if prev is not None:
             p: Attempt = prev
             a.attempt_no = p.attempt_no + 1
@@ -769,12 +788,16 @@ class Grouper:
         ev: cython.int = -2  # a segment with a bad checksum is not fed to the attempt machine
         csum_ok: cython.bint = pk.checksum >= 0
         if csum_ok:
-            m: Machine = a.machine
+            m: Machine = a
             ev = m.segment(from_client, flags, pk.seq, pk.ack, pk.window, pk.payload_len, pk.wscale, pk.index)
             masked: cython.int = flags & (SYN | ACK | RST)
             if from_client and masked == SYN:
-                if len(a.syn_times) < MAX_SYN_TIMES:
-                    a.syn_times.append(t)
+                if a.syn0 < 0:
+                    a.syn0 = t
+                elif a.more_syns is None:
+                    a.more_syns = [t]
+                elif len(a.more_syns) < MAX_SYN_TIMES - 1:
+                    a.more_syns.append(t)
                 a.nsyn += 1
                 a.last_syn = t
             elif not from_client and masked == SYN | ACK and a.rtt_ns < 0 and a.last_syn >= 0:
@@ -787,10 +810,7 @@ class Grouper:
                     a.closed = True
         z = a.zeek
         if z is None:
-            if from_client:
-                z = zeek_connection(a.c_ep, a.s_ep, flags, t, self.likely)
-            else:
-                z = zeek_connection(a.s_ep, a.c_ep, flags, t, self.likely)
+            z = zeek_connection(a.key, pk.src_low, flags, t, self.likely, False)
             a.zeek = z
         zc: ZeekConn = z
         is_orig: cython.bint = pk.src_low == zc.orig_low
@@ -835,7 +855,7 @@ class Grouper:
                 self._keep(a, pk, -1)
             return
         quotes_client: cython.bint = low == a.c_low
-        ev: cython.int = a.machine.icmp(quotes_client, q.seq, pk.index)
+        ev: cython.int = a.icmp_error(quotes_client, q.seq, pk.index)
         a.npackets += 1
         a.last_ns = pk.ts_ns
         if not a.icmp_count:
@@ -864,7 +884,7 @@ class Grouper:
             a.iface_name = self.names.get(a.iface)
         st: ScanStats = self.stats
         st.connections += 1
-        st.unexpected += a.machine.misses
+        st.unexpected += a.misses
         self.done.append(a)
 
     def _sweep(self, now: cython.longlong) -> None:
@@ -910,7 +930,7 @@ class Grouper:
             excess: cython.Py_ssize_t = len(self.current) + len(self.shadowed) - target
             for att in self._live():
                 a = att
-                if pass_ == 1 or not a.machine.visited & _ANSWERED_STATES:
+                if pass_ == 1 or not a.visited & _ANSWERED_STATES:
                     victims.append(a)
             victims.sort(key=_attempt_id)  # the oldest first
             del victims[excess:]

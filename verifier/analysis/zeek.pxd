@@ -10,10 +10,10 @@ cdef int MAX_BLOCKS, T_ATTEMPT, T_EXPIRE, T_DELETE
 
 cpdef long long seq_delta(long long a, long long b)
 cdef bint _clean(ZeekEndpoint a)
-cdef int _port(bytes ep)
+cdef int _key_port(bytes key, bint low)
 cdef bint _wants_flip(long long flags, long long sport, long long dport, frozenset likely) except -1
 cdef ZeekEndpoint _endpoint(bint is_orig)
-cpdef ZeekConn zeek_connection(bytes src, bytes dst, long long flags, long long t, frozenset likely)
+cpdef ZeekConn zeek_connection(bytes key, bint src_low, long long flags, long long t, frozenset likely, bint timed=*)
 cpdef bint _rstos0(str history)
 
 @cython.final
@@ -37,14 +37,14 @@ cdef class ZeekEndpoint:
 @cython.freelist(1024)
 cdef class ZeekConn:
     cdef public ZeekEndpoint orig, resp
-    cdef public bytes orig_key, resp_key
-    cdef public str history
+    cdef public bytes key
+    cdef public bytearray hist
     cdef public long long hist_seen, last_time, start_time, inactivity, removed_at
     cdef public bint is_partial, is_active, orig_low
     cdef public int first_packet_seen
     cdef public list timers
 
-    cdef _init(self, bytes orig_key, bytes resp_key, long long t, bint flipped)
+    cdef _init(self, bytes key, bint orig_low, long long t, bint flipped, bint timed)
     cdef bint _check(self, ZeekEndpoint ep, long long mask, str code) except -1
     cdef _add(self, ZeekEndpoint ep, str code)
     cdef _scaled(self, ZeekEndpoint ep, str code, int which)

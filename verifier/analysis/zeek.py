@@ -100,7 +100,7 @@ class ZeekEndpoint:
         # reassembler: relative sequence numbers, starting at 1 after the SYN
         self.reassem = 1  # last_reassem_seq: everything below was delivered (or declared a gap)
         self.trim = 1  # trim_seq: everything below was acknowledged
-        self.blocks = []  # undelivered data above a hole, sorted [seq, upper)
+        self.blocks = None  # undelivered data above a hole, sorted [seq, upper) (a list once there is some)
         self.window_scale = 0
 
     def set_state(self, new: cython.longlong) -> None:
@@ -163,33 +163,50 @@ class ZeekConn:
     """
 
 
-    def __init__(self, orig_key: bytes, resp_key: bytes, t: cython.longlong, flipped: cython.bint = False) -> None:
-        self._init(orig_key, resp_key, t, flipped)
+    def __init__(self, orig_key: bytes, resp_key: bytes, t: cython.longlong, flipped: cython.bint = False,
+                 timed: cython.bint = True) -> None:
+        low: cython.bint = orig_key <= resp_key
+        self._init(orig_key + resp_key if low else resp_key + orig_key, low, t, flipped, timed)
 
-    def _init(self, orig_key: bytes, resp_key: bytes, t: cython.longlong, flipped: cython.bint) -> None:
+    def _init(self, key: bytes, orig_low: cython.bint, t: cython.longlong, flipped: cython.bint,
+              timed: cython.bint) -> None:
         self.orig = _endpoint(True)
         self.resp = _endpoint(False)
-        self.orig_key = orig_key  # the originator as Zeek decided it: packed address + 2-byte port
-        self.resp_key = resp_key
-        self.orig_low = orig_key <= resp_key  # the originator is the lower endpoint of the flow
-        self.history = "^" if flipped else ""
+        self.key = key  # the flow: its two endpoints (packed address + 2-byte port), the lower first
+        self.orig_low = orig_low  # the originator, as Zeek decided it, is the lower endpoint of `key`
+        self.hist = bytearray(b"^" if flipped else b"")  # the history letters (see `history`)
         self.hist_seen = 0
         self.is_partial = False
         self.first_packet_seen = 0
         self.is_active = True
         self.last_time = self.start_time = t
-        # [(time, kind)]: the analyzer's timers (T_ATTEMPT, T_EXPIRE, T_DELETE)
-        self.timers = [(t + TCP_SYN_TIMEOUT, T_EXPIRE)]
-        self.inactivity = LONG_INACTIVITY_TIMEOUT if _port(resp_key) in LONG_INACTIVITY_PORTS else TCP_INACTIVITY_TIMEOUT
+        # [(time, kind)]: the analyzer's timers (T_ATTEMPT, T_EXPIRE, T_DELETE); None when the caller
+        # does not ask when Zeek would end the connection (`timed` False: conn_state and history
+        # do not depend on the timers, only `expired_by` does)
+        self.timers = [(t + TCP_SYN_TIMEOUT, T_EXPIRE)] if timed else None
+        self.inactivity = LONG_INACTIVITY_TIMEOUT if timed and _key_port(key, not orig_low) in LONG_INACTIVITY_PORTS \
+            else TCP_INACTIVITY_TIMEOUT
         self.removed_at = -1
 
     # ---- creation (IPBasedAnalyzer::NewConn + TCPAnalyzer::WantConnection)
 
     @classmethod
     def create(cls, src: bytes, dst: bytes, flags: cython.longlong, t: cython.longlong,
-               likely: frozenset = DEFAULT_LIKELY_SERVER_PORTS) -> "ZeekConn":
+               likely: frozenset = DEFAULT_LIKELY_SERVER_PORTS) -> ZeekConn:
         """The connection Zeek makes for a first packet from `src` to `dst` (packed address + port)."""
-        return zeek_connection(src, dst, flags, t, likely)
+        low: cython.bint = src <= dst
+        return zeek_connection(src + dst if low else dst + src, low, flags, t, likely)
+
+    @property
+    def orig_key(self) -> bytes:
+        """The originator: packed address + 2-byte port."""
+        n = len(self.key) // 2
+        return self.key[:n] if self.orig_low else self.key[n:]
+
+    @property
+    def resp_key(self) -> bytes:
+        n = len(self.key) // 2
+        return self.key[n:] if self.orig_low else self.key[:n]
 
     @staticmethod
     def wants_flip(flags: cython.longlong, sport: cython.longlong, dport: cython.longlong, likely: frozenset) -> cython.bint:
@@ -205,19 +222,24 @@ class ZeekConn:
 
     # ---- history (Connection::CheckHistory / AddHistory, ScaledHistoryEntry)
 
+    @property
+    def history(self) -> str:
+        """Zeek's history string: a letter per event kind, upper case for the originator."""
+        return self.hist.decode("ascii")
+
     def _check(self, ep: ZeekEndpoint, mask: cython.longlong, code: str) -> cython.bint:
         if not ep.is_orig:
             mask <<= 16
         if not self.hist_seen & mask:
             self.hist_seen |= mask
-            if len(self.history) < HISTORY_MAX:
-                self.history += code if ep.is_orig else code.lower()
+            if len(self.hist) < HISTORY_MAX:
+                self.hist.append(ord(code) if ep.is_orig else ord(code) | 0x20)
             return False
         return True
 
     def _add(self, ep: ZeekEndpoint, code: str) -> None:
-        if len(self.history) < HISTORY_MAX:
-            self.history += code if ep.is_orig else code.lower()
+        if len(self.hist) < HISTORY_MAX:
+            self.hist.append(ord(code) if ep.is_orig else ord(code) | 0x20)
 
     def _scaled(self, ep: ZeekEndpoint, code: str, which: cython.int) -> None:
         """ScaledHistoryEntry: the letter again at 1, 10, 100, ... occurrences."""
@@ -371,7 +393,8 @@ class ZeekConn:
             if flags & SYN:
                 if is_orig:
                     ep.set_state(SYN_ACK_SENT if flags & ACK else SYN_SENT)
-                    self.timers.append((t + TCP_ATTEMPT_DELAY, T_ATTEMPT))
+                    if self.timers is not None:
+                        self.timers.append((t + TCP_ATTEMPT_DELAY, T_ATTEMPT))
                 else:
                     if not flags & ACK and peer.state == SYN_ACK_SENT and seq == ep.start_seq:
                         # SYN/SYN-ACK reversal: flip the endpoints and establish
@@ -435,13 +458,12 @@ class ZeekConn:
         self.orig, self.resp = self.resp, self.orig
         self.orig.is_orig = True
         self.resp.is_orig = False
-        self.orig_key, self.resp_key = self.resp_key, self.orig_key
         self.orig_low = not self.orig_low
         fps = self.first_packet_seen
         self.first_packet_seen = ((fps & 1) << 1) | ((fps & 2) >> 1)
         self.is_partial = False
-        if len(self.history) < HISTORY_MAX:
-            self.history += "^"
+        if len(self.hist) < HISTORY_MAX:
+            self.hist.append(94)  # "^"
 
     # ---- ConnectionClosed
 
@@ -454,9 +476,11 @@ class ZeekConn:
             if (ep.prev_state != INACTIVE or peer.state != INACTIVE) and gen_event:
                 self.is_active = False  # ConnectionFinished
             # CancelTimers, then delete the connection tcp_close_delay after its last activity
-            self.timers = [(self.last_time + TCP_CLOSE_DELAY, T_DELETE)]
+            if self.timers is not None:
+                self.timers = [(self.last_time + TCP_CLOSE_DELAY, T_DELETE)]
         elif ep.prev_state != INACTIVE:
-            self.timers.append((self.last_time + TCP_SESSION_TIMER, T_EXPIRE))
+            if self.timers is not None:
+                self.timers.append((self.last_time + TCP_SESSION_TIMER, T_EXPIRE))
 
     # ---- the reassembler's gap bookkeeping (TCP_Reassembler)
 
@@ -477,11 +501,13 @@ class ZeekConn:
         if seq <= ep.reassem:
             ep.reassem = upper
             self._deliver(ep)
-        elif len(ep.blocks) < MAX_BLOCKS:
+        elif ep.blocks is None or len(ep.blocks) < MAX_BLOCKS:
+            if ep.blocks is None:
+                ep.blocks = []
             ep.blocks.append([seq, upper])
             ep.blocks.sort()
         else:  # full: widen the last hole's block rather than grow
-            last = ep.blocks[-1]
+            last = ep.blocks[len(ep.blocks) - 1]  # (no negative index: the engine is compiled with wraparound off)
             last[0], last[1] = min(last[0], seq), max(last[1], upper)
             ep.blocks.sort()
         # BlockInserted: data nobody acknowledges is not held for ever
@@ -507,9 +533,9 @@ class ZeekConn:
             self._undelivered(ep, peer, seq)
         if ep.blocks:
             ep.blocks = [b for b in ep.blocks if b[1] > seq]
-        for b in ep.blocks:
-            if b[0] < seq:
-                b[0] = seq
+            for b in ep.blocks:
+                if b[0] < seq:
+                    b[0] = seq
         if seq > ep.trim:
             ep.trim = seq
 
@@ -557,6 +583,8 @@ class ZeekConn:
             return True
         # the connection's own inactivity timer (Connection::InactivityTimer)
         inactive_at: cython.longlong = self.last_time + self.inactivity
+        if self.timers is None:
+            raise ValueError("this connection keeps no timers (made with timed=False)")
         if inactive_at > t:
             for when, kind in self.timers:
                 if when <= t:
@@ -626,9 +654,11 @@ class ZeekConn:
         return "OTH"
 
 
-def _port(ep: bytes) -> cython.int:
-    n: cython.Py_ssize_t = len(ep)
-    return (ep[n - 2] << 8) | ep[n - 1]
+def _key_port(key: bytes, low: cython.bint) -> cython.int:
+    """The port of the lower (`low`) or higher endpoint of a flow key."""
+    half: cython.Py_ssize_t = len(key) // 2
+    i: cython.Py_ssize_t = half - 2 if low else 2 * half - 2
+    return (key[i] << 8) | key[i + 1]
 
 
 def _wants_flip(flags: cython.longlong, sport: cython.longlong, dport: cython.longlong, likely: frozenset) -> cython.bint:
@@ -641,13 +671,15 @@ def _wants_flip(flags: cython.longlong, sport: cython.longlong, dport: cython.lo
     return True
 
 
-def zeek_connection(src: bytes, dst: bytes, flags: cython.longlong, t: cython.longlong, likely: frozenset) -> ZeekConn:
-    """The connection Zeek makes for a first packet from `src` to `dst` (packed address + port)."""
+def zeek_connection(key: bytes, src_low: cython.bint, flags: cython.longlong, t: cython.longlong, likely: frozenset,
+                    timed: cython.bint = True) -> ZeekConn:
+    """The connection Zeek makes for a first packet of the flow `key` (see verifier.wire's Packet.key)
+    sent by its lower endpoint when `src_low`. `timed`: keep Zeek's timers (for `expired_by`)."""
     z: ZeekConn = ZeekConn.__new__(ZeekConn)  # without the Python-level __init__ call: the engine's way
-    if _wants_flip(flags, _port(src), _port(dst), likely):
-        z._init(dst, src, t, True)
+    if _wants_flip(flags, _key_port(key, src_low), _key_port(key, not src_low), likely):
+        z._init(key, not src_low, t, True, timed)
     else:
-        z._init(src, dst, t, False)
+        z._init(key, src_low, t, False, timed)
     return z
 
 

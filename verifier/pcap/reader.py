@@ -10,7 +10,7 @@ This module is the readable reference and, compiled by Cython when the package i
 hand, not with Scapy's readers, because the replay benchmark needs well over a million packets per
 second end to end and Scapy reads a few tens of thousands.
 
-Hostile input is a tested property (tests/unit/test_pcap_reader.py, the fuzz corpus in
+Hostile input is a tested property (tests/unit/test_pcap.py, the fuzz corpus in
 tests/data/fuzz): every length is checked before it is used, work per record is linear in its
 size (a record larger than the read buffer is read in one piece), and damage never raises past
 the file header. A record whose framing is intact but whose content is wrong (an undefined
@@ -169,12 +169,14 @@ class Reader:
         want: cython.Py_ssize_t = n if n > self.chunk else self.chunk
         if len(buf) < want:
             buf.extend(bytes(want - len(buf)))
+        elif len(buf) > 4 * want:  # a huge record has gone by: give its memory back
+            del buf[want:]
         reader = getattr(self.f, "readinto", None)
-        while self.end < n:
+        while self.end < n:  # reads stop at `want`: no more is asked of the file than is needed
             if reader is not None:
-                got = reader(memoryview(buf)[self.end:])
+                got = reader(memoryview(buf)[self.end:want])
             else:  # a file object without readinto
-                chunk = self.f.read(len(buf) - self.end)
+                chunk = self.f.read(want - self.end)
                 got = len(chunk) if chunk else 0
                 buf[self.end:self.end + got] = chunk
             if not got:
@@ -327,12 +329,17 @@ class Reader:
             be: cython.bint = self.be
             btype = _u32(p, i, be)
             total = _u32(p, i + 4, be)
-            if total < 12 or total > MAX_RECORD_LEN:
+            if total < 12 or total > MAX_RECORD_LEN or total % 4:
                 if self.sections == 0:
                     raise CaptureFormatError(f"{self.name}: not a pcapng file (section header length {total})")
-                self._note(start, f"block of type 0x{btype:08x} claims a length of {total} bytes", False)
+                self._note(start, f"block of type 0x{btype:08x} claims a length of {total} bytes"
+                                  + (" (not a multiple of 4)" if 12 <= total <= MAX_RECORD_LEN else ""), False)
                 return 0
             if not self._fill(total):
+                if self.sections == 0:
+                    raise CaptureFormatError(f"{self.name}: capture is too short to hold its file header "
+                                             f"(a section header block of {total} bytes, {self.end - self.pos} "
+                                             f"in the file)")
                 self._truncated(start)
                 return 0
             p = self.buf

@@ -100,7 +100,7 @@ def add_parsers(subparsers) -> None:
                    help="an attempt idle this long (capture time) is finished and forgotten (default 300, Zeek's "
                         "tcp_inactivity_timeout)")
     p.add_argument("--max-connections", type=_count, default=None, metavar="N",
-                   help="live attempts held at most (default 100000, about 130 MB); when full, idle ones are "
+                   help="live attempts held at most (default 60000, about 100 MB); when full, idle ones are "
                         "finished, then the oldest half-open ones evicted, each counted")
     p.add_argument("--against", metavar="TESTBED", help="re-drive against this named testbed (verifier testbed up)")
     p.add_argument("--connection", type=_count, metavar="ID", help="the connection to re-drive (its id in the table)")
@@ -136,23 +136,15 @@ def _check_file(path: str) -> str | None:
 class _Table:
     """The attempts as a table, streamed: the first rows set the column widths."""
 
-    def __init__(self, out) -> None:
+    def __init__(self, out, t0) -> None:
         self.out = out
         self.pending: list[tuple] = []
         self.widths: list[int] | None = None
-        self.t0: int | None = None
+        self.t0 = t0  # () -> the capture's first packet time: "start s" counts from it
         self.rows = 0
 
     def add(self, r) -> None:
-        if self.t0 is None:
-            self.t0 = r.start_ns
-        outcome = r.outcome + (f" by {r.reset_by}" if r.reset_by else "")
-        icmp = r.icmp
-        if icmp and r.outcome == "unreachable":
-            outcome += f" ({icmp['type']}/{icmp['code']})"
-        row = (str(r.id), endpoint_text((r.orig_h, r.orig_p)), endpoint_text((r.resp_h, r.resp_p)), outcome,
-               str(r.syn_count), f"{(r.start_ns - self.t0) / 1e9:.6f}", f"{r.duration_s:.6f}",
-               f"{r.conn_state} {r.history or '-'}", r.detail)
+        row = r.row(self.t0())
         self.rows += 1
         if self.widths is None:
             self.pending.append(row)
@@ -216,7 +208,6 @@ def run_replay(args) -> int:
 
     from verifier.analysis.grouper import DEFAULT_MAX_CONNECTIONS
     from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS
-    from verifier.pcap import CaptureFormatError
     from verifier.replay.scan import Scan
 
     try:
@@ -229,26 +220,44 @@ def run_replay(args) -> int:
     evals = [Evaluation(c) for c in conds]
     # A one-pass command that makes millions of short-lived objects and no reference cycles: the
     # cyclic collector would walk the live attempts again and again for nothing.
+    gc_was = gc.isenabled()
     gc.disable()
+    try:
+        return _replay(args, sc, evals)
+    finally:
+        if gc_was:
+            gc.enable()
+
+
+def _replay(args, sc, evals) -> int:
+    from verifier.analysis.grouper import json_lines
+    from verifier.pcap import CaptureFormatError
+
     out = sys.stdout
-    table = None if args.json else _Table(out)
+    table = None if args.json else _Table(out, lambda: sc.grouper.first_ns)
+    # JSON lines go out as bytes, a chunk at a time; a text stream without a buffer (a test's
+    # StringIO) gets them decoded
+    raw = getattr(out, "buffer", None)
+    emit = raw.write if raw is not None else (lambda b: out.write(b.decode()))
     port = args.port
     shown = None
-    write = out.write
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for r in sc:
-                if port is None or r.c_port == port or r.s_port == port:
-                    if table is None:
-                        write(r.json_line())
-                        write("\n")
-                    else:
-                        table.add(r)
+            for chunk in sc.chunks():
+                if table is None:
+                    emit(json_lines(chunk, -1 if port is None else port))
+                else:
+                    for r in chunk:
+                        if port is None or r.c_port == port or r.s_port == port:
+                            table.add(r)
                 for e in evals:
-                    e.add(r)
-                if args.show is not None and r.id == args.show:
-                    shown = describe_attempt(r)
+                    for r in chunk:
+                        e.add(r)
+                if args.show is not None:
+                    for r in chunk:
+                        if r.id == args.show:
+                            shown = describe_attempt(r)
     except CaptureFormatError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
@@ -362,12 +371,21 @@ def run_show(args) -> int:
     if bad:
         _err(bad)
         return EXIT_BAD_INPUT
+    gc_was = gc.isenabled()
+    gc.disable()  # as in run_replay
+    try:
+        return _show(args)
+    finally:
+        if gc_was:
+            gc.enable()
+
+
+def _show(args) -> int:
     from verifier.analysis.trace import stream_connections
     from verifier.pcap import CaptureFormatError
 
     out = sys.stdout
     n = 0
-    gc.disable()  # as in run_replay
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

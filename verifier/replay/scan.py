@@ -43,15 +43,24 @@ class Scan:
         self.name = None
 
     def __iter__(self) -> Iterator[Attempt]:
+        for chunk in self.chunks():
+            yield from chunk
+
+    def chunks(self) -> Iterator[list]:
+        """The attempts in lists, as they finish (one list per stretch of the file)."""
         g = self.grouper
         reader = Reader(self.source)
         self.name = reader.name
         try:
             dec = Decoder(self.checksums)
             while g.run(reader, dec, CHUNK_FRAMES):
-                yield from g.take()
+                done = g.take()
+                if done:
+                    yield done
             g.finish()
-            yield from g.take()
+            done = g.take()
+            if done:
+                yield done
         finally:
             reader.close()
 

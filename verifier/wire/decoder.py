@@ -467,8 +467,11 @@ class Decoder:
                 if n - l4 < 8:
                     self._malformed("truncated IPv6 fragment header", l4)
                     return
-                self._simple(FRAGMENT, None)
-                return
+                if _u16(d, l4 + 2) & 0xFFF9:  # an offset, or more fragments: not reassembled
+                    self._simple(FRAGMENT, None)
+                    return
+                # an atomic fragment (offset 0, M=0) holds the whole packet (RFC 6946, RFC 8200 4.5)
+                nh, l4 = d[l4], l4 + 8
             elif nh == 51:  # authentication header
                 if n - l4 < 2:
                     self._malformed("truncated IPv6 authentication header", l4)
@@ -494,7 +497,10 @@ class Decoder:
         alen: cython.Py_ssize_t = 4 if fam == 4 else 16
         if proto == 6:
             if end - pos < 20:
-                self._malformed(f"truncated TCP header ({end - pos if end > pos else 0} bytes captured)", pos)
+                if end == wire_end:  # all of the IP payload was captured: it is too short, not cut
+                    self._malformed(f"TCP header (20 bytes) longer than the IP payload ({wire_end - pos})", pos)
+                else:
+                    self._malformed(f"truncated TCP header ({end - pos if end > pos else 0} bytes captured)", pos)
                 return
             doff: cython.Py_ssize_t = (d[pos + 12] >> 4) * 4
             seg_len: cython.Py_ssize_t = wire_end - pos
@@ -711,12 +717,21 @@ class Decoder:
             self._ip6(off, n, depth)
         elif proto == 0x6558:  # transparent Ethernet bridging
             self._ether(off, n, depth)
-        elif proto == 0x88BE:  # ERSPAN type II: an 8-byte header, then the frame
-            self._ether(off + 8, n, depth)
+        elif proto == 0x88BE:  # ERSPAN type II (GRE sequence number present): an 8-byte header,
+            # then the frame; type I (no sequence number) carries the frame directly, as Zeek and
+            # Wireshark read it
+            q: cython.Py_ssize_t = off + 8 if fv & 0x1000 else off
+            if q > n:
+                self._simple(OTHER, None)
+                return
+            self._ether(q, n, depth)
         elif proto == 0x22EB:  # ERSPAN type III (+ the optional platform subheader)
             if n - off < 12:
                 return
             extra = 8 if d[off + 11] & 1 else 0
+            if off + 12 + extra > n:
+                self._simple(OTHER, None)
+                return
             self._ether(off + 12 + extra, n, depth)
         elif proto == 0x880B:  # PPP
             if n - off >= 2 and d[off] == 0xFF and d[off + 1] == 0x03:
@@ -789,6 +804,9 @@ class Decoder:
                 optlen: cython.Py_ssize_t = (d[p] & 0x3F) * 4
                 proto = _u16(d, p + 2)
                 q = p + 8 + optlen
+                if q > n:  # options longer than the frame: not a Geneve packet we can read
+                    self._simple(OTHER, None)
+                    return
                 if proto == 0x6558:
                     self._ether(q, n, depth)
                 else:
@@ -832,6 +850,9 @@ class Decoder:
             if d[p + 2] & 0x0F != 1:  # opcode "forward"
                 return
             q = p + 8 + idlen + siglen
+            if q > n:  # identity and signature longer than the frame
+                self._simple(OTHER, None)
+                return
             if d[p + 3] == 4:
                 self._ip4(q, n, depth)
             elif d[p + 3] == 41:
