@@ -19,13 +19,14 @@ $(error this needs root (apt packages, network namespaces): run 'sudo make $(MAK
 endif
 endif
 
-.PHONY: help setup apt demo test lint unit bench clean-leftovers root
+.PHONY: help setup apt demo test lint unit bench fuzz clean-leftovers root
 
 help:
 	@echo "sudo make demo   - set up, run the conformance suite on this kernel, write the report and captures"
 	@echo "sudo make test   - set up, check the layers (make lint), run every test"
 	@echo "make lint        - check the import contracts of pyproject.toml (the layers) with lint-imports"
 	@echo "sudo make bench  - set up, run the benchmarks and print the figures"
+	@echo "make fuzz        - fuzz the decoder and reader for FUZZ_SECONDS (default 60); crashers kept in tests/data/fuzz/crashers/"
 	@echo "sudo make clean-leftovers - remove namespaces left by killed runs (only this project's names)"
 
 root:
@@ -92,7 +93,6 @@ clean-leftovers: root $(STAMP)
 # hangs it (-timeout) is kept in tests/data/fuzz/crashers/ (frames/ for the frame harness), and the
 # target fails. No root needed; the venv must exist (atheris comes with the test extra).
 FUZZ_SECONDS ?= 60
-.PHONY: fuzz
 fuzz:
 	@test -x $(PY) || { echo "make fuzz: run 'sudo make test' once first to set up $(VENV)"; exit 1; }
 	@$(PY) -c 'import atheris' 2>/dev/null || { echo "make fuzz: atheris is not installed in $(VENV): run 'sudo make setup'"; exit 1; }

@@ -1,4 +1,4 @@
-"""The claims under test: chapter 4 of Stevens' UNIX Network Programming, as listed in CLAIMS.md.
+"""The claims under test: chapter 4 of Stevens' UNIX Network Programming, as listed in docs/claims.md.
 
 Data only: each claim's id, a short title, and the book's statement, for reports and failure messages.
 """

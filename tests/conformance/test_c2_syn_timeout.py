@@ -52,7 +52,7 @@ class Case:
         return name + (f"-syncnt{self.syncnt}" if self.syncnt else "")
 
 
-# None of these settings is in ENVIRONMENT.md's measured table: they test the rule, not the table.
+# None of these settings is in docs/environment.md's measured table: they test the rule, not the table.
 # All give up within ~16 s (the conformance suite's wall-time budget is 30 s on 2 cores):
 #   linear 1: retries 1, 2, 3 -> ETIMEDOUT at 4, 8, 16 s (the doubling starts after the 2nd SYN)
 #   linear 8: retries 1, 2, 3 -> 3, 7, 15 s; 3, 7, 11 SYNs (the time test ends the linear phase early)

@@ -116,7 +116,7 @@ def test_a_user_session_up_exec_inject_capture_down(bed_name, tmp_path):
     from netns import Testbed
     from verifier.programs import build
     from verifier.analysis.calls import find, parse_report
-    from verifier.analysis.tracefile import load_trace
+    from verifier.analysis.trace import load_trace
 
     server, client = str(build("server")), str(build("client"))
     assert verifier("testbed", "up", "--name", bed_name).returncode == 0

@@ -18,7 +18,7 @@ from verifier.faults import flood
 from verifier.capture import Capture
 from verifier.faults.flood import FloodError, SynBuilder, background_syn_flood, blackhole, relax_rp_filter, syn_flood
 from verifier.wire import internet_checksum
-from verifier.analysis.tracefile import load_trace
+from verifier.analysis.trace import load_trace
 
 PORT = 5000
 FAMILY_NAME = {4: "ipv4", 6: "ipv6"}

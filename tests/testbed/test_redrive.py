@@ -95,7 +95,7 @@ def test_cli_redrive_against_a_named_testbed(tmp_path, root):
     """The thin name layer: `verifier replay FILE --against NAME --connection ID`."""
     from netns import Testbed
 
-    from verifier.replay import main
+    from verifier.cli import main
 
     name = "rd" + "".join(random.choices(string.ascii_lowercase + string.digits, k=4))
     bed = Testbed("routed", "dual", name=name).up()

@@ -66,22 +66,12 @@ def _id(p: Path) -> str:
     return str(p.relative_to(CORPUS))
 
 
-# file (relative to tests/data/fuzz) -> (the checks that fail: "compiled", "pure", "agree"; why)
-_ISB_OVERFLOW = ("the compiled engine raises OverflowError (Python int too large to convert to C long) on a "
-                 "pcapng Interface Statistics Block whose isb_ifdrop + isb_osdrop is 2^63 or more (any 64-bit "
-                 "counter is valid): Reader._statistics assigns InterfaceStats.lost (a Python int) to Iface.lost, "
-                 "a C long long in reader.pxd; and Grouper._finish assigns the counters Reader.trailing_lost() read "
-                 "ahead from the end of the file to Attempt.lost, a long long in grouper.pxd. The pure engine reads "
-                 "these files (exit 0 or 3)")
-KNOWN_BUGS: dict[str, tuple[tuple[str, ...], str]] = {
-    **{f"isb-{where}-{what}-{stem}.pcapng": (("compiled", "agree"), _ISB_OVERFLOW)
-       for where in ("mid", "end") for what in ("ifdrop-2^64-1", "ifdrop-2^63", "osdrop-2^64-1", "sum-2^63")
-       for stem in ("c3_refused_ipv4", "be-c1")
-       if stem == "c3_refused_ipv4" or what in ("ifdrop-2^64-1", "sum-2^63")},
-    # found by tests/fuzz/fuzz_capture.py's corpus run through the compiled engine: ISB counters 2^62 + 2^62
-    # at the end of the file, and an attempt finished by the idle sweep before the reader gets there
-    "crashers/compiled-overflow-grouper-finish-trailing-isb.pcapng": (("compiled", "agree"), _ISB_OVERFLOW),
-}
+# Known bugs: file (relative to tests/data/fuzz) -> (the checks that fail: "compiled", "pure", "agree"; why).
+# Their tests are strict xfails. Empty now: the two bugs this corpus found first (the compiled engine's
+# OverflowError on 64-bit ISB counters, 512 MiB allocated for a 268-byte file) were fixed in the reader
+# and the grouper; the tests at the end of this file keep them fixed. Example:
+#   "crashers/fuzz_capture-crash-<sha1>": (("compiled", "agree"), "what goes wrong, where"),
+KNOWN_BUGS: dict[str, tuple[tuple[str, ...], str]] = {}
 
 
 # ---------------------------------------------------------------- the worker (a subprocess)
@@ -430,7 +420,7 @@ def test_frame_crashers_decode(engine_name):
     assert not differ, f"the engines decode these differently: {differ}"
 
 
-# ---------------------------------------------------------------- known bugs, one focused test each
+# ---------------------------------------------------------------- the bugs found so far, kept fixed
 
 def _isb_file(counters: dict) -> bytes:
     """SHB, IDB, then an ISB with the given 64-bit counters (option code: value), little-endian."""
@@ -445,51 +435,42 @@ def _isb_file(counters: dict) -> bytes:
             + blk(5, struct.pack("<III", 0, 0, 0) + opts))
 
 
-@pytest.mark.parametrize("counters", [{5: 2**64 - 1}, {5: 2**63}, {5: 2**62, 7: 2**62}],
-                         ids=["ifdrop-2^64-1", "ifdrop-2^63", "sum-2^63"])
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=_ISB_OVERFLOW)
+@pytest.mark.parametrize("counters", [{5: 2**64 - 1}, {5: 2**63}, {5: 2**62, 7: 2**62}, {5: 2**64 - 1, 7: 2**64 - 1}],
+                         ids=["ifdrop-2^64-1", "ifdrop-2^63", "sum-2^63", "sum-2^65-2"])
 def test_huge_isb_counters_are_read(counters):
-    """A statistics block may hold any 64-bit counter: the reader must not raise on one (it is not a
-    CaptureFormatError: the file is a capture). In-process, with the engine this process imported."""
+    """A statistics block may hold any 64-bit counter, and isb_ifdrop + isb_osdrop may pass 2^64: the
+    reader must not raise on them (the file is a capture). The compiled reader once raised
+    OverflowError here: Reader._statistics stored the sum in Iface.lost, a C long long (the corpus
+    files isb-*-2^63* and isb-*-2^64-1* found it). In-process, with this process's engine."""
     from verifier.pcap import read_interface_stats
 
-    if engine_kind() != "compiled":
-        pytest.skip("the bug is in the compiled reader only (this process runs the pure engine)")
     stats = read_interface_stats(io.BytesIO(_isb_file(counters)))
     assert stats[0].lost == sum(v for k, v in counters.items() if k in (5, 7))
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=_ISB_OVERFLOW)
 def test_huge_trailing_isb_counters_reach_the_attempts():
     """The grouper's copy of the counters read ahead: a golden capture whose last ISB says 2^62 + 2^62
     packets were lost and whose SYN was moved two years back by a bit flip, so that the idle sweep
     finishes an attempt (Grouper._finish copies the lost count into it) before the reader reaches the
-    ISB. Found by the capture fuzzer. Streamed in-process, with this process's engine."""
-    from verifier.replay.scan import Scan
-
-    if engine_kind() != "compiled":
-        pytest.skip("the bug is in the compiled engine only (this process runs the pure engine)")
-    path = CRASHERS / "compiled-overflow-grouper-finish-trailing-isb.pcapng"
+    ISB. Found by the capture fuzzer's corpus run through the compiled engine, which raised
+    OverflowError (Attempt.lost was a C long long). Streamed in-process, with this process's engine."""
     import warnings
 
+    from verifier.replay.scan import Scan
+
+    path = CRASHERS / "compiled-overflow-grouper-finish-trailing-isb.pcapng"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         attempts = list(Scan(str(path)))
-    assert [a.lost for a in attempts] == [2**63] * len(attempts) and attempts
+    assert attempts and [a.lost for a in attempts] == [2**63] * len(attempts)
 
 
-_HUGE_CLAIM = ("the reader grows its buffer to the length a block or record claims before it reads it "
-               "(Reader._fill: bytearray.extend(bytes(want - len(buf))), so twice the claim, up to "
-               "MAX_RECORD_LEN = 256 MiB): a 268-byte pcapng file whose EPB claims 256 MiB makes it allocate "
-               "512 MiB (about 0.3 s) before finding the file truncated; both engines. Growing the buffer as the "
-               "bytes arrive (or checking the size of a seekable file first) would bound it by the file")
-
-
-@pytest.mark.xfail(strict=True, reason=_HUGE_CLAIM)
 @pytest.mark.parametrize("name", ["len-epb-total-maxrecord-c3_refused_ipv4.pcapng",
                                   "len-pcap-caplen-0x10000000-c5.pcap"])
 def test_a_tiny_file_claiming_a_huge_record_stays_small(name):
-    """Hostile input must not cost far more memory than the file's size: at most 64 MiB for these."""
+    """Hostile input must not cost far more memory than the file's size: at most 64 MiB for these. The
+    reader once grew its buffer to the claimed length before reading (twice the claim, up to
+    MAX_RECORD_LEN = 256 MiB): this 268-byte pcapng file (and the pcap one) made it allocate 512 MiB."""
     import tracemalloc
     import warnings
 

@@ -15,7 +15,7 @@ from verifier.analysis.schedules import (
     wheel_granularity_s,
 )
 
-# Measured on kernel 6.18 (the development machine, /work/shared/ENVIRONMENT.md, table "SYN
+# Measured on kernel 6.18 (the development machine, docs/environment.md, table "SYN
 # retransmission on this kernel"): SYNs dropped at the router, times in s after the first SYN.
 # (tcp_syn_linear_timeouts, retries, SYN times, ETIMEDOUT time)
 MEASURED_6_18 = [
@@ -280,7 +280,7 @@ def test_wheel_granularity_follows_the_kernel_levels(hz, timeout_s, late_jiffies
 
 def test_at_hz_250_a_packet_may_be_one_wheel_granularity_late_and_never_early():
     tol = Tolerance(hz=MEASURED_HZ)
-    # 1 s (250 jiffies, granularity 8 jiffies = 32 ms): ENVIRONMENT.md's 1-3 % slack fits ...
+    # 1 s (250 jiffies, granularity 8 jiffies = 32 ms): docs/environment.md's 1-3 % slack fits ...
     for observed in (1.0, 1.01, 1.02, 1.03):
         assert tol.fits(observed, 1.0), observed
     # ... up to 32 ms of rounding plus 20 ms from the timer to the packet; 60 ms late does not fit.
@@ -331,7 +331,7 @@ def test_a_schedule_observed_only_by_its_failure_time_adds_up_every_gap():
     lo, hi = s.fail_window(Tolerance(hz=MEASURED_HZ))
     # Three 1 s gaps: each up to 32 ms of rounding, two packets (20 ms) and one woken process (50 ms).
     assert lo == pytest.approx(3 - 3 * 0.001) and hi == pytest.approx(3 + 3 * 0.032 + 2 * 0.02 + 0.05)
-    # The measured 3.05 s fits (ENVIRONMENT.md: linear 4, retries 1), 3.2 s would not.
+    # The measured 3.05 s fits (docs/environment.md: linear 4, retries 1), 3.2 s would not.
     assert lo <= 3.05 <= hi and not lo <= 3.2 <= hi
     # The time alone does not tell "1 s + 2 s" (one retransmission, then doubling) from "1 s, 1 s, 1 s":
     # both give up at 3 s, so a check of the failure time must count the retransmissions too.

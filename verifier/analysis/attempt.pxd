@@ -23,4 +23,4 @@ cdef class Machine:
 
 cdef tuple _BY_STATE, _HALF_CLOSED, _CLOSED, _RESET
 cdef long long _MIN_RTO_NS
-cpdef tuple judge(int state, int visited, long long syn_count, long long last_syn_age_ns, long long lost, object iface)
+cpdef tuple judge(int state, int visited, long long syn_count, long long last_syn_age_ns, unsigned long long lost, object iface)

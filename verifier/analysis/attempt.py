@@ -409,7 +409,7 @@ _MIN_RTO_NS = int(MIN_RTO_S * 1e9)
 
 
 def judge(state: cython.int, visited: cython.int, syn_count: cython.longlong, last_syn_age_ns: cython.longlong,
-            lost: cython.longlong, iface) -> tuple:
+            lost: cython.ulonglong, iface) -> tuple:
     """`outcome_of` with the age of the last SYN in ns (-1: not known): the engine's entry."""
     fixed = _BY_STATE[state]
     if fixed is not None:

@@ -27,7 +27,8 @@ cdef class ScanStats:
 
 @cython.no_gc
 cdef class Attempt(Machine):
-    cdef public long long id, start_ns, last_ns, end_ns, npackets, copies, last_syn, rtt_ns, lost, isn0, syn0
+    cdef public long long id, start_ns, last_ns, end_ns, npackets, copies, last_syn, rtt_ns, isn0, syn0
+    cdef public unsigned long long lost  # any 64-bit pcapng counter (saturated: reader.LOST_MAX)
     cdef public int family, c_port, s_port, iface, attempt_no, nsyn, fins, icmp_count, icmp_family, icmp_type, icmp_code
     cdef public bytes key
     cdef public object iface_name, icmp_from, pkts, evs

@@ -46,7 +46,7 @@ __all__ = [
 #     (tcp_connect, tcp_retransmit_timer) or a few microseconds before it (tcp_conn_request arms the
 #     request's timer just before it sends the first SYN-ACK): `early_s` = 1 ms covers that;
 #   * late by at most one granularity of its level: at HZ=250, 32 ms for 1 s and 2 s (250 and 500
-#     jiffies, level 1), 256 ms for 4 s to 16 s (level 2). ENVIRONMENT.md's measured gaps fit:
+#     jiffies, level 1), 256 ms for 4 s to 16 s (level 2). docs/environment.md's measured gaps fit:
 #     1.00-1.03 s for 1 s, 4.23-4.25 s for 4 s, 8.20 s for 8 s ("1-3 % slack", 6 % for 4 s);
 # and then the event itself comes a little later:
 #   * `sent_s` = 20 ms for a packet the timer sends (the timer softirq; ksoftirqd on a busy machine);

@@ -7,7 +7,8 @@ cdef long long INT64_MAX, MAX_RECORD_LEN
 cdef class Iface:
     cdef public int id, linktype, kind, shift
     cdef public object name, description
-    cdef public long long snaplen, mul, div, limit, offset_ns, lost
+    cdef public long long snaplen, mul, div, limit, offset_ns
+    cdef public unsigned long long lost
 
 cdef inline unsigned int _u16(const unsigned char *p, Py_ssize_t i, bint be) noexcept nogil
 cdef inline unsigned int _u32(const unsigned char *p, Py_ssize_t i, bint be) noexcept nogil
@@ -38,4 +39,4 @@ cdef class Reader:
     cdef _interface(self, Py_ssize_t body, Py_ssize_t bend, long long start)
     cdef _add_iface(self, Iface ifc)
     cdef _statistics(self, Py_ssize_t body, Py_ssize_t bend, long long start)
-    cpdef long long iface_lost(self, int iface)
+    cpdef unsigned long long iface_lost(self, int iface)

@@ -37,6 +37,9 @@ from verifier.pcap.records import (MAX_RECORD_LEN, CaptureDamagedWarning, Captur
 
 CHUNK = 1 << 20
 MAX_WARNINGS = 10  # damage notes emitted as warnings; the rest are counted
+# Packets lost on an interface, as the engine holds them: pcapng's counters are any 64-bit value, and
+# isb_ifdrop + isb_osdrop can be more; the sum is held saturated at the largest 64-bit count.
+LOST_MAX = (1 << 64) - 1
 INT64_MAX = 0x7FFFFFFFFFFFFFFF
 
 # pcapng block types
@@ -153,8 +156,11 @@ class Reader:
 
     def _fill(self, n: cython.Py_ssize_t) -> cython.bint:
         """Make `n` bytes available at `pos`; False if the file ends first. The buffer is one
-        bytearray, refilled in place with readinto (no new allocation, so no new pages, per chunk),
-        and grown once for a record larger than it: the work stays linear in the record's size."""
+        bytearray, refilled in place with readinto (no new allocation, so no new pages, per chunk).
+        A record larger than the buffer grows it only as its bytes arrive, four times over at most
+        per step (the last step straight to the record's end), so the work stays linear in the
+        record's size and a record that claims more than the file holds costs no more memory than
+        a few times what the file delivered. After a huge record the buffer is given back."""
         have: cython.Py_ssize_t = self.end - self.pos
         if have >= n:
             return True
@@ -167,16 +173,24 @@ class Reader:
             self.pos = 0
             self.end = have
         want: cython.Py_ssize_t = n if n > self.chunk else self.chunk
-        if len(buf) < want:
-            buf.extend(bytes(want - len(buf)))
-        elif len(buf) > 4 * want:  # a huge record has gone by: give its memory back
+        size: cython.Py_ssize_t = len(buf)
+        if size > 4 * want:  # a huge record has gone by: give its memory back
             del buf[want:]
+            size = want
+        elif size < self.chunk:
+            buf.extend(bytes(self.chunk - size))
+            size = self.chunk
         reader = getattr(self.f, "readinto", None)
-        while self.end < n:  # reads stop at `want`: no more is asked of the file than is needed
+        while self.end < n:
+            if self.end * 2 >= size and size < want:  # mostly full, and the record goes on: grow
+                grow: cython.Py_ssize_t = want if want <= 8 * size else 4 * size
+                buf.extend(bytes(grow - size))
+                size = grow
+            lim: cython.Py_ssize_t = size if size < want else want  # no more is asked than is needed
             if reader is not None:
-                got = reader(memoryview(buf)[self.end:want])
+                got = reader(memoryview(buf)[self.end:lim])
             else:  # a file object without readinto
-                chunk = self.f.read(want - self.end)
+                chunk = self.f.read(lim - self.end)
                 got = len(chunk) if chunk else 0
                 buf[self.end:self.end + got] = chunk
             if not got:
@@ -566,8 +580,9 @@ class Reader:
                             received=counter(4), dropped=counter(5), filter_accepted=counter(6),
                             os_dropped=counter(7), delivered=counter(8))
         self.stats.append(st)
-        if st.lost > ifc.lost:  # the counters are cumulative
-            ifc.lost = st.lost
+        lost = st.lost if st.lost < LOST_MAX else LOST_MAX
+        if lost > ifc.lost:  # the counters are cumulative
+            ifc.lost = lost
 
     # ---- what was read
 
@@ -582,7 +597,7 @@ class Reader:
     def iface_name(self, iface: int):
         return self.all_ifaces[iface].name if 0 <= iface < len(self.all_ifaces) else None
 
-    def iface_lost(self, iface: cython.int) -> cython.longlong:
+    def iface_lost(self, iface: cython.int) -> cython.ulonglong:
         """Packets lost on file-wide interface `iface` according to the statistics read so far."""
         return self.all_ifaces[iface].lost if 0 <= iface < len(self.all_ifaces) else 0
 
@@ -646,7 +661,7 @@ class Reader:
                         if code in (5, 7) and length >= 8:
                             n += int.from_bytes(block[pos_o + 4:pos_o + 12], order)
                         pos_o += 4 + length + (-length % 4)
-                    lost[iid] = max(lost.get(iid, 0), n)
+                    lost[iid] = max(lost.get(iid, 0), n if n < LOST_MAX else LOST_MAX)
                 pos -= total
         except (OSError, ValueError):
             pass
