@@ -91,7 +91,7 @@ def test_a_garbage_capture_is_one_clear_line(tmp_path):
     bad = tmp_path / "bad.pcap"
     bad.write_bytes(b"<html>not a capture</html>")
     res = verifier("show", str(bad))
-    assert res.returncode == 1
+    assert res.returncode == 2  # bad input (verifier show --help: exit status)
     assert res.stderr.strip().splitlines() == [f"verifier: {bad}: not a pcap or pcapng file (magic 0x3c68746d)"]
 
 

@@ -13,7 +13,7 @@ import random
 import string
 from pathlib import Path
 
-from verifier.replay import redrive
+from verifier.replay.redrive import redrive
 
 GOLDEN = Path(__file__).resolve().parents[2] / "captures" / "golden"
 

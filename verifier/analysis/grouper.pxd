@@ -7,6 +7,7 @@ from verifier.pcap.reader cimport Reader
 from verifier.wire.decoder cimport address_text, BADSUM, FRAGMENT, ICMP, MALFORMED, OTHER, TCP, UNSUPPORTED, Decoder, Packet
 
 cdef int ACK, FIN, RST, SYN, MAX_SYN_TIMES, _ANSWERED_STATES
+cdef Py_ssize_t DONE_BATCH
 cdef long long S_NS
 cdef bytes _addr(bytes key, bint low)
 cdef str _endpoint_text(bytes key, bint low)

@@ -48,6 +48,9 @@ S_NS = 1000000000
 DEFAULT_LINGER_S = 300.0  # Zeek's tcp_inactivity_timeout: an attempt idle this long is finished
 DEFAULT_REORDER_S = 0.1
 DEFAULT_MAX_CONNECTIONS = 60000  # live attempts before eviction (about 1.7 kB each: about 100 MB)
+# `run(limit)` also hands back when this many attempts have finished, so that the finished ones
+# waiting to be taken stay few (a flood finishes an attempt per frame)
+DONE_BATCH = 8192
 MAX_SYN_TIMES = 32  # SYN times kept per attempt (the count stays exact)
 _ZEEK_SWEEP_NS = 10 * S_NS
 
@@ -648,7 +651,7 @@ class Grouper:
                     pk.direction = _DIRS[rdir - 1]
                 self.feed(pk)
             done += 1
-            if limit and done >= limit:
+            if limit and (done >= limit or len(self.done) >= DONE_BATCH):
                 return True
         return False
 
@@ -776,6 +779,8 @@ class Grouper:
         if self.keep and (self.keep_ids is None or a.id in self.keep_ids):
             a.pkts = []
             a.evs = []
+        if prev is not None:
+            del self.current[key]  # re-inserted at the end: `current` stays in the order attempts started
         self.current[key] = a
         return a
 
@@ -908,12 +913,11 @@ class Grouper:
         self.now = saved
 
     def _live(self) -> list:
-        """Every live attempt, in the order they started."""
+        """Every live attempt, in the order they started (`current` is kept in that order; the
+        shadowed ones are merged in)."""
         out = list(self.current.values())
         if self.shadowed:
             out.extend(self.shadowed.values())
-            out.sort(key=_attempt_id)
-        elif self.zeek_mode or len(out) > 1:
             out.sort(key=_attempt_id)
         return out
 
@@ -932,8 +936,7 @@ class Grouper:
                 a = att
                 if pass_ == 1 or not a.visited & _ANSWERED_STATES:
                     victims.append(a)
-            victims.sort(key=_attempt_id)  # the oldest first
-            del victims[excess:]
+            del victims[excess:]  # the oldest (`_live` is in the order they started)
             for att in victims:
                 a = att
                 a.evicted = True
