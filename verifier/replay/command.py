@@ -140,35 +140,32 @@ class _Table:
         self.out = out
         self.pending: list[tuple] = []
         self.widths: list[int] | None = None
+        self.fmt = ""
         self.t0 = t0  # () -> the capture's first packet time: "start s" counts from it
         self.rows = 0
 
-    def add(self, r) -> None:
-        row = r.row(self.t0())
-        self.rows += 1
+    def add_all(self, attempts, port) -> None:
+        """The rows of `attempts` (those with `port` on either side, unless it is None), written at once."""
+        t0 = self.t0()
+        rows = [r.row(t0) for r in attempts if port is None or r.c_port == port or r.s_port == port]
+        self.rows += len(rows)
         if self.widths is None:
-            self.pending.append(row)
-            if len(self.pending) >= _WIDTH_SAMPLE:
-                self._start()
-        else:
-            self._line(row)
+            self.pending += rows
+            if len(self.pending) < _WIDTH_SAMPLE:
+                return
+            self._start()
+            rows, self.pending = self.pending, []
+        if rows:
+            fmt = self.fmt
+            self.out.write("".join([fmt.format(*row) for row in rows]))
 
     def _start(self) -> None:
         self.widths = [max(len(h), *(len(row[k]) for row in self.pending)) if self.pending else len(h)
                        for k, h in enumerate(TABLE_HEAD)]
-        self._line(TABLE_HEAD)
-        for row in self.pending:
-            self._line(row)
-        self.pending = []
-
-    def _line(self, cells) -> None:
-        out = []
-        for k, c in enumerate(cells):
-            if k == len(cells) - 1:
-                out.append(c)
-            else:
-                out.append(c.rjust(self.widths[k]) if k in _RIGHT else c.ljust(self.widths[k]))
-        print("  " + "  ".join(out), file=self.out)
+        last = len(TABLE_HEAD) - 1
+        self.fmt = "  " + "  ".join("{}" if k == last else f"{{:{'>' if k in _RIGHT else '<'}{w}}}"
+                                    for k, w in enumerate(self.widths)) + "\n"
+        self.out.write(self.fmt.format(*TABLE_HEAD))
 
     def close(self) -> None:
         if self.widths is None:
@@ -176,6 +173,8 @@ class _Table:
                 print("  (no TCP connections)", file=self.out)
                 return
             self._start()
+            rows, self.pending = self.pending, []
+            self.out.write("".join([self.fmt.format(*row) for row in rows]))
 
 
 def _summary(name: str, st) -> str:
@@ -248,9 +247,7 @@ def _replay(args, sc, evals) -> int:
                 if table is None:
                     emit(json_lines(chunk, -1 if port is None else port))
                 else:
-                    for r in chunk:
-                        if port is None or r.c_port == port or r.s_port == port:
-                            table.add(r)
+                    table.add_all(chunk, port)
                 for e in evals:
                     for r in chunk:
                         e.add(r)
