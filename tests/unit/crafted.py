@@ -8,6 +8,7 @@ location of the Zeek oracle's real traces.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -28,6 +29,18 @@ ZEEK = Path(__file__).resolve().parents[2] / "tests" / "data" / "zeek"
 # Skipped where the shared folder is absent, but never in CI (VERIFIER_REQUIRE_ROOT=1), which has it.
 needs_zeek = pytest.mark.skipif(not (ZEEK / "traces").is_dir() and os.environ.get("VERIFIER_REQUIRE_ROOT") != "1",
                                 reason=f"Zeek oracle traces not found at {ZEEK}")
+
+
+def pure_module(name: str):
+    """An engine module (`verifier.wire.decoder`, `verifier.pcap.reader`...) as plain Python: its
+    `.py` file loaded on its own, beside the compiled module the package imports, so that one
+    process can run both engines on the same input."""
+    path = Path(__file__).resolve().parents[2].joinpath(*name.split(".")).with_suffix(".py")
+    spec = importlib.util.spec_from_file_location("pure_" + name.rsplit(".", 1)[1], path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert not mod.cython.compiled
+    return mod
 
 
 def zeek_traces() -> list[dict]:

@@ -12,7 +12,6 @@ is then compared with Scapy's dissection of what follows the hand-made header.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import socket
@@ -66,7 +65,6 @@ from scapy.contrib.mpls import MPLS
 from scapy.layers.ppp import PPP, PPPoE, PPPoED
 from scapy.layers.vxlan import VXLAN
 
-import verifier
 from verifier import engine
 from verifier.pcap import RawPacket, read_packets
 from verifier.wire import (ACK, BADSUM, FIN, FRAGMENT, ICMP as ICMP_KIND, MALFORMED, OTHER, PSH, RST, SYN,
@@ -74,7 +72,7 @@ from verifier.wire import (ACK, BADSUM, FIN, FRAGMENT, ICMP as ICMP_KIND, MALFOR
                            flag_str, internet_checksum)
 from verifier.wire import decoder as compiled_decoder
 
-from .crafted import C, C6, R, S, S6, ZEEK, eth, needs_zeek, zeek_traces
+from .crafted import C, C6, R, S, S6, ZEEK, eth, needs_zeek, pure_module, zeek_traces
 
 # --------------------------------------------------------------------------
 # the two engines
@@ -82,14 +80,8 @@ from .crafted import C, C6, R, S, S6, ZEEK, eth, needs_zeek, zeek_traces
 
 @pytest.fixture(scope="module")
 def pure_decoder():
-    """decoder.py as plain Python, loaded beside the compiled module the package imports (it needs
-    only verifier.wire.names and the standard library, so it loads on its own)."""
-    path = Path(verifier.__file__).resolve().parent / "wire" / "decoder.py"
-    spec = importlib.util.spec_from_file_location("pure_decoder", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert not mod.cython.compiled
-    return mod
+    """decoder.py as plain Python (crafted.pure_module)."""
+    return pure_module("verifier.wire.decoder")
 
 
 # Every public field of a Packet (properties included): what must be the same in both engines.
@@ -163,8 +155,7 @@ def decoders(pure_decoder) -> Decoders:
 def test_the_imported_decoder_is_compiled(pure_decoder):
     st = engine.status()["verifier.wire.decoder"]
     assert st["compiled"], f"verifier.wire.decoder is not the compiled module (stale: {engine.stale()})"
-    # (checked on the module itself too: under VERIFIER_PURE=1 the modules have no __file__ and
-    # status() takes them for compiled)
+    # (and on the module itself, so that this holds even if status() were wrong)
     assert not compiled_decoder.__spec__.origin.endswith(".py"), compiled_decoder.__spec__.origin
     assert pure_decoder.__file__.endswith("decoder.py") and pure_decoder is not compiled_decoder
 

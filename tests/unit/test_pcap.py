@@ -10,7 +10,6 @@ errors; the tests then check the compiled result. Hand-made blocks and records a
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import struct
@@ -44,7 +43,7 @@ from verifier.pcap import (
 )
 from verifier.pcap import reader as compiled_reader
 
-from .crafted import C, S, ZEEK, eth, needs_zeek, zeek_traces
+from .crafted import C, S, ZEEK, eth, needs_zeek, pure_module, zeek_traces
 
 T0 = 1_700_000_000_123_456_789  # not crafted.T0: the nanosecond digits show whether readers keep them
 
@@ -54,14 +53,8 @@ T0 = 1_700_000_000_123_456_789  # not crafted.T0: the nanosecond digits show whe
 
 @pytest.fixture(scope="module")
 def pure_reader():
-    """reader.py as plain Python, loaded beside the compiled module the package imports (it needs
-    only verifier.pcap.records and the standard library, so it loads on its own)."""
-    path = Path(verifier.__file__).resolve().parent / "pcap" / "reader.py"
-    spec = importlib.util.spec_from_file_location("pure_reader", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert not mod.cython.compiled
-    return mod
+    """reader.py as plain Python (crafted.pure_module)."""
+    return pure_module("verifier.pcap.reader")
 
 
 @pytest.fixture(params=["compiled", "pure"])
@@ -126,8 +119,7 @@ def readers(pure_reader) -> Readers:
 def test_the_imported_reader_is_compiled(pure_reader):
     st = engine.status()["verifier.pcap.reader"]
     assert st["compiled"], f"verifier.pcap.reader is not the compiled module (stale: {engine.stale()})"
-    # (checked on the module itself too: under VERIFIER_PURE=1 the modules have no __file__ and
-    # status() takes them for compiled)
+    # (and on the module itself, so that this holds even if status() were wrong)
     assert not compiled_reader.__spec__.origin.endswith(".py"), compiled_reader.__spec__.origin
     assert verifier.pcap.Reader is compiled_reader.Reader
     assert pure_reader.__file__.endswith("reader.py") and pure_reader.Reader is not compiled_reader.Reader
