@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv tshark socat
+APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv tshark socat tcpdump
 PYTEST_ARGS ?=
 DEMO_DIR := captures/demo
 
@@ -46,7 +46,7 @@ apt: root
 
 # The compiled engine (see setup.py) is rebuilt whenever one of its sources changes.
 ENGINE_SOURCES := setup.py $(wildcard verifier/pcap/reader.p* verifier/wire/decoder.p* verifier/analysis/attempt.p* \
-  verifier/analysis/zeek.p* verifier/analysis/grouper.p*)
+  verifier/analysis/zeek.p* verifier/analysis/grouper.p* verifier/capture/ring.p*)
 
 $(STAMP): pyproject.toml $(ENGINE_SOURCES) | root apt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -85,6 +85,7 @@ bench: setup
 	@$(PY) bench/testbed.py
 	@$(PY) bench/replay.py
 	@$(PY) bench/suite.py
+	@$(PY) bench/capture.py
 
 clean-leftovers: root $(STAMP)
 	@$(VENV)/bin/verifier clean

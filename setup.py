@@ -17,7 +17,7 @@ from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
 ENGINE = ["verifier/pcap/reader.py", "verifier/wire/decoder.py", "verifier/analysis/attempt.py",
-          "verifier/analysis/zeek.py", "verifier/analysis/grouper.py"]
+          "verifier/analysis/zeek.py", "verifier/analysis/grouper.py", "verifier/capture/ring.py"]
 DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,  # every index into a frame is checked by hand against its length

@@ -11,9 +11,9 @@ pyroute2's import.
 import importlib
 
 _EXPORTS = {
-    "Host": "host", "Interface": "host", "NamespaceError": "namespace", "Process": "process",
-    "ProcessError": "process", "Result": "process", "TOPOLOGIES": "testbed", "Testbed": "testbed",
-    "TestbedError": "testbed",
+    "Host": "host", "Interface": "host", "NamespaceError": "namespace", "NameInUse": "testbed",
+    "NEXT_FREE": "testbed", "NoSuchTestbed": "testbed", "Process": "process", "ProcessError": "process",
+    "Result": "process", "TOPOLOGIES": "testbed", "Testbed": "testbed", "TestbedError": "testbed",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -6,9 +6,16 @@ bind-mounts it. `setns()` only changes the calling thread, so the rest of the pr
 namespace it started in. Entering a namespace (`inside`) is also per thread and always restores the
 thread's previous namespace.
 
-Every name this project creates starts with a per-run tag, `tv` + the owner's pid in base 36 (five
-characters) + one counter character, so that parallel runs never collide and `verifier clean` can
-tell which leftovers belong to a run whose process is gone.
+Two naming schemes, both `<tag>-<host>`, parsed at the last `-` (host names have none):
+
+* a run's testbed: `tv` + the owner's pid in base 36 (five characters) + one counter character, so
+  that parallel runs never collide and `verifier clean` can tell which leftovers belong to a run
+  whose process is gone;
+* a named testbed (`verifier testbed up --name N`): `tn` + the name, which is 1 to 32 lower-case
+  letters, digits, `-` or `_`. The whole name is kept, so distinct names give distinct namespaces
+  (however long their common prefix), and the length is bounded by construction (see NETNS_NAME_MAX).
+
+Interface names carry no tag: they live inside the testbed's own namespaces (see netns.testbed).
 """
 
 from __future__ import annotations
@@ -24,6 +31,12 @@ from pathlib import Path
 
 NETNS_RUN_DIR = Path("/run/netns")
 IFNAMSIZ = 15  # the kernel's limit for an interface name (16 bytes with the NUL)
+NAME_MAX = 255  # a namespace is a file under /run/netns: the limit of a file name
+TESTBED_NAME_MAX = 32
+HOST_NAME_MAX = 15  # a host's name in a topology: [a-z0-9], this long at most
+# The longest namespace name either scheme can make; NAME_MAX holds by construction.
+NETNS_NAME_MAX = max(len("tv") + 5 + 1, len("tn") + TESTBED_NAME_MAX) + 1 + HOST_NAME_MAX
+assert NETNS_NAME_MAX <= NAME_MAX
 
 CLONE_NEWNET = 0x40000000
 MS_REC = 0x4000
@@ -36,18 +49,45 @@ _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 # tv<pid:5 base36><bed:1 base36>-<host>: a run's testbed, removed with the run (or by `verifier clean`)
 NAME_RE = re.compile(r"^tv(?P<pid>[0-9a-z]{5})(?P<bed>[0-9a-z])-(?P<host>[a-z0-9]+)$")
 # tn<name>-<host>: a named testbed that outlives the command that made it (`verifier testbed up`)
-NAMED_RE = re.compile(r"^tn(?P<name>[a-z0-9]{1,6})-(?P<host>[a-z0-9]+)$")
+TESTBED_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,%d}" % (TESTBED_NAME_MAX - 1))
+NAMED_RE = re.compile(rf"^tn(?P<name>{TESTBED_NAME_RE.pattern})-(?P<host>[a-z0-9]{{1,{HOST_NAME_MAX}}})$")
+TESTBED_NAME_RULE = (f"use 1 to {TESTBED_NAME_MAX} lower-case letters, digits, '-' or '_', "
+                     "starting with a letter or digit")
 
 
 def check_testbed_name(name: str) -> str:
-    """A testbed name: 1 to 6 lower-case letters or digits, so every namespace name fits 15 characters."""
-    if not re.fullmatch(r"[a-z0-9]{1,6}", name or ""):
-        raise NamespaceError(f"testbed name {name!r}: use 1 to 6 lower-case letters or digits")
-    return name
+    """A testbed name: 1 to 32 lower-case letters, digits, `-` or `_`, starting with a letter or digit.
+
+    Lower case only, so that `Lab` and `lab` can never be two testbeds; the message says what is
+    wrong with the name, in one line."""
+    if not isinstance(name, str) or not name:
+        raise NamespaceError(f"a testbed name cannot be empty: {TESTBED_NAME_RULE}")
+    if TESTBED_NAME_RE.fullmatch(name):
+        return name
+    shown = repr(name if len(name) <= 40 else name[:40] + "...")
+    if len(name) > TESTBED_NAME_MAX:
+        why = f"is {len(name)} characters long, the limit is {TESTBED_NAME_MAX}"
+    elif "/" in name:
+        why = "contains '/'"
+    elif name.lower() != name and TESTBED_NAME_RE.fullmatch(name.lower()):
+        why = f"has upper-case letters (names are lower case: {name.lower()!r})"
+    elif name[0] in "-_":
+        why = f"starts with {name[0]!r}"
+    else:
+        bad = next(c for c in name if not re.fullmatch(r"[a-z0-9_-]", c))
+        why = f"contains {bad!r}"
+    raise NamespaceError(f"testbed name {shown} {why}: {TESTBED_NAME_RULE}")
 
 
 def named_tag(name: str) -> str:
+    """The tag of a named testbed's namespaces: `tn` + the whole name (never cut, so never shared)."""
     return "tn" + check_testbed_name(name)
+
+
+def parse_named(netns: str) -> tuple[str, str] | None:
+    """(testbed name, host) of a named testbed's namespace, or None for any other name."""
+    m = NAMED_RE.match(netns)
+    return (m["name"], m["host"]) if m else None
 
 
 def is_testbed_namespace(name: str) -> bool:
@@ -113,10 +153,12 @@ def create(name: str) -> Path:
         raise NamespaceError("creating network namespaces needs root: run with sudo")
     _prepare_rundir()
     path = NETNS_RUN_DIR / name
+    if len(name) > NAME_MAX or "/" in name:
+        raise NamespaceError(f"namespace name {name!r} is not a file name (at most {NAME_MAX} characters, no '/')")
     try:
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
     except FileExistsError:
-        raise NamespaceError(f"namespace {name} already exists (a leftover? run `verifier clean`)") from None
+        raise NamespaceError(f"namespace {name} already exists{_in_use_by(name)}") from None
     failure: list[BaseException] = []
 
     def bind_new_namespace() -> None:
@@ -137,6 +179,22 @@ def create(name: str) -> Path:
             pass
         raise failure[0]
     return path
+
+
+def _in_use_by(name: str) -> str:
+    """Whose namespace this is, and the one command that frees it (`verifier clean` only for the
+    leftovers it removes: a run's namespace whose process is gone)."""
+    m = NAME_RE.match(name)
+    if m:
+        pid = int(m["pid"], 36)
+        if pid_alive(pid):
+            return f" (it belongs to the run of process {pid}, which is still running)"
+        return f" (left by the run of process {pid}, which is gone: run `verifier clean`)"
+    named = parse_named(name)
+    if named:
+        return (f" (it belongs to the testbed named {named[0]}: see `verifier testbed list`; "
+                f"remove it with `verifier testbed down {named[0]}`)")
+    return ""
 
 
 def remove(name: str) -> None:

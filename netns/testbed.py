@@ -10,16 +10,24 @@ Only documentation addresses are used (192.0.2.0/24, 198.51.100.0/24, 203.0.113.
 2001:db8::/32), and every link end is created directly inside a testbed namespace, so nothing ever
 appears in the root namespace. Everything is built with pyroute2 netlink calls from this process.
 
+Names: each host is a namespace `<tag>-<host>` (see netns.namespace for the two tag schemes). The
+interfaces live inside those namespaces, so they carry no tag: each is the host's initial and a
+counter (`c0`; `r0`, `r1`; `s0`), within IFNAMSIZ by construction and the same in every testbed,
+which is also how captures label them (`client:c0`).
+
 Teardown undoes everything in reverse order (kernel-style ``defer``): it kills the testbed's
-processes, then deletes its namespaces, which takes their links with them. It runs on success, on
-failure, on an exception half-way through setup, and on Ctrl-C or SIGTERM (see `install_signal_handlers`).
+processes and waits, with a deadline, until they are gone, then deletes its namespaces, which takes
+their links with them. It runs on success, on failure, on an exception half-way through setup, and on
+Ctrl-C or SIGTERM (see `install_signal_handlers`).
+
+Named testbeds (`Testbed(name=...)`, `verifier testbed up`) take their name in netns.registry before
+anything is built, so two of them can never get the same name.
 """
 
 from __future__ import annotations
 
 import atexit
 import itertools
-import json
 import os
 import shutil
 import signal
@@ -34,18 +42,36 @@ from pathlib import Path
 
 from pyroute2 import IPBatch
 
-from . import namespace
+from . import namespace, registry
 from .host import Host, Interface
 
 IFA_F_NODAD = 0x02
-STATE_DIR = Path("/run/tcp-verifier/testbeds")  # named testbeds' records; /run dies with the namespaces
 FAMILIES = {"ipv4": (4,), "ipv6": (6,), "dual": (4, 6)}
+TEARDOWN_DEADLINE_S = 5.0  # how long teardown waits for SIGKILLed processes to be gone
+
+
+class _NextFree:
+    """As a testbed's name: the lowest free number ("1", "2", ...), taken when the testbed comes up."""
+
+    def __repr__(self) -> str:
+        return "NEXT_FREE"
+
+
+NEXT_FREE = _NextFree()
 
 
 class TestbedError(RuntimeError):
     """The testbed could not be built or used; the message says what to do."""
 
     __test__ = False  # not a pytest test class
+
+
+class NameInUse(TestbedError):
+    """The name is taken by another testbed (up, broken or being built); nothing was created."""
+
+
+class NoSuchTestbed(TestbedError):
+    """No testbed of that name exists."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,9 @@ TOPOLOGIES = {
         gateways=(("client", "router"), ("server", "router")),
     ),
 }
+# Host names end namespace names, which are parsed at their last "-": none may contain one.
+assert all(namespace.TESTBED_NAME_RE.fullmatch(h) and len(h) <= namespace.HOST_NAME_MAX and "-" not in h
+           and "_" not in h for t in TOPOLOGIES.values() for h in t.hosts)
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()
@@ -111,7 +140,9 @@ class Testbed:
     __test__ = False
 
     def __init__(self, topology: str = "routed", family: str = "dual", *, workdir: str | Path | None = None,
-                 name: str | None = None):
+                 name: "str | None" = None):
+        """`name`: None for a testbed of this run (`tv...` names, torn down with it); a testbed name
+        (netns.namespace.check_testbed_name) or NEXT_FREE for one that can outlive it (`detach()`)."""
         if topology not in TOPOLOGIES:
             raise TestbedError(f"unknown topology {topology!r}; choose one of {', '.join(TOPOLOGIES)}")
         if family not in FAMILIES:
@@ -120,7 +151,7 @@ class Testbed:
         self.family = family
         self.families = FAMILIES[family]
         self.tag = ""
-        self.name = namespace.check_testbed_name(name) if name is not None else None
+        self.name = namespace.check_testbed_name(name) if name not in (None, NEXT_FREE) else name
         self.hosts: dict[str, Host] = {}
         self._undo: list[tuple[str, object]] = []
         self._own_workdir = workdir is None
@@ -157,9 +188,7 @@ class Testbed:
 
     def _build(self) -> None:
         if self.name is not None:
-            self.tag = namespace.named_tag(self.name)
-            if any(n.startswith(self.tag + "-") for n in namespace.list_names()):
-                raise TestbedError(f"a testbed named {self.name} already exists (verifier testbed list)")
+            self._take_name()
         else:
             self.tag = _next_tag()
         _live.add(self)
@@ -169,18 +198,23 @@ class Testbed:
         topo = self.topology
         for name in topo.hosts:
             ns = f"{self.tag}-{name}"
-            namespace.create(ns)
+            try:
+                namespace.create(ns)
+            except namespace.NamespaceError as exc:
+                if isinstance(self.name, str) and namespace.exists(ns):  # a leftover of that name
+                    raise NameInUse(str(exc)) from None
+                raise
             self._undo.append(("netns", ns))
             self.hosts[name] = Host(name, ns, self._workdir)
 
-        # Interface names: <tag>-<host initial><n>, e.g. tv00tgd0-r1; created on the link's `a` side
-        # with its peer placed straight into the `b` namespace.
+        # Interface names: <host initial><n>, e.g. r1, unique within the host's own namespace; created
+        # on the link's `a` side with its peer placed straight into the `b` namespace.
         count = {h: 0 for h in topo.hosts}
         plan: dict[str, list[tuple[Interface, bool]]] = {h: [] for h in topo.hosts}
         for link in topo.links:
             ends = []
             for h in (link.a, link.b):
-                ends.append(namespace.check_ifname(f"{self.tag}-{h[0]}{count[h]}"))
+                ends.append(namespace.check_ifname(f"{h[0]}{count[h]}"))
                 count[h] += 1
             for (h, other), (mine, theirs) in (((link.a, link.b), ends), ((link.b, link.a), ends[::-1])):
                 itf = Interface(mine, h, other, theirs)
@@ -211,6 +245,22 @@ class Testbed:
         for name in topo.hosts:
             self._configure(self.hosts[name], plan[name])
 
+    def _take_name(self) -> None:
+        """Reserve the name in the registry (atomically, before anything exists), or fail with NameInUse."""
+        shape = dict(topology=self.topology.name, family=self.family)
+        try:
+            if self.name is NEXT_FREE:
+                self.name = registry.reserve_lowest(**shape)
+                path = registry.path_of(self.name)
+            else:
+                path = registry.reserve(self.name, **shape)
+        except registry.NameTaken as taken:
+            raise NameInUse(_taken(taken.name, taken.entry)) from None
+        self._undo.append(("state", str(path)))
+        self.tag = namespace.named_tag(self.name)
+        if self._workdir is None:  # where `attach()` will look too, and `down()` removes it from
+            self._workdir = registry.workdir_of(self.name)
+
     def _configure(self, host: Host, plan: list[tuple[Interface, bool]]) -> None:
         # All of a host's netlink requests are compiled by pyroute2's IPBatch and sent in one
         # sendmsg; the kernel applies them in order. This keeps `up` near a millisecond per host,
@@ -226,9 +276,8 @@ class Testbed:
                         fd = os.open(namespace.NETNS_RUN_DIR / f"{self.tag}-{itf.peer_host}", os.O_RDONLY)
                         peer_fds.append(fd)
                         requests.append(("link", dict(
-                            command="add", ifname=_template(itf.name, self.tag), index=index, kind="veth",
-                            state="up", peer={"ifname": _template(itf.peer_name, self.tag),
-                                              "net_ns_fd": FD_PLACEHOLDER + len(peer_fds) - 1})))
+                            command="add", ifname=itf.name, index=index, kind="veth", state="up",
+                            peer={"ifname": itf.peer_name, "net_ns_fd": FD_PLACEHOLDER + len(peer_fds) - 1})))
                     else:
                         index = socket.if_nametoindex(itf.name)
                         requests.append(("link", dict(command="set", index=index, state="up")))
@@ -243,7 +292,7 @@ class Testbed:
                         requests.append(("route", dict(command="add", dst="::/0", gateway=gw,
                                                        family=socket.AF_INET6)))
                 with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
-                    _netlink_batch(nl, requests, f"host {host.name}", self.tag, peer_fds)
+                    _netlink_batch(nl, requests, f"host {host.name}", peer_fds)
             finally:
                 for fd in peer_fds:
                     os.close(fd)
@@ -272,45 +321,47 @@ class Testbed:
         return self._workdir
 
     def describe(self) -> str:
-        lines = [f"testbed {self.tag} ({self.topology.name}, {self.family})"]
+        lines = [f"testbed {self.name if isinstance(self.name, str) else self.tag} "
+                 f"({self.topology.name}, {self.family})"]
+        width = max((len(h.netns) for h in self.hosts.values()), default=0)
         for h in self.hosts.values():
             for itf in h.interfaces:
                 addrs = " ".join(f"{a}/{itf.prefixlen[f]}" for f, a in itf.addresses.items())
-                lines.append(f"  {h.name:<7} {h.netns:<16} {itf.name:<12} -> {itf.peer_host:<7} {addrs}")
+                lines.append(f"  {h.name:<7} {h.netns:<{width}}  {itf.name:<3} -> {itf.peer_host:<7} {addrs}")
         return "\n".join(lines)
 
     # -- long-lived, named testbeds ------------------------------------------------------------
     def detach(self) -> Path:
-        """Let a named testbed outlive this process: record it under /run and drop it from the
+        """Let a named testbed outlive this process: record it in the registry and drop it from the
         teardown-at-exit list. `Testbed.attach(name)` gets it back; `down()` removes it."""
-        if self.name is None:
-            raise TestbedError("only a named testbed can outlive its process: give it a name")
-        state = {
-            "name": self.name, "tag": self.tag, "topology": self.topology.name, "family": self.family,
-            "created_ns": self.up_ns, "created_by_pid": os.getpid(),
+        if not isinstance(self.name, str) or not self.hosts:
+            raise TestbedError("only a named testbed that is up can outlive its process: give it a name")
+        entry = {
+            "name": self.name, "state": "up", "tag": self.tag, "topology": self.topology.name,
+            "family": self.family, "owner_uid": registry.caller_uid(), "created_ns": self.up_ns,
+            "created_by_pid": os.getpid(),
             "hosts": {h.name: {"netns": h.netns, "gateway": h.gateway,
                                "interfaces": [vars(i) for i in h.interfaces]} for h in self.hosts.values()},
         }
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        path = STATE_DIR / f"{self.name}.json"
-        path.write_text(json.dumps(state, indent=2) + "\n")
+        path = registry.write(self.name, entry)
         _live.discard(self)
         return path
 
     @classmethod
     def attach(cls, name: str) -> "Testbed":
-        """The named testbed that `detach()` left running."""
-        namespace.check_testbed_name(name)
-        path = STATE_DIR / f"{name}.json"
-        try:
-            state = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise TestbedError(f"no testbed named {name} (see: verifier testbed list)") from None
-        bed = cls(state["topology"], state["family"], name=name, workdir=STATE_DIR / f"{name}.d")
+        """The named testbed that `detach()` left running (NoSuchTestbed, or TestbedError if it is
+        not usable: being built, or broken)."""
+        entry = registry.read(namespace.check_testbed_name(name))
+        if entry is None:
+            raise NoSuchTestbed(f"no testbed named {name} (see: verifier testbed list)")
+        state = registry.status(entry)
+        if state != "up" and state != "broken":
+            raise TestbedError(_unusable(name, entry, state))
+        bed = cls(entry["topology"], entry["family"], name=name, workdir=registry.workdir_of(name))
         bed._own_workdir = True
-        bed.tag = state["tag"]
-        bed.up_ns = state.get("created_ns")
-        for hname, h in state["hosts"].items():
+        bed.tag = entry["tag"]
+        bed.up_ns = entry.get("created_ns")
+        for hname, h in entry["hosts"].items():
             if not namespace.exists(h["netns"]):
                 raise TestbedError(f"testbed {name} is broken: namespace {h['netns']} is gone "
                                    f"(remove it with: verifier testbed down {name})")
@@ -322,33 +373,61 @@ class Testbed:
                                                  {int(k): v for k, v in i["prefixlen"].items()}))
             bed.hosts[hname] = host
             bed._undo.append(("netns", h["netns"]))
-        bed._undo.append(("state", str(path)))
+        # The record goes last (undo runs backwards), so a teardown cut short still leaves it listed.
+        bed._undo.insert(0, ("state", str(registry.path_of(name))))
+        return bed
+
+    @classmethod
+    def remains(cls, name: str) -> "Testbed":
+        """Whatever exists of the named testbed, to be removed with `down()`: its registry entry and
+        every namespace of its name, also when it is broken or was left half-built by a killed
+        `testbed up`. NoSuchTestbed if nothing of it exists; TestbedError while it is being built."""
+        entry = registry.read(namespace.check_testbed_name(name))
+        listed = {h["netns"] for h in ((entry or {}).get("hosts") or {}).values()}
+        netns = sorted(n for n in set(namespace.list_names()) | listed if namespace.exists(n) and
+                       (namespace.parse_named(n) or ("",))[0] == name)
+        if entry is None and not netns:
+            raise NoSuchTestbed(f"no testbed named {name} (see: verifier testbed list)")
+        if entry is not None and registry.status(entry) == "creating":
+            raise TestbedError(_unusable(name, entry, "creating"))
+        entry = entry or {}
+        bed = cls(entry.get("topology", "routed"), entry.get("family", "dual"), name=name,
+                  workdir=registry.workdir_of(name))
+        bed._own_workdir = True
+        bed.tag = namespace.named_tag(name)
+        bed._undo = [("state", str(registry.path_of(name)))] + [("netns", n) for n in netns]
         return bed
 
     @staticmethod
     def named() -> list[dict]:
-        """The recorded named testbeds, each with `alive`: are all its namespaces still there?"""
+        """The registry's entries, each with `status` (netns.registry.status) and `alive` (status "up")."""
         out = []
-        for path in sorted(STATE_DIR.glob("*.json")):
-            try:
-                state = json.loads(path.read_text())
-            except (OSError, ValueError):
+        for name in registry.names():
+            entry = registry.read(name)
+            if entry is None:  # removed meanwhile
                 continue
-            state["alive"] = all(namespace.exists(h["netns"]) for h in state["hosts"].values())
-            out.append(state)
+            entry["status"] = registry.status(entry)
+            entry["alive"] = entry["status"] == "up"
+            entry.setdefault("hosts", {})
+            out.append(entry)
         return out
 
     # -- teardown ------------------------------------------------------------------------------
-    def down(self) -> None:
-        """Kill the testbed's processes, then delete its namespaces. Safe to call more than once."""
+    def down(self, *, deadline_s: float = TEARDOWN_DEADLINE_S, progress=None) -> None:
+        """Kill the testbed's processes and wait until they are gone (at most `deadline_s`; `progress`
+        is called once with the pids still there if that takes over 2 s), then delete its namespaces
+        and its registry entry. Safe to call more than once. TestbedError, after removing everything,
+        if a process could not be stopped or outlived the deadline."""
         errors = []
         for host in self.hosts.values():
             try:
                 host.stop_processes()
             except Exception as exc:  # keep going: the namespaces must go regardless
-                errors.append(exc)
+                errors.append(str(exc))
         names = [v for k, v in self._undo if k == "netns"]
-        kill_namespace_processes(names)
+        _killed, survivors = end_namespace_processes(names, deadline_s, progress)
+        if survivors:
+            errors.append(f"process(es) {', '.join(map(str, survivors))} still running {deadline_s:g} s after SIGKILL")
         while self._undo:
             kind, what = self._undo.pop()
             if kind == "netns":
@@ -359,7 +438,8 @@ class Testbed:
             shutil.rmtree(self._workdir, ignore_errors=True)
         _live.discard(self)
         if errors:
-            raise TestbedError(f"testbed {self.tag} torn down, but stopping a process failed: {errors[0]}")
+            raise TestbedError(f"testbed {self.name if isinstance(self.name, str) else self.tag} torn down, "
+                               f"but {errors[0]}")
 
     def __repr__(self) -> str:
         return f"<Testbed {self.tag or '(down)'} {self.topology.name} {self.family}>"
@@ -370,26 +450,18 @@ _batch_lock = threading.Lock()
 NLMSG_ERROR = 2
 
 
-def _placeholder(tag: str) -> str:
-    """Stands for a tag in compiled requests: same length, and upper case never occurs in real names."""
-    return "Q" * len(tag)
 FD_PLACEHOLDER = 0x7F7F7F00
 IFLA_NET_NS_FD = 28
 _compiled: dict[str, tuple[bytes, list[int]]] = {}
 
 
-def _template(name: str, tag: str) -> str:
-    assert name.startswith(tag)
-    return _placeholder(tag) + name[len(tag):]
-
-
-def _netlink_batch(nl: socket.socket, requests: list[tuple[str, dict]], where: str, tag: str = "",
+def _netlink_batch(nl: socket.socket, requests: list[tuple[str, dict]], where: str,
                    fds: list[int] = ()) -> None:
     """Compile rtnetlink requests with pyroute2's IPBatch, send them at once, and check every ack.
 
     pyroute2's encoder costs about 0.3 ms a request, more than the kernel's work. The requests are
-    therefore compiled with a placeholder tag and placeholder namespace fds, once per shape of host,
-    and later testbeds reuse those bytes with their own tag and fds patched in.
+    therefore compiled with placeholder namespace fds, once per shape of host, and later testbeds
+    reuse those bytes with their own fds patched in (interface names are the same in every testbed).
     """
     global _batch
     key = repr(requests)
@@ -410,8 +482,7 @@ def _netlink_batch(nl: socket.socket, requests: list[tuple[str, dict]], where: s
                 seqs.append(seq)
                 off += length
             _compiled[key] = (template, seqs)
-    template, seqs = _compiled[key]
-    data = template.replace(_placeholder(tag).encode(), tag.encode()) if tag else template
+    data, seqs = _compiled[key]
     for k, fd in enumerate(fds):
         attr = struct.pack("=HHI", 8, IFLA_NET_NS_FD, FD_PLACEHOLDER + k)
         if data.count(attr) != 1:
@@ -430,8 +501,7 @@ def _netlink_batch(nl: socket.socket, requests: list[tuple[str, dict]], where: s
                 pending.discard(seq)
                 if err:
                     method, kw = described.get(seq, ("?", {}))
-                    request = f"{method} {kw}".replace(_placeholder(tag), tag) if tag else f"{method} {kw}"
-                    raise TestbedError(f"{where}: netlink {request} failed: {os.strerror(-err)}")
+                    raise TestbedError(f"{where}: netlink {method} {kw} failed: {os.strerror(-err)}")
             off += length or len(reply)
 
 
@@ -440,21 +510,69 @@ def _write_sysctl(rel: str, value: str) -> None:
         f.write(value)
 
 
-def kill_namespace_processes(names: list[str], timeout: float = 2.0) -> list[int]:
-    """SIGKILL every process living in the named namespaces, and wait (bounded) until they are gone."""
-    pids = namespace.pids_in(names)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    pending = list(pids)
-    while pending and time.monotonic() < deadline:
-        pending = [p for p in pending if namespace.pid_alive(p)]
-        if pending:
-            time.sleep(0.001)
-    return pids
+def kill_namespace_processes(names: list[str], timeout: float = TEARDOWN_DEADLINE_S) -> list[int]:
+    """SIGKILL every process living in the named namespaces, wait (bounded) until they are gone, and
+    return the pids killed (see `end_namespace_processes`)."""
+    return end_namespace_processes(names, timeout)[0]
+
+
+def end_namespace_processes(names: list[str], deadline_s: float = TEARDOWN_DEADLINE_S,
+                            progress=None) -> tuple[list[int], list[int]]:
+    """SIGKILL every process in the named namespaces and poll until none is left: (killed, survivors).
+
+    The namespaces are scanned again after each round, so that children forked before their parent
+    died are found too; a process counts as gone once it is a zombie (it runs no more code and holds
+    no namespace). Survivors are what is still there at the deadline. Without any process this is one
+    scan of /proc.
+    """
+    killed: set[int] = set()
+    deadline = time.monotonic() + deadline_s
+    report_at = time.monotonic() + 2.0
+    while True:
+        pids = namespace.pids_in(names)
+        if not pids:
+            return sorted(killed), []
+        if time.monotonic() >= deadline:
+            return sorted(killed), pids
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except ProcessLookupError:
+                pass
+        delay = 0.001
+        pending = pids
+        while pending and time.monotonic() < deadline:
+            pending = [p for p in pending if namespace.pid_alive(p)]
+            if pending:
+                if progress is not None and time.monotonic() >= report_at:
+                    progress(pending)
+                    progress, report_at = None, float("inf")
+                time.sleep(delay)  # the interval of a bounded poll
+                delay = min(delay * 2, 0.02)
+
+
+def _taken(name: str, entry: dict | None) -> str:
+    """Why a name cannot be had, and the command that frees it (never `verifier clean`, which leaves
+    named testbeds alone)."""
+    if entry is None:  # every number up to registry.MAX_NUMBERED
+        return f"no free testbed number in {name}: remove some (verifier testbed list)"
+    state = registry.status(entry)
+    if state == "up":
+        owner = registry.user_name(entry.get("owner_uid"))
+        return (f"a testbed named {name} already exists (owner {owner}; see: verifier testbed list): "
+                f"choose another name, or remove it with: verifier testbed down {name}")
+    return _unusable(name, entry, state)
+
+
+def _unusable(name: str, entry: dict, state: str) -> str:
+    pid = entry.get("created_by_pid")
+    if state == "creating":
+        return f"testbed {name} is being brought up right now by process {pid}: try again once that has finished"
+    if state == "abandoned":
+        return (f"testbed {name} was left half-built by process {pid}, which is gone: "
+                f"remove it with: verifier testbed down {name}")
+    return f"testbed {name} is {state}: remove it with: verifier testbed down {name}"
 
 
 def live_testbeds() -> list[Testbed]:

@@ -22,7 +22,7 @@ from pathlib import Path
 __all__ = ["MODULES", "PURE_ENV", "install_pure_finder", "status", "stale"]
 
 MODULES = ("verifier.pcap.reader", "verifier.wire.decoder", "verifier.analysis.attempt",
-           "verifier.analysis.zeek", "verifier.analysis.grouper")
+           "verifier.analysis.zeek", "verifier.analysis.grouper", "verifier.capture.ring")
 PURE_ENV = "VERIFIER_PURE"
 _ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,10 @@ Registered through the ``pytest11`` entry point, so installing the package is en
 * ``testbed`` is a fresh testbed per test, ``routed`` unless ``@pytest.mark.topology("pair")``.
 * ``capture`` records every interface of the testbed, live before the test body runs. The pcapng is
   written under ``--verifier-captures`` (default ``captures/runs``); it is kept when the test fails
-  (the failure report names it) or with ``--keep-captures``, and removed otherwise.
+  (the failure report names it) or with ``--keep-captures``, and removed otherwise; beside a kept
+  one, ``NAME.client.pcapng`` holds the client's interface alone, for Wireshark.
+  ``capture.trace()`` carries the client namespace's SYN sysctls, so a ``linux`` schedule check
+  models the namespace under test.
 * Without root, tests that need namespaces are skipped with the reason; with the environment variable
   ``VERIFIER_REQUIRE_ROOT=1`` (set by CI) they fail instead, so a green run proves they ran.
 
@@ -31,10 +34,13 @@ from pathlib import Path
 
 import pytest
 
+#: With this environment variable set to 1 (CI sets it), a test that needs root fails instead of skipping.
 REQUIRE_ROOT_ENV = "VERIFIER_REQUIRE_ROOT"
+#: A test's capture paths (item stash): a pcapng registered here is kept with a failed test (or
+#: with --keep-captures), named in the failure and claim reports, like the `capture` fixture's own.
 capture_paths_key = pytest.StashKey[list]()
-outcome_key = pytest.StashKey[dict]()
-testbed_key = pytest.StashKey[str]()
+outcome_key = pytest.StashKey[dict]()  # phase -> passed, for keeping captures
+testbed_key = pytest.StashKey[str]()  # the testbed's description, shown with a failure
 
 
 class Evidence:
@@ -54,6 +60,7 @@ evidence_key = pytest.StashKey[Evidence]()
 
 
 def pytest_addoption(parser):
+    """The plugin's command-line options (group "TCP socket verifier" of ``pytest --help``)."""
     group = parser.getgroup("verifier", "TCP socket verifier")
     group.addoption("--verifier-captures", metavar="DIR", default=None,
                     help="where test captures are written (default: captures/runs under the rootdir)")
@@ -68,6 +75,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    """Register the plugin's markers."""
     config.addinivalue_line("markers", "families(*fams): run only for these IP families (4, 6)")
     config.addinivalue_line("markers", "topology(name): testbed topology for this test (pair, routed)")
     config.addinivalue_line("markers", "claim(id): the claim (C1..C14) this test gives evidence for")
@@ -75,6 +83,10 @@ def pytest_configure(config):
 
 
 def pytest_generate_tests(metafunc):
+    """A test that takes the argument ``family`` runs once per IP family, with ``family`` = 4 and 6
+    (test ids ``[ipv4]`` and ``[ipv6]``), or only for the families of ``@pytest.mark.families(...)``.
+    The ``testbed`` of such a test has only that family's addresses (``testbed.server.addr(family)``);
+    without ``family`` it is dual-stack."""
     if "family" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("families")
         fams = [int(f) for f in marker.args] if marker else [4, 6]
@@ -105,6 +117,7 @@ def require_tool(name: str) -> str:
 
 
 def captures_dir(config) -> Path:
+    """Where this run writes captures: ``--verifier-captures``, else ``captures/runs`` under the rootdir."""
     opt = config.getoption("verifier_captures")
     return Path(opt) if opt else Path(config.rootpath) / "captures" / "runs"
 
@@ -136,14 +149,18 @@ def guard_teardown() -> None:
 
 @pytest.fixture
 def root():
-    """Use in tests that need root but build their testbeds themselves."""
+    """For tests that need root but build their testbeds themselves (``with Testbed(...)``): skips
+    without root (fails under VERIFIER_REQUIRE_ROOT=1) and guards teardown like ``testbed``."""
     require_root()
     guard_teardown()
 
 
 @pytest.fixture
 def testbed(request):
-    """A fresh testbed for this test, torn down afterwards whatever happens."""
+    """A fresh `netns.Testbed` for this test, torn down afterwards whatever happens: ``routed``
+    (hosts ``client``, ``router``, ``server``) unless ``@pytest.mark.topology("pair")`` (``client``,
+    ``server``); addresses of the ``family`` parameter's family if the test takes it, else both.
+    Needs root: skipped without it (failed under VERIFIER_REQUIRE_ROOT=1)."""
     require_root()
     guard_teardown()
     from netns import Testbed
@@ -163,8 +180,9 @@ def testbed(request):
 
 @pytest.fixture
 def fault():
-    """Apply faults that stay until the test ends: `drop = fault(testbed.router, Drop(Syn(dport=5000)))`.
-    Each is removed at teardown, also when the test fails; its `report` is filled in then."""
+    """Apply faults that stay until the test ends: ``drop = fault(testbed.router, Drop(Syn(dport=5000)))``
+    applies a fault (any kind of `verifier.faults`) to a host and returns it. Each is removed at
+    teardown, also when the test fails; its ``report`` is filled in then."""
     from verifier.faults import inject
 
     active = []
@@ -188,14 +206,18 @@ def fault():
 
 @pytest.fixture
 def evidence(request) -> Evidence:
-    """Record what the kernel did and the stevens verdict; both go to the claim report."""
+    """An `Evidence` for this test: ``evidence.record(observed, stevens=..., why=...)`` records what
+    the kernel did and whether the book's model predicts it; both go to the claim report
+    (``--verifier-report``)."""
     ev = request.node.stash[evidence_key] = Evidence()
     return ev
 
 
 @pytest.fixture
 def capture_path(request) -> Path:
-    """Where this test's capture goes; registered so that it is kept or removed after the test."""
+    """A path under ``--verifier-captures`` for a capture of your own (``Capture(bed, capture_path)``),
+    named after the test and registered in `capture_paths_key`, so that it is kept with a failed test
+    (or with ``--keep-captures``) and named in the reports. The ``capture`` fixture uses one."""
     base = captures_dir(request.config)
     base.mkdir(parents=True, exist_ok=True)
     paths = request.node.stash.setdefault(capture_paths_key, [])
@@ -206,7 +228,12 @@ def capture_path(request) -> Path:
 
 @pytest.fixture
 def capture(testbed, capture_path, request):
-    """A capture of every testbed interface, already live when the test body starts."""
+    """A `verifier.capture.Capture` of every interface of ``testbed``, already live when the test body
+    starts, stopped at teardown. ``capture.trace()`` stops it and returns the `Trace` (refusing a
+    capture that lost packets), with the client namespace's SYN sysctls in ``trace.client_sysctls``.
+    The pcapng is removed after a passed test unless ``--keep-captures``; a kept one gets the client's
+    view beside it (``NAME.client.pcapng``: only the client's interface, which Wireshark's TCP
+    analysis reads cleanly; see `Capture.write_views`)."""
     from verifier.capture import Capture
 
     cap = Capture(testbed, capture_path)
@@ -217,6 +244,8 @@ def capture(testbed, capture_path, request):
         cap.stop()
         if not _keep(request):
             capture_path.unlink(missing_ok=True)
+        elif capture_path.exists():
+            cap.write_views()
 
 
 def _keep(request) -> bool:

@@ -76,7 +76,7 @@ def test_capture_until_a_packet_count(bed_name, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["testbed", "exec", "nosuch", "client", "--", "true"], "no testbed named nosuch"),
-    (["testbed", "up", "--name", "Bad_Name"], "use 1 to 6 lower-case letters or digits"),
+    (["testbed", "up", "--name", "Bad_Name"], "has upper-case letters (names are lower case: 'bad_name')"),
     (["capture", "nosuch"], "no testbed named nosuch"),
     (["show", "/nonexistent.pcap"], "no such file"),
 ])

@@ -695,18 +695,39 @@ def test_every_kind_builds_from_command_line_options():
         from_cli("drop", src="client")
 
 
+def _sample(option) -> str:
+    """A value the option takes: its host name for an address, else the first candidate it accepts."""
+    if option.address:
+        return "server"
+    low = [] if option.low is None else [str(option.low + 1 if option.low_open else option.low)]
+    for text in [str(c) for c in option.choices or ()] + ["7", "1", "host", "A", "0.5"] + low:
+        try:
+            option.check(text)
+            return text
+        except FaultError:
+            continue
+    raise AssertionError(f"no sample value for {option.name}")
+
+
 def test_every_declared_option_is_a_command_line_flag():
+    """Each option is a flag whose value argparse converts and checks as the kind's Option does (one
+    option of each exclusive group at a time)."""
     from verifier.cli import build_parser
 
     parser = build_parser()
     for kind, cls in FAULT_KINDS.items():
         flags = [o for o in cls.options if o.flag]
-        argv = ["inject", kind, "bed"] + [a for o in flags for a in ([o.flag_name] if o.type is bool
-                                                                     else [o.flag_name, "7"])]
-        args = parser.parse_args(argv)
-        assert args.kind == kind and args.func.__name__ == "cmd_inject"
-        assert {o.name: getattr(args, o.name) for o in flags} == {o.name: True if o.type is bool else "7"
-                                                                  for o in flags}, kind
+        grouped = {name for group in cls.exclusive for name in group}
+        for round_ in range(max((len(g) for g in cls.exclusive), default=1)):
+            chosen = {group[min(round_, len(group) - 1)] for group in cls.exclusive}
+            given = [o for o in flags if o.name not in grouped or o.name in chosen]
+            argv = ["inject", kind, "bed"] + [a for o in given for a in ([o.flag_name] if o.type is bool
+                                                                         else [o.flag_name, _sample(o)])]
+            args = parser.parse_args(argv)
+            assert args.kind == kind and args.func.__name__ == "cmd_inject"
+            assert {o.name: getattr(args, o.name) for o in given} == {
+                o.name: True if o.type is bool else _sample(o) if o.address else o.check(_sample(o))
+                for o in given}, kind
 
 
 def test_a_new_kind_is_one_class_that_the_registries_and_the_command_line_find():
@@ -735,7 +756,7 @@ def test_a_new_kind_is_one_class_that_the_registries_and_the_command_line_find()
         assert FAULT_KINDS["test-nop"] is Nop and ARM_KINDS["test-nop"] is NopArm
         assert "level --level: how much (in [1, 3]; required)" in Nop.__doc__
         args = build_parser().parse_args(["inject", "test-nop", "bed", "--level", "2", "--to", "server"])
-        assert (args.kind, args.level, args.to) == ("test-nop", "2", "server")
+        assert (args.kind, args.level, args.to) == ("test-nop", 2, "server")  # converted while parsing
         assert from_cli("test-nop", level="2", to="x").level == 2 and not Nop.acts_once()
         with pytest.raises(FaultError, match=r"level must lie in \[1, 3\], got 4"):
             from_cli("test-nop", level="4")

@@ -141,7 +141,7 @@ def test_clean_without_root_says_so(monkeypatch, capsys):
     from verifier import cli
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)  # what a user without sudo gets
-    assert cli.main(["clean"]) == 1
+    assert cli.main(["clean"]) == 2  # bad input (verifier.exits): no root, nothing done
     err = capsys.readouterr().err
     assert err.strip().splitlines() == ["verifier: clean needs root to remove network namespaces: "
                                         "run 'sudo verifier clean'"]

@@ -45,11 +45,18 @@ def test_families_topology_keep_and_report(root, tmp_path):
     assert "test_refused[ipv4]" not in res.stdout
     assert "PASSED test_inner.py::test_pair[ipv4]" in res.stdout and "PASSED test_inner.py::test_pair[ipv6]" in res.stdout
     kept = sorted(p.name for p in caps.iterdir())
-    assert kept == ["test_inner.test_refused_ipv6.pcapng"], "--keep-captures keeps passed tests' captures"
+    # The capture, and beside it the client's view (its interface alone, for Wireshark).
+    assert kept == ["test_inner.test_refused_ipv6.client.pcapng", "test_inner.test_refused_ipv6.pcapng"], \
+        "--keep-captures keeps passed tests' captures"
+    from verifier.pcap import read_packets
+
+    view = list(read_packets(caps / kept[0]))
+    assert view and {p.iface_name for p in view} == {"client:c0"}
+    assert [p.data for p in view] == [p.data for p in read_packets(caps / kept[1]) if p.iface_name == "client:c0"]
     data = json.loads(report.with_suffix(".json").read_text())
     rows = [r for r in data["results"] if r["claim"] == "C3"]
     assert len(rows) == 1 and rows[0]["outcome"] == "passed" and rows[0]["family"] == 6
-    assert rows[0]["captures"] == [str(caps / kept[0])]
+    assert rows[0]["captures"] == [str(caps / kept[1])]
     md = report.read_text()
     assert "## C3:" in md and "| `test_refused` | IPv6 |" in md and "holds" in md
     assert "test_inner.test_refused_ipv6.pcapng" in md

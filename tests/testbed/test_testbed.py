@@ -37,12 +37,13 @@ def test_topology_connects_end_to_end(root, topology, fam):
     before = root_links()
     with Testbed(topology, fam) as bed:
         assert list(bed.hosts) == list(TOPOLOGIES[topology].hosts)
-        # Names: per-run prefix, within the kernel's limit, links only inside the testbed.
+        # Names: per-run prefix on namespaces; short fixed interface names inside them (host initial
+        # and a counter); links only inside the testbed.
         for host in bed.hosts.values():
             assert host.netns.startswith(namespace.run_tag()) and len(host.netns) <= 15
             assert namespace.NAME_RE.match(host.netns)
-            for itf in host.interfaces:
-                assert itf.name.startswith(bed.tag) and len(itf.name) <= 15
+            for n, itf in enumerate(host.interfaces):
+                assert itf.name == f"{host.name[0]}{n}"
                 for a in itf.addresses.values():
                     assert a.startswith(DOC_NETS)
         assert root_links() == before, "a testbed link appeared in the root namespace"
@@ -188,14 +189,14 @@ def test_a_refused_netlink_request_is_reported_with_the_request(root):
                                   "host client")
 
 
-def test_compiled_requests_are_reused_with_each_testbeds_own_names(root):
+def test_compiled_requests_are_reused_with_each_testbeds_own_namespaces(root):
     with Testbed.routed("dual") as a:
         pass
     with Testbed.routed("dual") as b:
         names = b.client.run(["ip", "-o", "link"]).check().stdout
-        assert f"{b.tag}-c0" in names and "tvQQQQQQ" not in names and a.tag not in names
+        assert " c0@" in names and f"link-netns {b.tag}-router" in names and a.tag not in names
         peer = b.router.run(["ip", "-o", "link"]).check().stdout
-        assert f"{b.tag}-r0" in peer and f"{b.tag}-r1" in peer
+        assert "r0@if" in peer and "r1@if" in peer and f"link-netns {b.tag}-client" in peer
 
 
 def test_no_address_is_left_tentative(root):

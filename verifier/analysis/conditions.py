@@ -23,11 +23,11 @@ from typing import Iterable
 
 from verifier.analysis.attempt import OUTCOMES
 from verifier.analysis.schedules import DEFAULT_TOLERANCE, LinuxProfile, StevensProfile, SynSchedule
-from verifier.wire.names import icmp_label
+from verifier.wire.names import icmp_canonical, icmp_kind, icmp_label
 
 __all__ = [
     "EXPECT_HELP", "Condition", "Evaluation", "ExpectSyntaxError", "Verdict", "assert_expectations", "check",
-    "describe_attempt", "endpoint_text", "evaluate", "parse_condition",
+    "describe_attempt", "endpoint_text", "evaluate", "judge_syns", "parse_condition",
 ]
 
 EXPECT_HELP = """\
@@ -39,18 +39,24 @@ expectations (--expect, repeatable; exit status 1 if one fails):
               ipv4 | ipv6 | id N
   PREDICATE   [is|are] [not] OUTCOME        established refused timed-out unreachable reset closed
                                             incomplete uncertain; "reset by client|server";
-                                            "unreachable type T code C"
+                                            "unreachable [NAME] [type T] [code C]", NAME an ICMP error
+                                            in either family: net host port protocol frag-needed admin
+                                            ttl ... (verifier.wire.names.ICMP_KINDS and aliases)
               follow(s) [the] linux|stevens [schedule] [with] KEY=VALUE...
-                     linux keys: tcp_syn_retries (default 6), tcp_syn_linear_timeouts (default 4),
-                     syncnt, rto_init_ms (1000), rto_max_ms (120000); the SYN times are compared
-                     with the model (tolerance of verifier.analysis.schedules); a capture has no ETIMEDOUT,
-                     so only SYNs are checked, and an answered attempt only up to its answer
+                     linux keys: tcp_syn_retries, tcp_syn_linear_timeouts, syncnt, rto_init_ms (1000),
+                     rto_max_ms; a key not given is the client namespace's own sysctl when the
+                     capture is a Trace from a testbed (capture.trace()), else the kernel's default
+                     (tcp_syn_retries 6, tcp_syn_linear_timeouts 4, rto_max_ms 120000); the SYN times
+                     are compared with the model (tolerance of verifier.analysis.schedules); a capture
+                     has no ETIMEDOUT, so only SYNs are checked, and an answered attempt only up to
+                     its answer
               syns N | syn_count N             the number of SYNs (first + retransmissions)
               conn_state S | history H         Zeek's fields
               count N                          the number of selected attempts
   Words like "the", "attempt(s)", "connection(s)", "SYNs", "to" around the selector are optional.
   examples:  "port 5000 refused"     "every attempt to port 5000 is refused"
              "any attempt to 203.0.113.2:5000 is established"    "no attempt to port 22 is reset"
+             "every attempt to port 5000 is unreachable host"
              "the SYNs to 203.0.113.2:81 follow the linux schedule with tcp_syn_retries=2"
              "203.0.113.2:81 follows stevens"    "port 5000 count 2"    "from 192.0.2.2 syns 1"
 """
@@ -74,7 +80,6 @@ _SETTING_KEYS = {
     "syncnt": "syncnt", "tcp_syncnt": "syncnt", "rto_init_ms": "rto_init_ms", "rto_ms": "rto_init_ms",
     "initial_rto_ms": "rto_init_ms", "rto_max_ms": "rto_max_ms", "tcp_rto_max_ms": "rto_max_ms",
 }
-_LINUX_DEFAULTS = {"syn_retries": 6, "linear_timeouts": 4}  # the kernel's defaults since 6.5
 
 
 def _endpoint(word: str) -> tuple[str | None, int | None] | None:
@@ -113,6 +118,7 @@ class Condition:
     reset_by: str | None = None
     icmp_type: int | None = None
     icmp_code: int | None = None
+    icmp_name: str | None = None  # an ICMP_KINDS name: the same error in either family
     model: str | None = None
     settings: dict = field(default_factory=dict)
     value: object = None
@@ -145,15 +151,16 @@ class Condition:
             parts.append(f"with id {self.id}")
         return " ".join(parts)
 
-    def schedule(self) -> SynSchedule:
+    def schedule(self, sysctls: dict | None = None) -> SynSchedule:
+        """The model's schedule; for linux, `sysctls` are the client namespace's (None: unknown, the
+        kernel's defaults), under the condition's own settings (`LinuxProfile.for_capture`)."""
         if self.model == "stevens":
             return StevensProfile().schedule()
-        kw = dict(_LINUX_DEFAULTS)
-        kw.update(self.settings)
-        return LinuxProfile(**kw).schedule()
+        return LinuxProfile.for_capture(sysctls, **self.settings).schedule()
 
 
 def endpoint_text(ep: tuple[str | None, int | None]) -> str:
+    """A (host, port) selector as text: "port 80", "192.0.2.1", "192.0.2.1:80", "[2001:db8::1]:80"."""
     host, port = ep
     if host is None:
         return f"port {port}"
@@ -253,6 +260,14 @@ def parse_condition(text: str) -> Condition:
                 raise fail("expected client or server after 'reset by'")
             cond.reset_by = low[i]
             i += 1
+        if cond.outcome == "unreachable" and i < n and low[i] not in ("type", "code"):
+            if low[i] in ("by", "with", "from") and i + 1 < n:
+                i += 1
+            try:
+                cond.icmp_name = icmp_canonical(low[i])
+            except ValueError as exc:
+                raise fail(str(exc)) from None
+            i += 1
         while cond.outcome == "unreachable" and i < n and low[i] in ("type", "code"):
             key = low[i]
             i += 1
@@ -335,7 +350,7 @@ def describe_attempt(r) -> str:
             f"{r.outcome}{extra} ({r.detail}), {r.syn_count} SYN(s){icmp}, zeek {r.conn_state} {r.history or '-'}")
 
 
-def _holds(cond: Condition, r) -> tuple[bool, list[str]]:
+def _holds(cond: Condition, r, schedule: SynSchedule | None = None) -> tuple[bool, list[str]]:
     """Does one record satisfy the predicate? (ok, explanation lines for a failure)"""
     p = cond.predicate
     if p == "outcome":
@@ -345,6 +360,8 @@ def _holds(cond: Condition, r) -> tuple[bool, list[str]]:
         if ok and (cond.icmp_type is not None or cond.icmp_code is not None):
             ok = r.icmp is not None and cond.icmp_type in (None, r.icmp["type"]) and cond.icmp_code in (
                 None, r.icmp["code"])
+        if ok and cond.icmp_name is not None:
+            ok = r.icmp is not None and icmp_kind(r.icmp["family"], r.icmp["type"], r.icmp["code"]) == cond.icmp_name
         return ok != cond.negate, []
     if p == "syns":
         return (r.syn_count == cond.value) != cond.negate, []
@@ -353,13 +370,19 @@ def _holds(cond: Condition, r) -> tuple[bool, list[str]]:
     if p == "history":
         return (r.history == cond.value) != cond.negate, []
     if p == "schedule":
-        ok, report = _schedule_check(cond, r)
+        ok, report = judge_syns(schedule or cond.schedule(), r)
         return ok != cond.negate, report
     raise AssertionError(p)
 
 
-def _schedule_check(cond: Condition, r) -> tuple[bool, list[str]]:
-    sched = cond.schedule()
+def judge_syns(sched: SynSchedule, r) -> tuple[bool, list[str]]:
+    """Do the SYNs of attempt `r` (an Attempt or Connection) follow `sched`? (ok, report lines)
+
+    A timed-out attempt must show every predicted SYN, each within `DEFAULT_TOLERANCE` of the model
+    (measured from the previous observed SYN); an answered one (or one the capture cut short) only its
+    SYNs up to the answer, which must be the model's first ones. The ETIMEDOUT of connect() is not
+    in a capture, so it is not checked. The same judgment for `--expect "... follows linux"` and
+    `expect(trace).connection(...).syn_schedule()`."""
     if not r.syn_times_s:
         return False, ["no SYN from the client in this attempt"]
     cmp = sched.compare(r.syn_times_s, None, DEFAULT_TOLERANCE)
@@ -387,10 +410,14 @@ _KEEP = 20  # explanations kept per verdict
 
 
 class Evaluation:
-    """One condition checked attempt by attempt (`add`), in bounded memory; `verdict()` at the end."""
+    """One condition checked attempt by attempt (`add`), in bounded memory; `verdict()` at the end.
 
-    def __init__(self, cond: Condition) -> None:
+    `sysctls`: the client namespace's SYN sysctls for a `follows linux` condition (see
+    `Condition.schedule`); None when the capture does not carry them."""
+
+    def __init__(self, cond: Condition, sysctls: dict | None = None) -> None:
         self.cond = cond
+        self.schedule = cond.schedule(sysctls) if cond.predicate == "schedule" else None
         self.selected = 0
         self.good = 0
         self.bad = 0
@@ -407,9 +434,9 @@ class Evaluation:
             if len(self.good_lines) < _KEEP:
                 self.good_lines.append(describe_attempt(r))
             return
-        ok, lines = _holds(cond, r)
-        if cond.predicate == "schedule" and self.first_schedule is None:
-            self.first_schedule = _schedule_check(cond, r)[1][:2]
+        ok, lines = _holds(cond, r, self.schedule)
+        if self.schedule is not None and self.first_schedule is None:
+            self.first_schedule = judge_syns(self.schedule, r)[1][:2]
         if ok:
             self.good += 1
             if len(self.good_lines) < _KEEP:
@@ -451,9 +478,9 @@ class Evaluation:
         return Verdict(cond, True, f"none of {_attempts(n, where)} holds" if n else none)
 
 
-def evaluate(cond: Condition, records: Iterable) -> Verdict:
-    """Evaluate one parsed condition on attempts."""
-    e = Evaluation(cond)
+def evaluate(cond: Condition, records: Iterable, sysctls: dict | None = None) -> Verdict:
+    """Evaluate one parsed condition on attempts (`sysctls`: see `Evaluation`)."""
+    e = Evaluation(cond, sysctls)
     for r in records:
         e.add(r)
     return e.verdict()
@@ -470,12 +497,16 @@ def _attempts_of(source) -> Iterable:
 
 
 def check(source, *conditions: str) -> list[Verdict]:
-    """Evaluate expectations on a capture file, a `verifier.analysis.trace.Trace` or attempts.
+    """Evaluate expectations on a capture file, a `verifier.analysis.trace.Trace` or attempts;
+    one `Verdict` per condition, in order.
 
-    The same conditions as `verifier replay --expect`; a syntax error raises ExpectSyntaxError.
+    The same conditions as `verifier replay --expect` (grammar: `EXPECT_HELP`); a syntax error
+    raises ExpectSyntaxError. On a Trace from a testbed (`capture.trace()`), `follows linux` models
+    the client namespace's own sysctls (`Trace.client_sysctls`).
     """
     conds = [parse_condition(c) for c in conditions]
-    evals = [Evaluation(c) for c in conds]
+    sysctls = getattr(source, "client_sysctls", None)
+    evals = [Evaluation(c, sysctls) for c in conds]
     for r in _attempts_of(source):
         for e in evals:
             e.add(r)
@@ -483,7 +514,8 @@ def check(source, *conditions: str) -> list[Verdict]:
 
 
 def assert_expectations(source, *conditions: str) -> None:
-    """`check()`, raising AssertionError with the report if any condition fails (for tests)."""
+    """`check()`, raising AssertionError with every verdict (PASS/FAIL lines and the failures'
+    details) if any condition fails: the form for tests."""
     verdicts = check(source, *conditions)
     if any(not v.ok for v in verdicts):
         raise AssertionError("\n".join(v.text() for v in verdicts))

@@ -1,7 +1,8 @@
 """Readable expectations on a Trace, with packetdrill-style failure reports.
 
-    expect(trace).connection(dport=8080).handshake().no_rst()
+    expect(trace).connection(dport=8080).handshake().closed_first_by("server")
     expect(trace).connection(dport=9).refused().syn_count(1)
+    expect(trace).connection(dport=81).icmp("host").syn_schedule("linux")
 
 Verdicts about how the attempt went (`handshake`, `refused`, `reset_by`) come from the attempt
 machine (`verifier.analysis.attempt`), the same one `verifier replay` and its `--expect` language
@@ -17,8 +18,10 @@ Wireshark frame number to look at.
 
 from __future__ import annotations
 
+from verifier.analysis.conditions import judge_syns
+from verifier.analysis.schedules import LinuxProfile, StevensProfile, SynSchedule
 from verifier.analysis.trace import Connection, Event, Trace, format_endpoint, format_events
-from verifier.wire.names import icmp_description
+from verifier.wire.names import icmp_code, icmp_description, icmp_kind
 
 __all__ = ["ConnectionExpectation", "ExpectationFailed", "TraceExpectation", "expect"]
 
@@ -42,7 +45,7 @@ class ExpectationFailed(AssertionError):
 
 
 def expect(trace: Trace) -> TraceExpectation:
-    """Start expectations on a trace."""
+    """Start expectations on a trace: `expect(capture.trace())` or `expect(load_trace(path))`."""
     return TraceExpectation(trace)
 
 
@@ -347,7 +350,9 @@ class ConnectionExpectation:
         raise self._fail(check, why, [f"{direction}  R    (a RST from the {side} that the peer accepts)"], mark=other)
 
     def fin_from(self, side: str) -> ConnectionExpectation:
-        """A FIN from `side` ("client" or "server")."""
+        """A FIN from `side` ("client" or "server"), whoever closed first: after a four-segment close
+        both `fin_from("client")` and `fin_from("server")` hold. To say which side closed first, use
+        `closed_first_by`."""
         direction = self._direction(side)
         if self.connection.first("FIN", direction) is None:
             why = f"no FIN from the {side}"
@@ -359,16 +364,87 @@ class ConnectionExpectation:
             )
         return self
 
-    def icmp(self, type: int | None = None, code: int | None = None) -> ConnectionExpectation:  # noqa: A002
-        """An ICMP/ICMPv6 error quoting this connection, on any interface."""
-        found = [
-            e
-            for e in self.connection.icmp_events()
-            if (type is None or e.icmp_type == type) and (code is None or e.icmp_code == code)
-        ]
+    def closed_first_by(self, side: str) -> ConnectionExpectation:
+        """`side` ("client" or "server") closed the connection first: its FIN was sent before the
+        peer's (the active close, RFC 9293 3.6), or the peer sent none.
+
+        Causality decides where it can: a FIN that acknowledges the peer's FIN was sent after that
+        FIN arrived, so the peer closed first. When neither FIN acknowledges the other (a
+        simultaneous close, the FINs crossing), the earlier one counts, each FIN timed by its
+        earliest copy on any interface (the one nearest its sender: a testbed's interfaces share
+        one clock). A RST from the peer before `side`'s FIN means the peer ended it first: fails."""
+        direction = self._direction(side)
+        peer = "server" if side == "client" else "client"
+        check = f"closed_first_by({side!r})"
+        expected = [f"{direction}  F    (the {side}'s FIN comes first)",
+                    f"{_SIDES[peer]}  F    (the {peer}'s FIN, if any, acknowledges it)"]
+        everything = self.connection.all_events()
+        mine = next((e for e in everything if e.kind == "FIN" and e.direction == direction), None)
+        theirs = next((e for e in everything if e.kind == "FIN" and e.direction == _SIDES[peer]), None)
+        peer_rst = next((e for e in everything if e.kind == "RST" and e.direction == _SIDES[peer]), None)
+        if mine is None:
+            why = f"no FIN from the {side}"
+            if theirs is not None:
+                why += f"; the {peer} sent FIN at t={theirs.t:.6f} on {theirs.iface}"
+            rst = next((e for e in everything if e.kind == "RST" and e.direction == direction), None)
+            if rst is not None:
+                why += f"; the {side} sent {rst.flags} at t={rst.t:.6f}"
+            raise self._fail(check, why, expected, mark=theirs or rst, all_interfaces=True)
+        if peer_rst is not None and peer_rst.ts_ns < mine.ts_ns:
+            raise self._fail(check, f"the {peer} reset the connection ({peer_rst.flags} at t={peer_rst.t:.6f}) "
+                                    f"before the {side}'s FIN at t={mine.t:.6f}", expected, mark=peer_rst,
+                             all_interfaces=True)
+        if theirs is None:
+            return self
+
+        def acknowledges(a: Event, b: Event) -> bool:
+            # a's ack covers b's FIN (b's seq + its data + 1 for the FIN); both relative to b's sender's ISN
+            return a.ack is not None and b.seq is not None and a.ack - (b.seq + b.payload_len + 1) >= 0
+
+        if acknowledges(mine, theirs):
+            raise self._fail(
+                check,
+                f"the {peer} closed first: the {side}'s FIN (t={mine.t:.6f} on {mine.iface}) acknowledges the {peer}'s "
+                f"FIN (ack={mine.ack}), so it was sent after the {peer}'s FIN (t={theirs.t:.6f} on {theirs.iface}) "
+                f"arrived", expected, mark=theirs, all_interfaces=True)
+        if acknowledges(theirs, mine) or mine.ts_ns < theirs.ts_ns:
+            return self
+        raise self._fail(
+            check,
+            f"a simultaneous close (neither FIN acknowledges the other), and the {peer}'s FIN (t={theirs.t:.6f} "
+            f"on {theirs.iface}) came before the {side}'s (t={mine.t:.6f} on {mine.iface})",
+            expected, mark=theirs, all_interfaces=True)
+
+    def icmp(self, kind: str | None = None, *, type: int | None = None,  # noqa: A002
+             code: int | None = None) -> ConnectionExpectation:
+        """An ICMP/ICMPv6 error quoting this connection, on any interface.
+
+        `kind` names the error the same way for both families: "net", "host", "port", "protocol",
+        "frag-needed", "admin", "ttl", ... (`verifier.wire.names.ICMP_KINDS`, with aliases such as
+        "no-route", "address", "admin-prohibited"): `icmp("host")` is type 3 code 1 over IPv4 and
+        type 1 code 3 (address unreachable) over IPv6. `type`/`code` select by number instead (they
+        differ between ICMP and ICMPv6). With neither, any ICMP error passes. A name the
+        connection's family has no equivalent of ("protocol" over IPv6) raises ValueError."""
+        fam = self.connection.family
+        if kind is not None and not isinstance(kind, str):
+            raise TypeError(f"icmp() takes an error name such as 'host', or type=/code= numbers, not {kind!r}")
+        if kind is not None and (type is not None or code is not None):
+            raise TypeError("icmp() takes an error name or type=/code= numbers, not both")
+        if kind is not None:
+            want_type, want_code = icmp_code(kind, fam)  # ValueError for an unknown name or family
+            canonical = icmp_kind(fam, want_type, want_code)
+            found = [e for e in self.connection.icmp_events()
+                     if icmp_kind(fam, e.icmp_type, e.icmp_code) == canonical]
+        else:
+            found = [
+                e
+                for e in self.connection.icmp_events()
+                if (type is None or e.icmp_type == type) and (code is None or e.icmp_code == code)
+            ]
         if not found:
-            fam = self.connection.family
             want = f"ICMP{'v6' if fam == 6 else ''} error"
+            if kind is not None:
+                want += f" {kind!r} (type={want_type} code={want_code}, {icmp_description(fam, want_type, want_code)})"
             if type is not None:
                 want += f" type={type}"
             if code is not None:
@@ -389,12 +465,46 @@ class ConnectionExpectation:
                     if p.quoted is not None
                 )
             raise self._fail(
-                f"icmp(type={type}, code={code})",
+                f"icmp({kind!r})" if kind is not None else f"icmp(type={type}, code={code})",
                 why,
                 [f"s>c  {want} quoting a packet of this connection"],
                 all_interfaces=True,
             )
         return self
+
+    def syn_schedule(self, model: str | LinuxProfile | StevensProfile | SynSchedule = "linux",
+                     **settings: int) -> ConnectionExpectation:
+        """The client's SYNs (first and retransmissions) follow a SYN-retransmission model.
+
+        `model`: "linux" (the kernel's rule, `LinuxProfile`), "stevens" (the book's 4.4BSD model), or a
+        profile or `SynSchedule` of your own. For "linux" the settings are the client namespace's
+        sysctls when the trace came from a testbed (`capture.trace()` reads them; see
+        `Trace.client_sysctls`), else the kernel's defaults; `settings` (`syn_retries`,
+        `linear_timeouts`, `syncnt` (the socket's TCP_SYNCNT), `rto_init_ms`, `rto_max_ms`) override
+        them. The judgment is `--expect "... follows linux"`'s (`conditions.judge_syns`): a timed-out
+        attempt must show every predicted SYN in time, an answered one its SYNs up to the answer."""
+        if isinstance(model, SynSchedule):
+            schedule = model
+        elif isinstance(model, (LinuxProfile, StevensProfile)):
+            schedule = model.schedule()
+        elif model == "linux":
+            schedule = LinuxProfile.for_capture(self.trace.client_sysctls, **settings).schedule()
+        elif model == "stevens":
+            schedule = StevensProfile().schedule()
+        else:
+            raise ValueError(f"model must be 'linux', 'stevens', a profile or a SynSchedule, not {model!r}")
+        if settings and model != "linux":
+            raise TypeError(f"settings are for the 'linux' model only, not {model!r}")
+        ok, lines = judge_syns(schedule, self.connection)
+        if ok:
+            return self
+        syns = self.connection.syns()
+        extra = syns[schedule.syn_count] if len(syns) > schedule.syn_count else None
+        raise self._fail(
+            f"syn_schedule({model!r})" if isinstance(model, str) else "syn_schedule(...)",
+            "the SYNs do not follow the model\n" + "\n".join("  " + ln for ln in lines),
+            [f"c>s  S    seq=0          at {', '.join(f'{t:g}' for t in schedule.syn_times)} s"],
+            mark=extra)
 
     @staticmethod
     def _direction(side: str) -> str:

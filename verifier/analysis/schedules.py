@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "LINUX_DEFAULTS",
     "LINUX_SYSCTLS",
     "Comparison",
     "ItemVerdict",
@@ -349,6 +350,12 @@ MAX_TCP_SYNCNT = 127  # include/net/tcp.h: the range of tcp_syn_retries and TCP_
 #: The sysctls `LinuxProfile.from_sysctls` reads (the last two may be missing on older kernels).
 LINUX_SYSCTLS = ("net.ipv4.tcp_syn_retries", "net.ipv4.tcp_syn_linear_timeouts", "net.ipv4.tcp_rto_max_ms")
 
+#: The kernel's defaults of those sysctls (tcp_syn_retries 6; tcp_syn_linear_timeouts 4 since 6.5;
+#: tcp_rto_max_ms 120000 since 6.15): what `LinuxProfile.for_capture` assumes for a capture that
+#: does not say what its client's namespace had.
+LINUX_DEFAULTS = {"net.ipv4.tcp_syn_retries": 6, "net.ipv4.tcp_syn_linear_timeouts": 4,
+                  "net.ipv4.tcp_rto_max_ms": 120_000}
+
 
 def tcp_model_timeout_ms(boundary: int, rto_base_ms: int, rto_max_ms: int) -> int:
     """tcp_model_timeout() of net/ipv4/tcp_timer.c: the time `boundary` retransmissions take with
@@ -411,6 +418,38 @@ class LinuxProfile:
             rto_max = TCP_RTO_MAX_MS
         return cls(syn_retries=int(retries), linear_timeouts=int(linear), syncnt=syncnt, rto_init_ms=int(rto_init_ms),
                    rto_max_ms=int(rto_max), notes=tuple(notes))
+
+    @classmethod
+    def for_capture(cls, sysctls: Mapping[str, str | int | None] | None = None, **settings: int) -> "LinuxProfile":
+        """The profile that the SYNs of a captured attempt are checked against.
+
+        `sysctls`: the client namespace's values of `LINUX_SYSCTLS` when the capture came from a
+        testbed (`Trace.client_sysctls`, which `Capture.trace()` fills in); None when the capture does
+        not say (a file from elsewhere): the kernel's defaults `LINUX_DEFAULTS` are then assumed, and
+        the profile's notes say so. `settings` (fields of this class: `syn_retries`,
+        `linear_timeouts`, `syncnt`, `rto_init_ms`, `rto_max_ms`) override either.
+        """
+        if sysctls is None:
+            base = cls.from_sysctls(LINUX_DEFAULTS)
+            note = ("the client's sysctls are unknown (the capture does not carry them): the kernel's defaults "
+                    "tcp_syn_retries=6 tcp_syn_linear_timeouts=4 are assumed")
+        else:
+            base = cls.from_sysctls(sysctls)
+            note = "settings read in the client's namespace"
+        given = {k: v for k, v in settings.items() if v is not None}
+        unknown = sorted(set(given) - {"syn_retries", "linear_timeouts", "syncnt", "rto_init_ms", "rto_max_ms"})
+        if unknown:
+            raise TypeError(f"unknown linux setting(s) {', '.join(unknown)}; use syn_retries, linear_timeouts, "
+                            f"syncnt, rto_init_ms, rto_max_ms")
+        fields = dict(syn_retries=base.syn_retries, linear_timeouts=base.linear_timeouts, syncnt=base.syncnt,
+                      rto_init_ms=base.rto_init_ms, rto_max_ms=base.rto_max_ms)
+        overridden = {k for k, v in given.items() if fields[k] != v}
+        fields.update(given)
+        notes = list(base.notes) + [note + (f"; given: {', '.join(f'{k}={given[k]}' for k in sorted(given))}"
+                                            if given else "")]
+        if overridden and sysctls is not None:
+            notes.append(f"overriding the namespace's value of {', '.join(sorted(overridden))}")
+        return cls(**fields, notes=tuple(notes))
 
     @property
     def retries(self) -> int:

@@ -322,6 +322,10 @@ class Trace:
         self.damage: list = []
         self.capture_stats: list[InterfaceStats] = []  # from the capture file's ISBs
         self.stats = None
+        #: The client namespace's SYN sysctls (schedules.LINUX_SYSCTLS -> value, None where the kernel
+        #: lacks one) when the capture came from a testbed (`Capture.trace()` reads them); None when
+        #: unknown. A `linux` SYN-schedule check models them instead of the kernel's defaults.
+        self.client_sysctls: dict[str, str | None] | None = None
 
     @classmethod
     def _from_grouper(cls, g: Grouper, source: str | None) -> Trace:

@@ -6,9 +6,14 @@
     assert not cap.lost
 
 The recording is done by a separate process (`verifier.capture.agent`, one per Python process,
-serving every capture of that process) that opens a packet socket inside each interface's namespace;
-`Capture.start` returns once it confirms that every socket is bound, and `stop` collects the kernel's
-receive and drop counters.
+serving every capture of that process) that opens a packet socket with a memory-mapped receive ring
+inside each interface's namespace; `Capture.start` returns once it confirms that every socket is
+bound, and `stop` collects the kernel's receive and drop counters.
+
+The file holds every interface, so a packet that crossed four interfaces is in it four times: that
+is the evidence (where each copy was, when, in which direction), but Wireshark's TCP analysis takes
+the copies for retransmissions. `write_views()` writes, next to it, one file per host with only
+that host's interface (``run.client.pcapng``), which Wireshark analyses as that host saw it.
 """
 
 from __future__ import annotations
@@ -25,12 +30,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from netns import namespace
+from verifier.capture import views
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns import Testbed
     from verifier.analysis.trace import Trace
 
 AGENT_TIMEOUT = 10.0
+# Each interface's receive ring (verifier.capture.agent): at 100 k packets/s of small frames, 8 MiB
+# hold about half a second.
+DEFAULT_RING_MIB = 8
+MAX_RING_MIB = 1024
+DEFAULT_VIEWS = ("client",)
 
 
 class CaptureError(RuntimeError):
@@ -45,6 +56,12 @@ class InterfaceStats:
     written: int
     received: int
     dropped: int
+    discarded: int = 0  # taken out after the packet limit (`count`) was reached, not written
+    missing: int = 0  # counted by the kernel but never out of the ring (never seen; lost all the same)
+
+    @property
+    def lost(self) -> int:
+        return self.dropped + self.missing
 
 
 class Capture:
@@ -52,12 +69,21 @@ class Capture:
 
     Each interface is named ``host:ifname`` in the file (Wireshark shows it in the interface column),
     timestamps are the kernel's, in nanoseconds, and every packet carries its direction.
+
+    `ring_mib`: the receive ring of each interface, in MiB (the kernel drops what arrives while it
+    is full; `stats` and the file count those drops). `count`: write exactly that many packets (the
+    first, in time order), then stop recording, as ``tcpdump -c`` does (`done` tells).
     """
 
     def __init__(self, bed: "Testbed", path: str | Path, *, hosts: Iterable[str] | None = None,
-                 interfaces: Iterable[str] | None = None, settle_ms: int = 20):
+                 interfaces: Iterable[str] | None = None, settle_ms: int = 20,
+                 ring_mib: int = DEFAULT_RING_MIB, count: int | None = None):
+        if count is not None and count < 1:
+            raise CaptureError(f"a packet count is 1 or more, not {count}")
         self.bed = bed
         self.path = Path(path)
+        self.ring_mib = ring_mib
+        self.count = count
         wanted_hosts = list(hosts) if hosts is not None else list(bed.hosts)
         wanted_ifs = set(interfaces) if interfaces is not None else None
         self.targets = []
@@ -70,6 +96,7 @@ class Capture:
         if not self.targets:
             raise CaptureError("nothing to capture: no interface matches the chosen hosts/interfaces")
         self.settle_ms = settle_ms
+        self.engine: str | None = None  # the agent's ring reader once started: "compiled" or "python"
         self.stats: list[InterfaceStats] = []
         self._id: int | None = None
         self._trace: Trace | None = None
@@ -79,20 +106,27 @@ class Capture:
         """Start recording; returns once every interface's socket is bound (the capture is live)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         answer = _service.request({"op": "start", "path": str(self.path), "settle_ms": self.settle_ms,
+                                   "ring_mib": self.ring_mib, "count": self.count or 0,
                                    "interfaces": self.targets})
         if not answer.get("ready"):
             raise CaptureError(f"capture did not start: {answer.get('error', answer)}")
         self._id = answer["id"]
+        self.engine = answer.get("engine")
         return self
 
-    def written(self) -> int:
-        """Packets recorded so far (while running)."""
+    def status(self) -> dict:
+        """While running: {"written": packets in the file, "dropped": lost so far, "done": whether
+        `count` packets have been written (or the capture process was told to end)}."""
         if self._id is None:
-            return sum(s.written for s in self.stats)
+            return {"written": sum(s.written for s in self.stats), "dropped": self.dropped, "done": True}
         answer = _service.request({"op": "status", "id": self._id})
         if "written" not in answer:
             raise CaptureError(f"the capture of {self.path} ended badly: {answer.get('error', answer)}")
-        return answer["written"]
+        return answer
+
+    def written(self) -> int:
+        """Packets recorded so far (while running)."""
+        return self.status()["written"]
 
     def stop(self) -> list[InterfaceStats]:
         """Stop recording; returns the per-interface counts. Safe to call more than once."""
@@ -114,7 +148,8 @@ class Capture:
     # -- results -------------------------------------------------------------------------------
     @property
     def dropped(self) -> int:
-        return sum(s.dropped for s in self.stats)
+        """Packets lost on all interfaces (the kernel dropped them: the ring was full)."""
+        return sum(s.lost for s in self.stats)
 
     @property
     def lost(self) -> bool:
@@ -122,9 +157,38 @@ class Capture:
         return self.dropped > 0
 
     def summary(self) -> str:
-        parts = [f"{s.label}: {s.written} packets" + (f", {s.dropped} DROPPED" if s.dropped else "")
-                 for s in self.stats]
+        parts = []
+        for s in self.stats:
+            part = f"{s.label}: {s.written} packets"
+            if s.lost:
+                part += f", {s.lost} DROPPED"
+            if s.discarded:
+                part += f" ({s.discarded} more after the count)"
+            parts.append(part)
         return f"{self.path}: " + "; ".join(parts)
+
+    def view_hosts(self) -> list[str]:
+        """The hosts of this capture, in order."""
+        return list(dict.fromkeys(t["label"].split(":", 1)[0] for t in self.targets))
+
+    def write_views(self, hosts: Iterable[str] | None = None) -> list[Path]:
+        """Write, next to the capture, one file per host with only that host's interface, which
+        Wireshark's TCP analysis reads as that host saw the exchange (no copies from the other
+        interfaces). Default: the client's (``run.client.pcapng``). A host with several interfaces
+        (the router) gets one file per interface (``run.router-r0.pcapng``). Returns the paths."""
+        self.stop()
+        wanted = list(DEFAULT_VIEWS if hosts is None else hosts)
+        labels = [t["label"] for t in self.targets]
+        chosen = []
+        for host in wanted:
+            mine = [lab for lab in labels if lab.split(":", 1)[0] == host or lab == host]
+            if not mine:
+                if hosts is None:
+                    continue  # the default view of a capture without a client: nothing to write
+                raise CaptureError(f"no view of {host!r}: this capture has {', '.join(labels)}")
+            by_host = len(mine) == 1 and ":" not in host
+            chosen += [(lab, views.view_path(self.path, host if by_host else lab)) for lab in mine]
+        return [views.write_view(self.path, lab, dst) for lab, dst in chosen]
 
     def trace(self, *, allow_loss: bool = False) -> "Trace":
         """Stop the capture if it still runs, and return the analysed recording.
@@ -140,7 +204,28 @@ class Capture:
             from verifier.analysis.trace import load_trace
 
             self._trace = load_trace(self.path)
+            self._trace.client_sysctls = _client_sysctls(self.bed)
         return self._trace
+
+
+def _client_sysctls(bed: "Testbed") -> dict[str, str | None] | None:
+    """The SYN sysctls of the testbed's client namespace, read now (None if the testbed has no client
+    or is gone): a `linux` SYN-schedule check on the trace models them, not the kernel's defaults."""
+    from verifier.analysis.schedules import LINUX_SYSCTLS
+
+    try:
+        client = bed["client"]
+    except (KeyError, LookupError):
+        return None
+    values: dict[str, str | None] = {}
+    for key in LINUX_SYSCTLS:
+        try:
+            values[key] = client.sysctl(key)
+        except KeyError:  # not on this kernel
+            values[key] = None
+        except OSError:  # the namespace is gone
+            return None
+    return values
 
 
 class _Service:
@@ -154,7 +239,11 @@ class _Service:
 
     def request(self, req: dict) -> dict:
         answer = self._request(req)
-        if answer.get("gone") and req["op"] == "start":
+        if answer.get("retiring"):  # it was told to end (SIGTERM) and is handing over its last results
+            with self._lock:
+                self._proc = None  # it exits once they are collected; a fresh one serves from now on
+            answer = self._request(req)
+        elif answer.get("gone") and req["op"] == "start":
             answer = self._request(req)  # it died between captures: a fresh one takes the request
         return answer
 

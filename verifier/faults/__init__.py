@@ -23,13 +23,18 @@ The kinds, one module each (`FAULT_KINDS` maps the command line's names to their
 What they share is in `base` (`Fault`, `Option`, `Match`, `Syn`, `inject`, the nft and agent
 machinery), the agent side of a kind in `arm`, the agent process in `agent`. Each fault has
 `apply(host)`, `remove(host)` (which fills `report`, a JSON-serialisable dict with a `fault` key),
-`describe()` (one line), `from_cli(**options)` (plain str/int/float keyword arguments, as a command
-line gives them; each kind's docstring lists them) and `fire(timeout=)`: the one-off action of a
-fault that acts once (`Rst` sends its RST, `Segment` waits for the answer to its segment, `SynFlood`
-waits for the flood to end), nothing for a standing fault; a command line calls it right after
-`apply`. Faults act only inside testbed namespaces: `inject` refuses a host that is not part of a
-live testbed. A fault leaves nothing behind: its nft table, qdisc and agent sockets go when it is
-removed. `Host.inject(fault)` is `fault.applied(host)`, the same as `inject(host, fault)`.
+`describe()` (one line), `status()` (while applied: the fields of `report`, counted now),
+`from_cli(**options)` (plain str/int/float keyword arguments, as a command line gives them; each
+kind's docstring lists them) and `fire(timeout=)`: the one-off action of a fault that acts once
+(`Rst` sends its RST, `Segment` waits for the answer to its segment, `SynFlood` waits for the flood
+to end), nothing for a standing fault; a command line calls it right after `apply`. Faults act only
+inside testbed namespaces: `inject` refuses a host that is not part of a live testbed, and holds
+every kind to one rule for the packets it forges (`Fault.addressed`, `base.check_addressed`): they
+go to hosts of that same testbed. A fault leaves nothing behind: its nft table, qdisc and agent
+sockets go when it is removed, and it ends by itself after its duration (default
+`DEFAULT_LIFETIME_S`, at most `verifier.argtypes.MAX_DURATION_S`): every nft rule that acts carries
+that expiry (`meta time`), and the agent closes its sockets. `Host.inject(fault)` is
+`fault.applied(host)`, the same as `inject(host, fault)`.
 
 Adding a kind: one new module here and its test, nothing else edited.
 
@@ -38,9 +43,11 @@ Adding a kind: one new module here and its test, nothing else edited.
    makes it a subcommand of `verifier inject` and a name for `from_cli`.
 2. Its `options` tuple declares what it takes: `Option(name, type, help, low=, high=, choices=,
    required=, address=)`, each name a keyword argument of its constructor (`match_options()` adds the
-   `Match` fields, made into its `match`). The constructor checks values with `self._checked(name,
-   value)`, so the limits hold for Python and the command line alike; `--help` and the class
-   docstring list them. `default_host` or `on_testbed()` say where the command line applies it and
+   `Match` fields, made into its `match`); `exclusive` names groups of which one at most is given.
+   The constructor checks values with `self._checked(name, value)`, and the command line's argparse
+   types are the same checks, so the limits (finite numbers, bounds) hold for Python and the command
+   line alike, and a bad value is refused while the arguments are parsed; `--help` and the class
+   docstring list them. A kind that forges packets says where they go in `addressed()`. `default_host` or `on_testbed()` say where the command line applies it and
    what it fills in from the testbed.
 3. If the fault agent does the work, the same module defines the agent side, `class MyArm(Arm,
    kind="my-arm")` (see `verifier.faults.arm`): the agent finds it in `ARM_KINDS`. Packets are built

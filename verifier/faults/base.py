@@ -18,9 +18,12 @@ import math
 import os
 import subprocess
 import time
+from argparse import ArgumentTypeError
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Iterator
+
+from verifier.argtypes import MAX_DURATION_S, bounds_text, check_range
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns import Host, Testbed
@@ -31,8 +34,16 @@ __all__ = [
     "from_cli", "inject",
 ]
 
-#: How long an agent-backed fault lives if nobody removes it (the agent closes its sockets by itself).
+#: How long a fault lives if nobody removes it: its nft rules stop acting (`meta time`) and the
+#: agent closes its sockets by itself. No fault lives longer than `MAX_DURATION_S` (one day).
 DEFAULT_LIFETIME_S = 60.0
+#: The most matches a fault counts to (`first`, `nth`, `max_answers`): an nft `limit` bucket of this
+#: many packets, refilled one a week, fits the kernel's 64-bit token count (cost x burst).
+MAX_MATCHES = 10_000
+#: Documentation networks (RFC 5737, RFC 3849): the only addresses a fault may forge as a source
+#: besides the testbed's own.
+DOCUMENTATION_NETWORKS = tuple(ipaddress.ip_network(n) for n in
+                               ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
 
 #: The fault kinds by their command-line names, filled in by `Fault.__init_subclass__`.
 FAULT_KINDS: dict[str, type["Fault"]] = {}
@@ -253,13 +264,9 @@ class Option:
         """The bounds in words ("in [0, 1]", "at least 1", "one of a, b"), or ""."""
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        if self.low is not None and self.high is not None:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
-        if self.low is not None:
-            return f"{'above' if self.low_open else 'at least'} {self.low:g}"
-        if self.high is not None:
-            return f"at most {self.high:g}"
-        return ""
+        if self.low is None and self.high is None:
+            return ""
+        return bounds_text(self.low, self.high, self.low_open)
 
     def check(self, value: Any) -> Any:
         """`value` converted by `type` and checked against the bounds (None, "not given", passes)."""
@@ -277,12 +284,13 @@ class Option:
             raise FaultError(f"{what} {value!r}: {explain}") from None
         if self.choices is not None and v not in self.choices:
             raise FaultError(f"unknown {what} {v!r}; use one of {', '.join(map(str, self.choices))}")
+        if isinstance(v, float) and not math.isfinite(v):  # nan passes every comparison, inf most
+            raise FaultError(f"{what} must be a finite number, not {value!r}")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            below = self.low is not None and (v <= self.low if self.low_open else v < self.low)
-            above = self.high is not None and v > self.high
-            if below or above:
-                raise FaultError(f"{what} must {'lie ' if self.low is not None and self.high is not None else 'be '}"
-                                 f"{self.limits()}, got {v}")
+            try:
+                check_range(v, what, self.low, self.high, self.low_open)
+            except ArgumentTypeError as exc:
+                raise FaultError(str(exc)) from None
         return v
 
 
@@ -304,7 +312,8 @@ def match_options(flags_default: str | None = None) -> tuple[Option, ...]:
 # ---------------------------------------------------------------------------------------------------
 
 class Fault:
-    """Base of all faults. `report` is filled in when the fault is removed.
+    """Base of all faults. `report` is filled in when the fault is removed; `status()` gives the same
+    fields while it is applied, read at that moment (the counters so far).
 
     A kind is a subclass named by its command-line name, `class Drop(NftFault, kind="drop")`, which
     registers it in `FAULT_KINDS`; its `options` (a tuple of `Option`) say what it takes. It
@@ -316,6 +325,8 @@ class Fault:
 
     kind: ClassVar[str] = "fault"
     options: ClassVar[tuple[Option, ...]] = ()
+    #: Groups of options of which at most one may be given (the command line makes them exclusive).
+    exclusive: ClassVar[tuple[tuple[str, ...], ...]] = ()
     #: Where the command line applies the fault unless --host says otherwise (the server of a testbed
     #: that has no such host).
     default_host: ClassVar[str] = "router"
@@ -413,8 +424,24 @@ class Fault:
     def describe(self) -> str:
         return self.kind
 
+    def status(self) -> dict:
+        """While applied: the report so far (the same fields as `report`, counters read now)."""
+        raise FaultError(f"the {self.kind} fault keeps no counters while applied")  # pragma: no cover
+
+    def addressed(self) -> dict[str, tuple[str, ...]]:
+        """Where the packets this fault forges go: {"to": destinations, "from": forged sources (an
+        address or a network)}. `inject` holds every kind to one rule with it (`check_addressed`):
+        destinations are hosts of the fault's own testbed, forged sources are testbed or documentation
+        addresses. A kind that forges no packets of its own choosing (drop, reject, delay, an ICMP
+        error to a packet's own source) has none."""
+        return {}
+
     def fire(self, timeout: float | None = None) -> Any:
         """The one-off action of a fault that acts once; a standing fault (the default) has none."""
+        return None
+
+    def fire_limit_s(self) -> float | None:
+        """The longest `fire()` may take (the command line says so when it is over 2 s), or None."""
         return None
 
     def apply(self, host: "Host") -> None:  # pragma: no cover - interface
@@ -435,11 +462,63 @@ def inject(host: "Host", fault: Fault) -> Iterator[Fault]:
 
     if not namespace.is_testbed_namespace(host.netns) or not namespace.exists(host.netns):
         raise FaultError(f"{host.name} is not a host of a live testbed: faults apply only inside testbed namespaces")
+    check_addressed(host, fault)
     fault.apply(host)
     try:
         yield fault
     finally:
         fault.remove(host)
+
+
+def testbed_addresses(host: "Host") -> dict[str, str]:
+    """Every global address of every host of `host`'s testbed, read in their own namespaces (the
+    namespaces named with the same tag): address -> host name."""
+    from netns import namespace
+
+    bed = tag(host)
+    out: dict[str, str] = {}
+    for netns in namespace.list_names():
+        if netns.rsplit("-", 1)[0] != bed or not namespace.is_testbed_namespace(netns):
+            continue
+        for link in ip_json(netns, "addr", "show"):
+            for a in link.get("addr_info", []):
+                if a.get("family") in ("inet", "inet6") and a.get("scope") == "global":
+                    out[str(ipaddress.ip_address(a["local"]))] = netns.rsplit("-", 1)[1]
+    return out
+
+
+def _documentation(value: str) -> bool:
+    net = ipaddress.ip_network(value, strict=False)
+    return any(net.version == d.version and net.subnet_of(d) for d in DOCUMENTATION_NETWORKS)
+
+
+def check_addressed(host: "Host", fault: Fault) -> None:
+    """The one rule for the packets every kind forges (`Fault.addressed`): each goes to an address of
+    a host of `host`'s own live testbed, and a forged source is a testbed or documentation address.
+    FaultError, naming the testbed's addresses, otherwise."""
+    sent = fault.addressed()
+    if not any(sent.values()):
+        return
+    known = testbed_addresses(host)
+
+    def hosts() -> str:
+        by_host: dict[str, list[str]] = {}
+        for a, h in known.items():
+            by_host.setdefault(h, []).append(a)
+        return "; ".join(f"{h} {' '.join(a)}" for h, a in sorted(by_host.items()))
+
+    for a in sent.get("to", ()):
+        if one_address(a) not in known:
+            raise FaultError(f"{a} is not an address of this testbed ({hosts()}): a {fault.kind} fault sends "
+                             f"packets only to hosts of its own testbed")
+    for a in sent.get("from", ()):
+        try:
+            ok = _documentation(a) or str(ipaddress.ip_address(a)) in known
+        except ValueError:  # neither an address nor a network
+            ok = False
+        if not ok:
+            raise FaultError(f"forged source {a} is neither an address of this testbed nor a documentation "
+                             f"address ({', '.join(map(str, DOCUMENTATION_NETWORKS))})")
 
 
 def from_cli(kind: str, **options: Any) -> Fault:
@@ -505,8 +584,8 @@ def deadline_after(duration_s: float | None) -> int | None:
     `meta time` resolution), so the agent and nftables end together."""
     if duration_s is None:
         return None
-    if duration_s <= 0:
-        raise FaultError(f"a duration must be positive, got {duration_s}")
+    if not 0 < duration_s <= MAX_DURATION_S:  # also refuses nan
+        raise FaultError(f"a fault's duration must lie in (0, {MAX_DURATION_S:g}] s, got {duration_s}")
     return math.ceil((time.time_ns() + duration_s * 1e9) / 1e9) * 1_000_000_000
 
 
@@ -593,13 +672,17 @@ class NftFault(Fault):
     router's forwarded packets and an end host's own, and a rule's state (a `limit`) is shared by
     both hooks. Two named counters: `matched` (every matching packet) and `acted` (those the fault
     acted on). A subclass says what it does to a packet in `action()` (and `objects()`).
+
+    Every rule that acts on a packet carries its own expiry (`meta time` before the deadline,
+    `duration_s` from when it is applied: default `DEFAULT_LIFETIME_S`, at most `MAX_DURATION_S`),
+    so a table left behind by a killed process stops acting by itself.
     """
 
     verdict = "drop"
     hooks: tuple[tuple[str, int], ...] = (("prerouting", -300), ("output", -300))
     options = match_options() + (
         Option("duration_s", float, "the rules stop acting after this long (nft meta time, whole seconds)", low=0,
-               low_open=True, flag=False),
+               low_open=True, high=MAX_DURATION_S, flag=False),
     )
 
     def __init__(self, match: Match | None = None, *, families: list[int] | None = None,
@@ -607,9 +690,10 @@ class NftFault(Fault):
         super().__init__()
         self.match = match if match is not None else Match()
         self.families = sorted(families) if families else None
-        self.duration_s = self._checked("duration_s", duration_s)
+        self.duration_s = self._checked("duration_s", DEFAULT_LIFETIME_S if duration_s is None else duration_s)
         self.deadline_ns: int | None = None
         self.table = ""
+        self._host: "Host | None" = None
 
     def variants(self) -> list[str]:
         """The match's nft expressions, limited to `families` if set."""
@@ -652,10 +736,25 @@ class NftFault(Fault):
         self.deadline_ns = deadline_after(self.duration_s)
         self.table = f"{tag(host)}_{self.kind.replace('-', '_')}{new_id()}"
         nft(host, self.ruleset(), self.kind)
+        self._host = host
 
-    def counts(self, host: "Host") -> dict[str, int]:
+    def counts(self, host: "Host | None" = None) -> dict[str, int]:
         """The counters so far, while the fault is applied."""
+        host = host or self._host
+        if host is None:
+            raise FaultError(f"the {self.kind} fault is not applied")
         return nft_counters(host, "inet", self.table) or {}
+
+    def status(self) -> dict:
+        """While applied: the report so far (`matched`, and what the kind did, counted now)."""
+        counts = self.counts()
+        return self._report(self._host, counts)
+
+    def _report(self, host: "Host", counts: dict[str, int]) -> dict:
+        """The report from the table's counters (a kind renames `acted` to what it did)."""
+        return {"fault": self.kind, "host": host.name, "match": self.match.describe(),
+                "matched": counts.get("matched", 0), "acted": counts.get("acted", 0), "table": self.table,
+                "until_ns": self.deadline_ns}
 
     def wait_matched(self, host: "Host", n: int, timeout: float = 5.0) -> dict[str, int]:
         """Poll the counters until `n` packets have matched; the counters then. FaultError after `timeout`."""
@@ -671,9 +770,8 @@ class NftFault(Fault):
     def remove(self, host: "Host") -> dict:
         counts = nft_counters(host, "inet", self.table) or {}
         nft_delete(host, "inet", self.table)
-        self.report = {"fault": self.kind, "host": host.name, "match": self.match.describe(),
-                       "matched": counts.get("matched", 0), "acted": counts.get("acted", 0), "table": self.table,
-                       "until_ns": self.deadline_ns}
+        self._host = None
+        self.report = self._report(host, counts)
         return self.report
 
 
@@ -705,18 +803,29 @@ class AgentFault(Fault):
     def __init__(self) -> None:
         super().__init__()
         self._id = ""
+        self._host: "Host | None" = None
 
     def arm(self, host: "Host", arm_kind: str, what: str, **fields: Any) -> None:
         """Arm the agent (kind `arm_kind`) in the host's namespace; `fields` complete the request."""
         self._id = f"{tag(host)}-{self.kind}{new_id()}"
         agent_request("arm", what, kind=arm_kind, id=self._id, netns=host.netns, **fields)
+        self._host = host
 
-    def status(self) -> dict:
-        """While applied: the agent's report so far, without disarming."""
-        if not self._id:
+    def agent_status(self) -> dict:
+        """While applied: the agent's own report so far, without disarming."""
+        if not self._id or self._host is None:
             raise FaultError(f"the {self.kind} fault is not applied")
         return agent_request("status", f"status of {self.kind}", id=self._id)["report"]
 
+    def status(self) -> dict:
+        """While applied: the report so far (the fields of `report`, from the agent's counts now)."""
+        return self._report(self._host, self.agent_status())
+
+    def _report(self, host: "Host", agent_report: dict) -> dict:  # pragma: no cover - interface
+        """The fault's report from the agent's (the kind's own fields)."""
+        raise NotImplementedError
+
     def disarm(self) -> dict:
         """Disarm (the agent closes the arm's sockets) and return the agent's final report."""
+        self._host = None
         return agent_request("disarm", f"removing {self.kind}", id=self._id)["report"]

@@ -7,8 +7,9 @@ import ipaddress
 import subprocess
 from typing import TYPE_CHECKING
 
-from verifier.faults.base import (Fault, FaultError, Option, new_id, nft, nft_counters, nft_delete, one_address,
-                                  peer_of, read_sysctl, tag)
+from verifier.faults.base import (DEFAULT_LIFETIME_S, MAX_DURATION_S, Fault, FaultError, Option, deadline_after,
+                                  new_id, nft, nft_counters, nft_delete, nft_until, one_address, peer_of,
+                                  read_sysctl, tag)
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns import Host, Testbed
@@ -33,9 +34,12 @@ class Blackhole(Fault, kind="blackhole"):
     `net.ipv{4,6}.neigh.<dev>.*` sysctls): the report gives each neighbour's settings and that time
     (`resolution_ms`), read in its namespace when the fault starts.
 
+    Every drop rule carries its own expiry (nft `meta time`): after `duration_s` (default 60 s, at
+    most a day) the address answers again even if nobody removes the tables.
+
     The command line applies it to the host that owns `address` (default: the server's first address).
-    Report: `addresses`, `arp_dropped`, `nd_dropped`, `neighbours` (netns, dev, family, settings,
-    `resolution_ms`).
+    Report (also `status()` while applied): `addresses`, `arp_dropped`, `nd_dropped`, `neighbours`
+    (netns, dev, family, settings, `resolution_ms`), `until_ns`.
     """
 
     default_host = "server"  # on the command line: the owner of --address, by default the server's
@@ -44,15 +48,21 @@ class Blackhole(Fault, kind="blackhole"):
                                        "host; on the command line without --host, the server's first)",
                address="one"),
         Option("family", int, "only the addresses of one IP family", choices=(4, 6), what="IP family"),
+        Option("duration_s", float, "the drop rules stop acting after this long (nft meta time)", low=0,
+               low_open=True, high=MAX_DURATION_S, flag=False),
     )
 
-    def __init__(self, address: str | None = None, *, family: int | None = None) -> None:
+    def __init__(self, address: str | None = None, *, family: int | None = None,
+                 duration_s: float | None = None) -> None:
         super().__init__()
         self.address = self._checked("address", address or None)
         self.family = self._checked("family", family)
+        self.duration_s = self._checked("duration_s", DEFAULT_LIFETIME_S if duration_s is None else duration_s)
+        self.deadline_ns: int | None = None
         self.addresses: list[str] = []
         self.tables: list[tuple[str, str]] = []
         self.neighbours: list[dict] = []
+        self._host: "Host | None" = None
 
     @classmethod
     def on_testbed(cls, bed: "Testbed", options: dict, host: str | None) -> str:
@@ -61,7 +71,14 @@ class Blackhole(Fault, kind="blackhole"):
         if host is not None:
             return host
         given = options.get("address")
-        address = one_address(given) if given else bed["server"].addresses(options.get("family"))[0]
+        if given:
+            address = one_address(given)
+        else:
+            own = bed["server"].addresses(options.get("family"))
+            if not own:
+                raise FaultError(f"the server of testbed {bed.name} has no IPv{options.get('family')} address "
+                                 f"(the testbed is {bed.family})")
+            address = own[0]
         owner = next((h for h in bed.hosts.values() if address in h.addresses()), None)
         if owner is None:
             raise FaultError(f"no host of testbed {bed.name} has the address {address}")
@@ -85,14 +102,16 @@ class Blackhole(Fault, kind="blackhole"):
         v4 = [a for a in own if ipaddress.ip_address(a).version == 4]
         v6 = [a for a in own if ipaddress.ip_address(a).version == 6]
         table = f"{tag(host)}_{self.kind}{new_id()}"
+        self.deadline_ns = deadline_after(self.duration_s)
+        until = nft_until(self.deadline_ns)
         rules = ""
         if v4:
             s = v4[0] if len(v4) == 1 else "{ " + ", ".join(v4) + " }"
             rules += (f"table arp {table} {{\n  counter dropped {{ }}\n"
                       f"  chain input_hook {{ type filter hook input priority -300; policy accept; "
-                      f"arp daddr ip {s} counter name \"dropped\" drop; }}\n"
+                      f"arp daddr ip {s} {until}counter name \"dropped\" drop; }}\n"
                       f"  chain output_hook {{ type filter hook output priority -300; policy accept; "
-                      f"arp saddr ip {s} counter name \"dropped\" drop; }}\n}}\n")
+                      f"arp saddr ip {s} {until}counter name \"dropped\" drop; }}\n}}\n")
             self.tables.append(("arp", table))
         if v6:
             # The target address of a solicitation is the 16 bytes after the ICMPv6 header's 8.
@@ -100,12 +119,14 @@ class Blackhole(Fault, kind="blackhole"):
             s = v6[0] if len(v6) == 1 else "{ " + ", ".join(v6) + " }"
             rules += (f"table ip6 {table} {{\n  counter dropped {{ }}\n"
                       f"  chain input_hook {{ type filter hook prerouting priority -300; policy accept; "
-                      f"icmpv6 type nd-neighbor-solicit @th,64,128 {{ {targets} }} counter name \"dropped\" drop; }}\n"
+                      f"icmpv6 type nd-neighbor-solicit @th,64,128 {{ {targets} }} {until}counter name \"dropped\" "
+                      f"drop; }}\n"
                       f"  chain output_hook {{ type filter hook output priority -300; policy accept; "
                       f"ip6 saddr {s} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} "
-                      f"counter name \"dropped\" drop; }}\n}}\n")
+                      f"{until}counter name \"dropped\" drop; }}\n}}\n")
             self.tables.append(("ip6", table))
         nft(host, rules, self.kind)
+        self._host = host
         try:
             self.neighbours = self._neighbours(host, v4, v6)
             self._flush()
@@ -144,17 +165,32 @@ class Blackhole(Fault, kind="blackhole"):
                     raise FaultError(f"could not flush {addr} from the neighbour cache of {n['host']}: "
                                      f"{res.stderr.strip()}")
 
+    def _dropped(self, host: "Host") -> dict[str, int]:
+        dropped = {"arp": 0, "ip6": 0}
+        for family, table in self.tables:
+            dropped[family] += (nft_counters(host, family, table) or {}).get("dropped", 0)
+        return dropped
+
+    def _report(self, host: "Host", dropped: dict[str, int]) -> dict:
+        return {"fault": self.kind, "host": host.name, "addresses": self.addresses, "arp_dropped": dropped["arp"],
+                "nd_dropped": dropped["ip6"], "neighbours": self.neighbours, "until_ns": self.deadline_ns}
+
+    def status(self) -> dict:
+        """While applied: the report so far (the drop counters read now)."""
+        if self._host is None:
+            raise FaultError("the blackhole is not applied")
+        return self._report(self._host, self._dropped(self._host))
+
     def remove(self, host: "Host") -> dict:
         dropped = {"arp": 0, "ip6": 0}
         try:
+            dropped = self._dropped(host)
             for family, table in self.tables:
-                counts = nft_counters(host, family, table) or {}
-                dropped[family] += counts.get("dropped", 0)
                 nft_delete(host, family, table)
         finally:
             self.tables = []
+            self._host = None
             self._flush()
-        self.report = {"fault": self.kind, "host": host.name, "addresses": self.addresses,
-                       "arp_dropped": dropped["arp"], "nd_dropped": dropped["ip6"], "neighbours": self.neighbours}
+        self.report = self._report(host, dropped)
         return self.report
 

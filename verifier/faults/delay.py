@@ -10,9 +10,9 @@ import time
 from typing import TYPE_CHECKING
 
 from verifier.faults.arm import MAX_RECORDS, PACKET_HOST, TCP_FIN, TCP_PSH, Arm, Frame, flag_text, flags_match, matches
-from verifier.faults.base import (DEFAULT_LIFETIME_S, Fault, FaultError, Match, Option, agent_request,
-                                  deadline_after, ip_json, link_of, match_options, new_id, nft, nft_counters,
-                                  nft_delete, nft_until, peer_of, poll, read_sysctl, tag)
+from verifier.faults.base import (DEFAULT_LIFETIME_S, MAX_DURATION_S, MAX_MATCHES, Fault, FaultError, Match, Option,
+                                  agent_request, deadline_after, ip_json, link_of, match_options, new_id, nft,
+                                  nft_counters, nft_delete, nft_until, peer_of, poll, read_sysctl, tag)
 from verifier.wire import encode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,8 +49,8 @@ class Delay(Fault, kind="delay"):
     Bounds: `max_packets` (later matches pass undelayed), `lifetime_s` (then everything passes
     undelayed, even if nobody removes the fault: nft `meta time` and the agent end together).
 
-    Report: `method`, `matched`, `delayed`, `dropped` (by the nft rule), `packets` (receive, due and
-    send times of each delayed packet), `ttl_expired`, `unroutable`.
+    Report (also `status()` while applied): `method`, `matched`, `delayed`, `dropped` (by the nft
+    rule), `packets` (receive, due and send times of each delayed packet), `ttl_expired`, `unroutable`.
     """
 
     METHODS = ("auto", "netem", "agent")
@@ -58,8 +58,9 @@ class Delay(Fault, kind="delay"):
         Option("delay_ms", float, "the added delay", low=0, low_open=True, high=60_000, required=True),
         Option("method", str, "auto: netem if the kernel has it, else the agent's delay line", choices=METHODS,
                what="delay method"),
-        Option("max_packets", int, "delay at most this many packets", low=1, high=1_000_000),
-        Option("lifetime_s", float, "everything passes undelayed after this long", low=0, low_open=True),
+        Option("max_packets", int, "delay at most this many packets", low=1, high=MAX_MATCHES),
+        Option("lifetime_s", float, "everything passes undelayed after this long", low=0, low_open=True,
+               high=MAX_DURATION_S),
     )
 
     def __init__(self, delay_ms: float, match: Match | None = None, *, method: str = "auto",
@@ -76,6 +77,7 @@ class Delay(Fault, kind="delay"):
         self._id = ""
         self._qdiscs: list[str] = []
         self.probe: dict = {}
+        self._host: "Host | None" = None
 
     def describe(self) -> str:
         return f"delay {self.match.describe()} by {self.delay_ms:g} ms ({self.used or self.method})"
@@ -108,13 +110,14 @@ class Delay(Fault, kind="delay"):
         variants = self.match.nft_variants()
         if self.used == "netem":
             self._apply_netem(host, variants, until)
+            self._host = host
             return
         # Drop the originals as they arrive for forwarding (never packets for this host itself), at most
         # max_packets of them: the agent delays exactly those.
         body = "".join(f'    {m} counter name "matched"\n    {m} fib daddr type != local {until}limit name "bound" '
                        f'counter name "acted" drop\n' for m in variants)
         ruleset = (f"table inet {self.table} {{\n  counter matched {{ }}\n  counter acted {{ }}\n"
-                   f"  limit bound {{ rate 1/day burst {self.max_packets} packets }}\n"
+                   f"  limit bound {{ rate 1/week burst {self.max_packets} packets }}\n"
                    f"  chain fault {{\n{body}  }}\n"
                    f"  chain prerouting_hook {{ type filter hook prerouting priority -300; policy accept; "
                    f"jump fault; }}\n}}\n")
@@ -132,6 +135,7 @@ class Delay(Fault, kind="delay"):
             agent_request("disarm", "removing the delay line", id=self._id)
             self._id = ""
             raise
+        self._host = host
 
     def _routes(self, host: "Host") -> tuple[list[dict], dict[str, str]]:
         """The host's routes (both families) and its peers' link-layer addresses, for the delay line."""
@@ -182,9 +186,31 @@ class Delay(Fault, kind="delay"):
             host.run(["tc", "qdisc", "del", "dev", ifname, "root"])
         self._qdiscs = []
 
-    def status(self) -> dict:
-        """While applied (agent method): the delay line's report so far (`matched`, `delayed`, `sent`, ...)."""
+    def agent_status(self) -> dict:
+        """While applied (agent method): the delay line's own report so far (`matched`, `delayed`, `sent`...)."""
+        if not self._id:
+            raise FaultError("the delay line is not armed")
         return agent_request("status", "status of the delay line", id=self._id)["report"]
+
+    def status(self) -> dict:
+        """While applied: the report so far (the nft counters and the delay line's counts, read now)."""
+        if self._host is None:
+            raise FaultError("the delay is not applied")
+        counts = nft_counters(self._host, "inet", self.table) or {}
+        return self._report(self._host, counts, self.agent_status() if self._id else {})
+
+    def _report(self, host: "Host", counts: dict, agent_report: dict) -> dict:
+        report = {"fault": self.kind, "host": host.name, "method": self.used, "delay_ms": self.delay_ms,
+                  "match": self.match.describe(), "matched": counts.get("matched", 0),
+                  "dropped": counts.get("acted", 0) if self.used == "agent" else 0,
+                  "until_ns": self.deadline_ns, "probe": self.probe}
+        if self.used == "netem":
+            report["delayed"] = counts.get("acted", 0)
+        else:
+            report.update({k: agent_report.get(k) for k in (
+                "delayed", "sent", "ttl_expired", "unroutable", "packets", "cancelled", "expired", "errors")})
+            report["seen"] = agent_report.get("matched")
+        return report
 
     def wait_sent(self, timeout: float | None = None) -> dict:
         """Wait until the delay line has sent every packet it holds (bounded: by default the delay and
@@ -193,7 +219,7 @@ class Delay(Fault, kind="delay"):
         last: dict = {}
 
         def check():
-            last.update(self.status())
+            last.update(self.agent_status())
             return dict(last) if last["sent"] + last["cancelled"] >= last["delayed"] else None
 
         return poll(check, timeout, lambda: f"the delay line still holds {last['delayed'] - last['sent']} "
@@ -216,16 +242,8 @@ class Delay(Fault, kind="delay"):
                 finally:
                     agent_report = agent_request("disarm", "removing the delay line", id=self._id)["report"]
                     self._id = ""
-        self.report = {"fault": self.kind, "host": host.name, "method": self.used, "delay_ms": self.delay_ms,
-                       "match": self.match.describe(), "matched": counts.get("matched", 0),
-                       "dropped": counts.get("acted", 0) if self.used == "agent" else 0,
-                       "until_ns": self.deadline_ns, "probe": self.probe}
-        if self.used == "netem":
-            self.report["delayed"] = counts.get("acted", 0)
-        else:
-            self.report.update({k: agent_report.get(k) for k in (
-                "delayed", "sent", "ttl_expired", "unroutable", "packets", "cancelled", "expired", "errors")})
-            self.report["seen"] = agent_report.get("matched")
+        self._host = None
+        self.report = self._report(host, counts, agent_report)
         return self.report
 
 

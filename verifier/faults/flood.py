@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 from netns import namespace
+from verifier.faults.base import DOCUMENTATION_NETWORKS
 from verifier.wire import encode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,8 +55,7 @@ MAX_COUNT = 100_000
 MAX_RATE_PPS = 50_000
 MAX_SECONDS = 10.0
 DEFAULT_SOURCES = {4: "198.51.100.0/24", 6: "2001:db8:64::/64"}
-DOCUMENTATION = tuple(ipaddress.ip_network(n) for n in
-                      ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"))
+DOCUMENTATION = DOCUMENTATION_NETWORKS
 
 IPPROTO_TCP = encode.IPPROTO_TCP
 SYN_WINDOW = 64240
@@ -199,13 +199,14 @@ def _source_picker(net, rng: random.Random):
 
 def syn_flood(host: "Host", dst: str, dport: int, *, count: int, rate_pps: float, sources: str | None = None,
               family: int | None = None, time_limit: float | None = None, seed: int | None = None,
-              stop: threading.Event | None = None) -> FloodReport:
+              stop: threading.Event | None = None, progress: dict | None = None) -> FloodReport:
     """Send `count` SYNs to `dst`:`dport` from random addresses of `sources`, at `rate_pps`, from `host`.
 
     Source ports are random in 1024..65535, ISNs random 32-bit. `time_limit` (default: the schedule's
     length plus half of it and 0.5 s, never more than `MAX_SECONDS`) is a hard wall-clock bound: the
     flood stops there even if packets remain. `stop` (an Event) ends it early. Runs in the calling
-    thread; the raw socket is opened inside the host's namespace and bound to it.
+    thread; the raw socket is opened inside the host's namespace and bound to it. `progress` (a dict),
+    if given, holds the count sent so far under "sent" while the flood runs.
     """
     dst_ip = ipaddress.ip_address(dst)
     family = family or dst_ip.version
@@ -282,6 +283,8 @@ def syn_flood(host: "Host", dst: str, dport: int, *, count: int, rate_pps: float
                 last_ns = t
                 ports.append(sport)
                 sent += 1
+            if progress is not None:
+                progress["sent"] = sent
             if errors > count:  # the kernel refuses persistently: stop rather than spin
                 stopped_by = "send errors"
                 break
@@ -334,6 +337,8 @@ class BackgroundFlood:
         self.stop_event = threading.Event()
         kwargs["stop"] = self.stop_event
         self.report: FloodReport | None = None
+        self.progress = {"sent": 0}  # updated by the flood as it sends
+        kwargs["progress"] = self.progress
         self.error: BaseException | None = None
         self.started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=args, kwargs=kwargs, name="syn-flood", daemon=True)

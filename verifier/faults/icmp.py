@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from verifier.faults.arm import PACKET_OUTGOING, Arm, Frame, flag_text, flags_match, matches
-from verifier.faults.base import (DEFAULT_LIFETIME_S, AgentFault, FaultError, Match, Option, Syn, agent_pid,
-                                  match_options, poll)
+from verifier.faults.base import (DEFAULT_LIFETIME_S, MAX_DURATION_S, MAX_MATCHES, AgentFault, FaultError, Match,
+                                  Option, Syn, agent_pid, match_options, poll)
 from verifier.faults.drop import Drop
 from verifier.wire import encode
 
@@ -54,8 +54,14 @@ def icmp_unreach_code(code: str | int, family: int) -> tuple[int, int] | None:
 
 
 def _code(value: str | int) -> str | int:
-    """A code as the command line gives it: a number, or a name."""
-    return int(value) if str(value).isdigit() else str(value)
+    """A code as the command line gives it: a number 0-255, or a name (checked: FaultError if unknown)."""
+    if isinstance(value, int) or str(value).strip().isdigit():
+        code = int(value)
+        if not 0 <= code <= 255:
+            raise FaultError(f"an ICMP code is 0-255, not {code}")
+        return code
+    icmp_unreach_code(str(value), 4)  # refuses an unknown name
+    return str(value)
 
 
 class IcmpUnreachable(AgentFault, kind="icmp-unreachable"):
@@ -71,11 +77,14 @@ class IcmpUnreachable(AgentFault, kind="icmp-unreachable"):
     family by `ICMP_UNREACH_CODES`; or a raw code number used with type 3 (IPv4) / 1 (IPv6).
     `mtu`: what a frag-needed / packet-too-big announces (default `DEFAULT_MTU`).
     `nth`: answer only the nth match (1-based); None answers every match, up to `max_answers`.
+    Either way every match is dropped at this host (see below): with `nth`, the matches before and
+    after the nth die silently, unanswered, and the nth gets the ICMP error.
     `delay_ms`: wait that long after the packet's arrival (kernel timestamp) before answering.
     `family`: 4 or 6 to act on one family only; by default every family the code exists in.
     `interface`: the host's interface (name or peer host) to listen and answer on; by default the one
     facing the client. The ICMP comes from that interface's address.
-    `lifetime_s`: the agent closes its socket by itself after that, should nobody disarm it.
+    `lifetime_s`: the agent closes its socket by itself after that, should nobody disarm it, and the
+    drop rule stops (default 60 s, at most a day).
 
     While armed, the matched packets are also dropped at this host (an nft `Drop`), so that the
     destination never answers them; the agent still sees them, because packet taps see an incoming
@@ -85,13 +94,15 @@ class IcmpUnreachable(AgentFault, kind="icmp-unreachable"):
     options = match_options(flags_default="syn") + (
         Option("code", _code, "net, host (default), port, protocol, admin, frag-needed; ICMPv6: no-route, address, "
                               "port; or a number"),
-        Option("nth", int, "answer only the Kth match", low=1),
+        Option("nth", int, "answer only the Kth match; every other match is dropped here silently, unanswered",
+               low=1, high=MAX_MATCHES),
         Option("delay_ms", float, "wait this long before answering", low=0, high=60_000),
         Option("mtu", int, "the MTU of a frag-needed / packet-too-big", low=68, high=65535),
         Option("family", int, "act on one IP family only", choices=(4, 6), what="IP family"),
-        Option("max_answers", int, "answer at most this many matches", low=1),
+        Option("max_answers", int, "answer at most this many matches", low=1, high=MAX_MATCHES),
         Option("interface", str, "the interface (name or peer host) to listen and answer on"),
-        Option("lifetime_s", float, "the agent gives up the fault by itself after this long", low=0, low_open=True),
+        Option("lifetime_s", float, "the fault ends by itself after this long", low=0, low_open=True,
+               high=MAX_DURATION_S),
     )
 
     def __init__(self, code: str | int = "host", match: Match | None = None, nth: int | None = None,
@@ -122,7 +133,10 @@ class IcmpUnreachable(AgentFault, kind="icmp-unreachable"):
 
     def _interface(self, host: "Host"):
         if self.interface is not None:
-            return host.interface(self.interface)
+            try:
+                return host.interface(self.interface)
+            except LookupError as exc:
+                raise FaultError(f"{exc}; it has {', '.join(i.name for i in host.interfaces)}") from None
         try:
             return host.interface("client")
         except LookupError:
@@ -145,7 +159,7 @@ class IcmpUnreachable(AgentFault, kind="icmp-unreachable"):
         self.arm(host, IcmpArm.kind, f"could not arm the ICMP injector on {host.name}:{itf.name}", ifname=itf.name,
                  match=self.match.agent(), reply=reply, nth=self.nth, delay_ms=self.delay_ms,
                  max_answers=self.max_answers, lifetime_s=self.lifetime_s)
-        self._drop = Drop(self.match, families=[int(f) for f in reply])
+        self._drop = Drop(self.match, families=[int(f) for f in reply], duration_s=self.lifetime_s)
         try:
             self._drop.apply(host)
         except BaseException:
@@ -158,11 +172,29 @@ class IcmpUnreachable(AgentFault, kind="icmp-unreachable"):
         last: dict = {}
 
         def check():
-            last.update(self.status())
+            last.update(self.agent_status())
             return dict(last) if last["sent"] >= n else None
 
         return poll(check, timeout, lambda: f"the ICMP injector sent {last.get('sent')} of {n} errors within "
                                             f"{timeout} s ({last.get('matched')} packets matched)")
+
+    def status(self) -> dict:
+        """While applied: the report so far, with `dropped` from the drop rule's counter now."""
+        report = self._report(self._host, self.agent_status())
+        report["dropped"] = self._drop.status()["dropped"] if self._drop is not None else 0
+        return report
+
+    def _report(self, host: "Host", report: dict, dropped: int = 0) -> dict:
+        sends = report["sends"]
+        return {
+            "fault": self.kind, "host": host.name, "interface": self._itf.name if self._itf else None,
+            "match": self.match.describe(), "code": self.code, "nth": self.nth, "delay_ms": self.delay_ms,
+            "matched": report["matched"], "sent": report["sent"], "dropped": dropped,
+            "match_times_ns": [m["t_ns"] for m in report["matches"]],
+            "send_times_ns": [s["t_ns"] for s in sends],
+            "matches": report["matches"], "sends": sends, "cancelled": report["cancelled"],
+            "expired": report["expired"], "errors": report["errors"], "agent_pid": agent_pid(),
+        }
 
     def remove(self, host: "Host") -> dict:
         try:
@@ -172,16 +204,7 @@ class IcmpUnreachable(AgentFault, kind="icmp-unreachable"):
             # would keep the testbed's namespace alive.
             self._drop = None
             report = self.disarm()
-        sends = report["sends"]
-        self.report = {
-            "fault": self.kind, "host": host.name, "interface": self._itf.name if self._itf else None,
-            "match": self.match.describe(), "code": self.code, "nth": self.nth, "delay_ms": self.delay_ms,
-            "matched": report["matched"], "sent": report["sent"], "dropped": dropped,
-            "match_times_ns": [m["t_ns"] for m in report["matches"]],
-            "send_times_ns": [s["t_ns"] for s in sends],
-            "matches": report["matches"], "sends": sends, "cancelled": report["cancelled"],
-            "expired": report["expired"], "errors": report["errors"], "agent_pid": agent_pid(),
-        }
+        self.report = self._report(host, report, dropped)
         return self.report
 
 

@@ -23,7 +23,7 @@ class Reject(NftFault, kind="reject"):
 
     `code` is the ICMP/ICMPv6 type name as nftables spells it, for both families: "host-unreachable",
     "net-unreachable", "port-unreachable", "admin-prohibited". The kernel sends it within microseconds.
-    Report: `matched`, `rejected`.
+    Report (also `status()` while applied): `matched`, `rejected`.
     """
 
     hooks = (("forward", 0), ("input", 0))  # reject is only valid in input/forward/output
@@ -46,8 +46,8 @@ class Reject(NftFault, kind="reject"):
         return [f'meta nfproto ipv4 {m} {until}counter name "acted" reject with icmp type {v4}',
                 f'meta nfproto ipv6 {m} {until}counter name "acted" reject with icmpv6 type {v6}']
 
-    def remove(self, host: "Host") -> dict:
-        report = super().remove(host)
+    def _report(self, host: "Host", counts: dict[str, int]) -> dict:
+        report = super()._report(host, counts)
         report["rejected"] = report.pop("acted")
         report["code"] = self.code
         return report

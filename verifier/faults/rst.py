@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from verifier.faults.arm import (PACKET_OUTGOING, TCP_ACK, TCP_SYN, Arm, Frame, flag_text, flags_match, mac_text,
                                  matches, seq_after)
-from verifier.faults.base import (DEFAULT_LIFETIME_S, AgentFault, Match, Option, agent_request, interface_facing,
-                                  match_options, one_address, poll)
+from verifier.faults.base import (DEFAULT_LIFETIME_S, MAX_DURATION_S, AgentFault, FaultError, Match, Option,
+                                  agent_request, interface_facing, match_options, one_address, poll)
 from verifier.wire import encode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,8 +43,9 @@ class Rst(AgentFault, kind="rst"):
     "out-of-window" (offset -2**30, outside any window); `offset` overrides. `ack=True` sends RST+ACK.
     The match names the connection: any segment matching in either direction.
 
-    The command line fires once, right after applying, waiting up to `wait_s` for a segment.
-    Report: `sends` (each RST: seq, rcv_nxt, offset, window), `segments` seen, `conn`.
+    The command line fires once, right after applying, waiting up to `wait_s` for a segment (which
+    must end within the fault's `lifetime_s`). Report (also `status()` while applied): `sends` (each
+    RST: seq, rcv_nxt, offset, window), `segments` seen, `conn`.
     """
 
     options = match_options() + (
@@ -52,11 +53,13 @@ class Rst(AgentFault, kind="rst"):
                address="one"),
         Option("at", str, "exact (RCV.NXT: resets), in-window (draws a challenge ACK) or out-of-window",
                choices=RST_POSITIONS, what="RST position"),
-        Option("offset", int, "sequence offset from RCV.NXT instead of --at"),
+        Option("offset", int, "sequence offset from RCV.NXT instead of --at", low=-2**31, high=2**31 - 1),
         Option("ack", bool, "send RST+ACK"),
         Option("interface", str, "the interface (name or peer host) to watch and send on"),
-        Option("wait_s", float, "how long to wait to learn the sequence numbers from traffic", low=0),
-        Option("lifetime_s", float, "the agent gives up the fault by itself after this long", low=0, low_open=True),
+        Option("wait_s", float, "how long to wait to learn the sequence numbers from traffic", low=0,
+               high=MAX_DURATION_S),
+        Option("lifetime_s", float, "the fault ends by itself after this long", low=0, low_open=True,
+               high=MAX_DURATION_S),
     )
 
     def __init__(self, match: Match, to: str, *, at: str = "exact", offset: int | None = None, ack: bool = False,
@@ -70,8 +73,17 @@ class Rst(AgentFault, kind="rst"):
         self.interface = interface
         self.wait_s = self._checked("wait_s", wait_s)
         self.lifetime_s = self._checked("lifetime_s", lifetime_s)
+        if self.wait_s > self.lifetime_s:
+            raise FaultError(f"a wait of {self.wait_s:g} s (wait_s, --wait-s) is longer than the fault lives "
+                             f"({self.lifetime_s:g} s: lifetime_s, --duration)")
         self._itf = None
         self.sent: list[dict] = []
+
+    def addressed(self) -> dict[str, tuple[str, ...]]:
+        return {"to": (self.to,)}
+
+    def fire_limit_s(self) -> float | None:
+        return self.wait_s
 
     def describe(self) -> str:
         where = self.at if self.offset is None else f"RCV.NXT{self.offset:+d}"
@@ -100,12 +112,14 @@ class Rst(AgentFault, kind="rst"):
         self.sent.append(sent)
         return sent
 
+    def _report(self, host: "Host", report: dict) -> dict:
+        return {"fault": self.kind, "host": host.name, "interface": self._itf.name if self._itf else None,
+                "match": self.match.describe(), "to": self.to, "conn": report["conn"],
+                "segments": report["segments"], "sent": report["sent"], "sends": report["sends"],
+                "sides": report["sides"], "expired": report["expired"], "errors": report["errors"]}
+
     def remove(self, host: "Host") -> dict:
-        report = self.disarm()
-        self.report = {"fault": self.kind, "host": host.name, "interface": self._itf.name if self._itf else None,
-                       "match": self.match.describe(), "to": self.to, "conn": report["conn"],
-                       "segments": report["segments"], "sent": report["sent"], "sends": report["sends"],
-                       "sides": report["sides"], "expired": report["expired"], "errors": report["errors"]}
+        self.report = self._report(host, self.disarm())
         return self.report
 
 

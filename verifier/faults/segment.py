@@ -20,6 +20,17 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Segment", "SegmentArm"]
 
 
+MAX_PAYLOAD = 1200  # fits one frame on every testbed link (MTU 1500, IPv6 header 40, TCP 20)
+
+
+def _payload(value: str | bytes) -> bytes:
+    """A segment's data: text (UTF-8) or bytes, at most MAX_PAYLOAD bytes."""
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    if len(data) > MAX_PAYLOAD:
+        raise FaultError(f"a payload of {len(data)} bytes does not fit one segment: at most {MAX_PAYLOAD}")
+    return data
+
+
 def _flag_letters(value: str) -> str:
     """TCP flags as Scapy letters ("A", "SA", "FPA"...), checked."""
     encode.tcp_flags(str(value))
@@ -39,7 +50,11 @@ class Segment(AgentFault, kind="segment"):
     answer is seen only if it comes back through that interface. `sport` (default: random in
     40000..59999), `seq` and `ack` (default: random), `flags` (Scapy letters, default "A"), `payload`.
 
-    Report: `sent` (the segment), `answers` (every segment back on the same 4-tuple), `answer` (the first).
+    `dst` must be an address of a host of the same testbed, and `src` one too or a documentation
+    address (`verifier.faults.base.check_addressed`).
+
+    Report (also `status()` while applied): `sent` (the segment), `answers` (every segment back on the
+    same 4-tuple), `answer` (the first).
     """
 
     default_host = "client"
@@ -51,8 +66,8 @@ class Segment(AgentFault, kind="segment"):
         Option("sport", int, "source port (default: random)", low=1, high=65535),
         Option("seq", int, "sequence number (default: random)", low=0, high=2**32 - 1),
         Option("ack", int, "acknowledgement number (default: random)", low=0, high=2**32 - 1),
-        Option("payload", str, "data"),
-        Option("wait_ms", float, "how long to wait for the answer", low=0),
+        Option("payload", _payload, f"data (text, at most {MAX_PAYLOAD} bytes as UTF-8)"),
+        Option("wait_ms", float, "how long to wait for the answer", low=0, high=60_000),
     )
 
     def __init__(self, dst: str, dport: int, *, flags: str = "A", src: str | None = None, sport: int | None = None,
@@ -68,9 +83,15 @@ class Segment(AgentFault, kind="segment"):
         self.sport = sport if sport is not None else rng.randrange(40000, 60000)
         self.seq = seq if seq is not None else rng.getrandbits(32)
         self.ack = ack if ack is not None else rng.getrandbits(32)
-        self.payload = payload.encode() if isinstance(payload, str) else bytes(payload)
+        self.payload = self._checked("payload", payload)
         self.wait_ms = self._checked("wait_ms", wait_ms)
         self._via: dict = {}
+
+    def addressed(self) -> dict[str, tuple[str, ...]]:
+        return {"to": (self.dst,), "from": (self.src,) if self.src else ()}
+
+    def fire_limit_s(self) -> float | None:
+        return self.wait_ms / 1000
 
     def describe(self) -> str:
         return (f"segment {self.flags} seq={self.seq} ack={self.ack} len={len(self.payload)} to "
@@ -94,18 +115,20 @@ class Segment(AgentFault, kind="segment"):
         """The first segment that came back, waiting up to `timeout` s (default `wait_ms`); None if none."""
         timeout = self.wait_ms / 1000 if timeout is None else timeout
         try:
-            return poll(lambda: (self.status()["answers"] or [None])[0], timeout, lambda: "")
+            return poll(lambda: (self.agent_status()["answers"] or [None])[0], timeout, lambda: "")
         except FaultError:
             return None
 
     fire = wait_answer
 
-    def remove(self, host: "Host") -> dict:
-        report = self.disarm()
+    def _report(self, host: "Host", report: dict) -> dict:
         sent = report["sends"][0] if report["sends"] else None
-        self.report = {"fault": self.kind, "host": host.name, "interface": self._via.get("ifname"),
-                       "via": self._via.get("peer"), "sent": sent, "answers": report["answers"],
-                       "answer": report["answers"][0] if report["answers"] else None, "errors": report["errors"]}
+        return {"fault": self.kind, "host": host.name, "interface": self._via.get("ifname"),
+                "via": self._via.get("peer"), "sent": sent, "answers": report["answers"],
+                "answer": report["answers"][0] if report["answers"] else None, "errors": report["errors"]}
+
+    def remove(self, host: "Host") -> dict:
+        self.report = self._report(host, self.disarm())
         return self.report
 
 

@@ -24,7 +24,9 @@ class SynFlood(Fault, kind="syn-flood"):
             f.wait()
 
     `sources`: a documentation network, foreign to the testbed (default `flood.DEFAULT_SOURCES`).
-    Report: `sent`, `requested`, `duration_s`, `stopped_by`, ...
+    `dst` must be an address of a host of the same testbed (`verifier.faults.base.check_addressed`).
+    Report: `sent`, `requested`, `duration_s`, `stopped_by`, ...; `status()` while it runs: `sent` so
+    far and `running`.
     """
 
     default_host = "client"
@@ -36,7 +38,7 @@ class SynFlood(Fault, kind="syn-flood"):
         Option("sources", str, "spoofed source network (a documentation range)"),
         Option("time_limit_s", float, "stop after this long whatever is left (default: the schedule's length "
                                       "and half again, plus 0.5 s)", low=0, low_open=True, high=flood.MAX_SECONDS),
-        Option("seed", int, "seed of the random sources, ports and ISNs"),
+        Option("seed", int, "seed of the random sources, ports and ISNs", low=0, high=2**64 - 1),
     )
 
     def __init__(self, dst: str, dport: int, *, count: int = 100, rate_pps: float = 1000, sources: str | None = None,
@@ -57,6 +59,13 @@ class SynFlood(Fault, kind="syn-flood"):
         except flood.FloodError as exc:
             raise FaultError(str(exc)) from None
         self._flood: flood.BackgroundFlood | None = None
+        self._host: "Host | None" = None
+
+    def addressed(self) -> dict[str, tuple[str, ...]]:
+        return {"to": (self.dst,), "from": (self.sources,) if self.sources else ()}
+
+    def fire_limit_s(self) -> float | None:
+        return self.time_limit_s
 
     @classmethod
     def on_testbed(cls, bed: "Testbed", options: dict, host: str | None) -> str:
@@ -70,9 +79,21 @@ class SynFlood(Fault, kind="syn-flood"):
                 f"{self.sources or 'a spoofed documentation range'} (at most {self.time_limit_s:g} s)")
 
     def apply(self, host: "Host") -> None:
+        self._host = host
         self._flood = flood.BackgroundFlood(host, self.dst, self.dport, count=self.count, rate_pps=self.rate_pps,
                                             sources=self.sources, time_limit=self.time_limit_s,
                                             seed=self.seed).start()
+
+    def status(self) -> dict:
+        """While applied: how many SYNs are sent so far, and whether the flood still runs (the full
+        report once it has ended)."""
+        if self._flood is None or self._host is None:
+            raise FaultError("the SYN flood was not started")
+        if not self._flood.running and self._flood.report is not None:
+            return {**self._report(self._host, self._flood.report), "running": False}
+        return {"fault": self.kind, "host": self._host.name, "dst": self.dst, "dport": self.dport,
+                "requested": self.count, "rate_pps": self.rate_pps, "time_limit_s": self.time_limit_s,
+                "sent": self._flood.progress["sent"], "running": self._flood.running}
 
     def wait(self, timeout: float | None = None) -> flood.FloodReport:
         """Wait for the flood to end (it always does, by its count or time limit); its FloodReport."""
@@ -82,16 +103,21 @@ class SynFlood(Fault, kind="syn-flood"):
             return self._flood.wait(self.time_limit_s + 1 if timeout is None else timeout)
         except flood.FloodError as exc:
             raise FaultError(str(exc)) from None
+        except OSError as exc:  # the kernel refused the flood's socket or route
+            raise FaultError(f"the SYN flood to {self.dst} failed: {exc.strerror or exc}") from None
 
     fire = wait
 
     def remove(self, host: "Host") -> dict:
         if self._flood is None:
             return self.report
-        r = self.wait()
-        self.report = {"fault": self.kind, "host": host.name, "family": r.family, "dst": r.dst, "dport": r.dport,
-                       "sources": r.sources, "requested": r.requested, "rate_pps": r.rate_pps,
-                       "time_limit_s": r.time_limit_s, "sent": r.sent, "send_errors": r.send_errors,
-                       "stopped_by": r.stopped_by, "started_ns": r.started_ns, "ended_ns": r.ended_ns,
-                       "first_ns": r.first_ns, "last_ns": r.last_ns, "duration_s": r.duration_s}
+        self.report = self._report(host, self.wait())
+        self._host = None
         return self.report
+
+    def _report(self, host: "Host", r: flood.FloodReport) -> dict:
+        return {"fault": self.kind, "host": host.name, "family": r.family, "dst": r.dst, "dport": r.dport,
+                "sources": r.sources, "requested": r.requested, "rate_pps": r.rate_pps,
+                "time_limit_s": r.time_limit_s, "sent": r.sent, "send_errors": r.send_errors,
+                "stopped_by": r.stopped_by, "started_ns": r.started_ns, "ended_ns": r.ended_ns,
+                "first_ns": r.first_ns, "last_ns": r.last_ns, "duration_s": r.duration_s}

@@ -24,6 +24,8 @@ _IF_TSRESOL = 9
 _EPB_FLAGS = 2
 _ISB_IFRECV = 4
 _ISB_IFDROP = 5
+_ISB_OSDROP = 7
+_ISB_USRDELIV = 8
 
 
 def _option(code: int, value: bytes) -> bytes:
@@ -113,14 +115,17 @@ class PcapngWriter:
         *,
         received: int | None,
         dropped: int | None,
+        os_dropped: int | None = None,
+        delivered: int | None = None,
     ) -> None:
-        """Write an Interface Statistics Block with isb_ifrecv / isb_ifdrop."""
+        """Write an Interface Statistics Block with isb_ifrecv / isb_ifdrop, and isb_osdrop /
+        isb_usrdeliv when given."""
         self._check_iface(iface_id)
         opts = []
-        if received is not None:
-            opts.append(_option(_ISB_IFRECV, struct.pack("<Q", received)))
-        if dropped is not None:
-            opts.append(_option(_ISB_IFDROP, struct.pack("<Q", dropped)))
+        for code, value in ((_ISB_IFRECV, received), (_ISB_IFDROP, dropped), (_ISB_OSDROP, os_dropped),
+                            (_ISB_USRDELIV, delivered)):
+            if value is not None:
+                opts.append(_option(code, struct.pack("<Q", value)))
         body = struct.pack("<III", iface_id, (ts_ns >> 32) & 0xFFFFFFFF, ts_ns & 0xFFFFFFFF)
         self._f.write(_block(_ISB, body + _options(opts)))
 

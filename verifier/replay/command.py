@@ -6,9 +6,13 @@
 
 Both stream: attempts are printed as they finish (JSON Lines, or table rows), expectations are
 checked attempt by attempt, and only the live attempts are held, so memory stays flat on files of
-any size. Exit status: 0 all good, 1 an expectation failed (or the re-drive differed), 2 bad input
-(no such file, not a capture, bad options or expectations), 3 the capture is damaged or truncated
-(what could be read was reported; the damage is on stderr).
+any size. Exit status (`verifier.exits`, one scheme for every command): 0 all good, 1 an
+expectation failed (or the re-drive differed), 2 bad input (no such file, not a capture, bad options
+or expectations, a connection or port the capture does not have), 3 the capture could not be read
+in full: damaged or truncated records, or frames of link types the decoder does not read (what
+could be read was reported; what was not is named on stderr). Every option is checked while the
+arguments are parsed (`verifier.argtypes`). A closed output pipe (`| head`) ends the command quietly;
+with --expect the reading goes on, silently, so the exit status is still the verdict.
 """
 
 from __future__ import annotations
@@ -16,54 +20,68 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
+import stat
 import sys
+import textwrap
 import warnings
 
+from verifier import argtypes, exits
 from verifier.analysis.conditions import (EXPECT_HELP, Evaluation, ExpectSyntaxError, describe_attempt,
                                           endpoint_text, parse_condition)
 
-__all__ = ["add_parsers", "run_replay", "run_show"]
+__all__ = ["add_parsers", "quiet_pipe", "run_replay", "run_show"]
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DAMAGED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DAMAGED = exits.OK, exits.FAILED, exits.BAD_INPUT, exits.DAMAGED
 TABLE_HEAD = ("id", "client", "server", "outcome", "SYNs", "start s", "duration s", "zeek", "detail")
 _RIGHT = {0, 4, 5, 6}
 _WIDTH_SAMPLE = 1000  # rows that set the table's column widths before it streams
 
 
-def _port(text: str) -> int:
+_SEND_PORT = argtypes.int_in(1, 65535, "a port to send to")  # --to-port: a segment cannot go to port 0
+_MAX_CONNECTIONS = argtypes.int_in(2, None, "max_connections")
+
+
+def _testbed_name(text: str) -> str:
+    """argparse type of --against: a testbed name, checked by the rule of `netns`."""
+    from netns.namespace import NamespaceError, check_testbed_name
+
     try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {v}")
-    return v
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"give a positive, finite number of seconds, not {text}")
-    return v
-
-
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"give 0 or more, not {v}")
-    return v
+        return check_testbed_name(text)
+    except NamespaceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _err(msg: str) -> None:
     print(f"verifier: {msg}", file=sys.stderr)
+
+
+def _link_type_name(linktype: int) -> str:
+    """"7 (ARCNET: BSD ARCNET)": a link type with libpcap's name for it (pcap_datalink_val_to_name),
+    or just its number where libpcap is missing or knows none."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        lib = ctypes.CDLL(ctypes.util.find_library("pcap") or "libpcap.so.0.8")
+        lib.pcap_datalink_val_to_name.restype = lib.pcap_datalink_val_to_description.restype = ctypes.c_char_p
+        name = lib.pcap_datalink_val_to_name(linktype)
+        text = lib.pcap_datalink_val_to_description(linktype)
+    except (OSError, AttributeError):
+        return str(linktype)
+    if not name:
+        return str(linktype)
+    return f"{linktype} ({name.decode()}" + (f": {text.decode()}" if text and text != name else "") + ")"
+
+
+def _unread(st) -> str | None:
+    """The warning for frames of link types the decoder does not read (one line), or None."""
+    if not st.unsupported:
+        return None
+    total = sum(st.unsupported.values())
+    each = ", ".join(f"{_link_type_name(lt)}: {n}" for lt, n in sorted(st.unsupported.items()))
+    return (f"warning: {total} frame(s) not read, of link types this tool does not decode ({each}); their "
+            f"TCP connections are missing from the result (exit status 3)")
 
 
 def add_parsers(subparsers) -> None:
@@ -74,9 +92,10 @@ def add_parsers(subparsers) -> None:
                     "(established, refused, timed-out, unreachable, reset, closed, incomplete, uncertain) with "
                     "its SYN count and times and Zeek's conn_state and history. No root needed. With --against, "
                     "re-send one connection's client side to a live testbed (root) and compare the answers.",
-        epilog=EXPECT_HELP + "\nexit status: 0 all good, 1 an expectation failed or the re-drive differed, "
-                             "2 bad input (file, expectation syntax, options), 3 the capture is damaged or "
-                             "truncated (the part that could be read was reported)",
+        epilog=EXPECT_HELP + "\n" + textwrap.fill(exits.epilog(
+            exits.OK, exits.FAILED, exits.BAD_INPUT, exits.DAMAGED,
+            note="An expectation that fails decides over damage (1, not 3). A closed output pipe (| head) ends "
+                 "the command quietly: with 0, or with --expect the verdict, the rest read without output."), 100),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="pcap or pcapng file (Ethernet, Linux cooked, raw IP, loopback; VLAN, MPLS, "
                                 "PPPoE, tunnels)")
@@ -85,8 +104,9 @@ def add_parsers(subparsers) -> None:
                         "detail, syn_count, conn_state, history, ...), printed as each one finishes; the summary "
                         "and verdicts go to stderr")
     p.add_argument("--expect", action="append", default=[], metavar="COND", help="an expectation (see below)")
-    p.add_argument("--port", type=_port, help="only list attempts with this port on either side")
-    p.add_argument("--show", type=_count, metavar="ID", help="also print attempt ID packet by packet, with "
+    p.add_argument("--port", type=argtypes.port, help="only list attempts with this port on either side (0-65535; "
+                                                      "none with it: exit status 2)")
+    p.add_argument("--show", type=argtypes.count, metavar="ID", help="also print attempt ID packet by packet, with "
                                                              "Scapy's dissection of its frames")
     p.add_argument("--zeek-sessions", action="store_true",
                    help="group packets as Zeek does (its connection reuse and timers split rows; every interface "
@@ -96,16 +116,19 @@ def add_parsers(subparsers) -> None:
                         "the sending host carry offloaded, unfinished checksums)")
     p.add_argument("--zeek-bare", action="store_true", help="Zeek's orientation heuristic as in bare mode (zeek -b): "
                                                             "no likely server ports")
-    p.add_argument("--linger", type=_seconds, default=300.0, metavar="S",
+    p.add_argument("--linger", type=argtypes.seconds, default=300.0, metavar="S",
                    help="an attempt idle this long (capture time) is finished and forgotten (default 300, Zeek's "
                         "tcp_inactivity_timeout)")
-    p.add_argument("--max-connections", type=_count, default=None, metavar="N",
+    p.add_argument("--max-connections", type=_MAX_CONNECTIONS, default=None, metavar="N",
                    help="live attempts held at most (default 60000, about 100 MB); when full, idle ones are "
                         "finished, then the oldest half-open ones evicted, each counted")
-    p.add_argument("--against", metavar="TESTBED", help="re-drive against this named testbed (verifier testbed up)")
-    p.add_argument("--connection", type=_count, metavar="ID", help="the connection to re-drive (its id in the table)")
-    p.add_argument("--to-port", type=_port, metavar="P", help="re-drive to this server port (default: the captured one)")
-    p.add_argument("--timeout", type=_seconds, default=5.0, metavar="S",
+    p.add_argument("--against", metavar="TESTBED", type=_testbed_name,
+                   help="re-drive against this named testbed (verifier testbed up)")
+    p.add_argument("--connection", type=argtypes.count, metavar="ID",
+                   help="the connection to re-drive (its id in the table)")
+    p.add_argument("--to-port", type=_SEND_PORT, metavar="P",
+                   help="re-drive to this server port, 1-65535 (default: the captured one)")
+    p.add_argument("--timeout", type=argtypes.seconds, default=5.0, metavar="S",
                    help="how long to wait for each expected answer while re-driving (default 5)")
     p.set_defaults(func=run_replay)
 
@@ -114,19 +137,30 @@ def add_parsers(subparsers) -> None:
         description="Read a pcap or pcapng file and print every TCP connection attempt with its exchange (time, "
                     "interface, direction, flags, relative seq/ack) and the attempt machine's verdict. Streams: a "
                     "connection is printed when it finishes.",
-        epilog="exit status: 0 ok, 2 bad input, 3 the capture is damaged or truncated")
+        epilog=exits.epilog(exits.OK, exits.BAD_INPUT, exits.DAMAGED,
+                            note="A closed output pipe (| head) ends the command quietly, with 0."))
     s.add_argument("file", help="pcap or pcapng file")
-    s.add_argument("--port", type=_port, help="only connections with this port on either side")
+    s.add_argument("--port", type=argtypes.port, help="only connections with this port on either side (0-65535; "
+                                                      "none with it: exit status 2)")
     s.add_argument("--json", action="store_true", help="one JSON object per connection (JSON Lines)")
-    s.add_argument("--max-events", type=_count, default=2000, metavar="N",
+    s.add_argument("--max-events", type=argtypes.count, default=2000, metavar="N",
                    help="packets kept (and shown) per connection, on all interfaces (default 2000; 0: no limit)")
     s.set_defaults(func=run_show)
 
 
 def _check_file(path: str) -> str | None:
-    if not os.path.exists(path):
+    """What is wrong with `path` as a capture to read (one line), or None."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
         return f"{path}: no such file"
-    if os.path.isdir(path):
+    except NotADirectoryError:
+        return f"{path}: no such file (a part of its path is not a directory)"
+    except PermissionError:
+        return f"{path}: cannot be reached (permission denied on a directory of its path)"
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if stat.S_ISDIR(st.st_mode):
         return f"{path}: is a directory, not a capture file"
     if not os.access(path, os.R_OK):
         return f"{path}: not readable (permission denied)"
@@ -240,14 +274,12 @@ def _replay(args, sc, evals) -> int:
     emit = raw.write if raw is not None else (lambda b: out.write(b.decode()))
     port = args.port
     shown = None
+    listed = 0  # attempts with --port, when it is given
+    closed = False  # the reader of stdout went away
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for chunk in sc.chunks():
-                if table is None:
-                    emit(json_lines(chunk, -1 if port is None else port))
-                else:
-                    table.add_all(chunk, port)
                 for e in evals:
                     for r in chunk:
                         e.add(r)
@@ -255,48 +287,76 @@ def _replay(args, sc, evals) -> int:
                     for r in chunk:
                         if r.id == args.show:
                             shown = describe_attempt(r)
+                if port is not None:
+                    listed += sum(1 for r in chunk if r.c_port == port or r.s_port == port)
+                if closed:
+                    continue
+                try:
+                    if table is None:
+                        emit(json_lines(chunk, -1 if port is None else port))
+                    else:
+                        table.add_all(chunk, port)
+                except BrokenPipeError:
+                    quiet_pipe()
+                    closed = True
+                    if not evals:  # nothing left to decide: stop reading
+                        return EXIT_OK
     except CaptureFormatError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
-    except BrokenPipeError:
-        _quiet_pipe()
-        return EXIT_OK
     except OSError as exc:
         _err(f"{args.file}: {exc.strerror or exc}")
         return EXIT_BAD_INPUT
     st = sc.stats
-    try:
+    # The status first, from what was read; then the words (which a closed pipe may swallow).
+    status = EXIT_OK
+    errors = []
+    if port is not None and not listed:
+        errors.append(f"no connection with port {port} in {args.file}")
+    if args.show is not None and shown is None:
+        errors.append(f"no connection {args.show} in {args.file} (ids 0-{st.connections - 1})" if st.connections
+                      else f"no connection {args.show}: {args.file} has no TCP connection attempts")
+    verdicts = [e.verdict() for e in evals]
+    if errors:
+        status = EXIT_BAD_INPUT
+    elif not all(v.ok for v in verdicts):
+        status = EXIT_FAILED
+    elif st.truncated or st.damage_count or st.unsupported:
+        status = EXIT_DAMAGED
+    vout = out if table is not None else sys.stderr  # where the table's companions go
+    if table is not None:
+        _guarded(table.close)
+    if table is not None or not errors:  # bad input on stderr is one line, without the summary
+        _say(_summary(args.file, st), vout)
+    _warn_all(caught)
+    unread = _unread(st)
+    if unread:
+        _err(unread)
+    for line in errors:
+        _err(line)
+    if args.show is not None and shown is not None and not closed:
+        _say("", vout)
+        _say(show_attempt(args.file, args.show, shown, sc), vout)
+    if verdicts:
         if table is not None:
-            table.close()
-            print(_summary(args.file, st), file=out)
-        else:
-            print(_summary(args.file, st), file=sys.stderr)
-        _warn_all(caught)
-        status = EXIT_OK
-        if args.show is not None:
-            if shown is None:
-                _err(f"no connection {args.show} in {args.file} (ids 0-{st.connections - 1})" if st.connections
-                     else f"no connection {args.show}: {args.file} has no TCP connection attempts")
-                status = EXIT_BAD_INPUT
-            else:
-                print(file=out if table is not None else sys.stderr)
-                print(show_attempt(args.file, args.show, shown, sc), file=out if table is not None else sys.stderr)
-        if evals:
-            vout = out if table is not None else sys.stderr
-            if table is not None:
-                print(file=vout)
-            for e in evals:
-                v = e.verdict()
-                print(v.text(), file=vout)
-                if not v.ok and status == EXIT_OK:
-                    status = EXIT_FAILED
-        if status == EXIT_OK and (st.truncated or st.damage_count):
-            status = EXIT_DAMAGED
-        out.flush()
-    except BrokenPipeError:
-        _quiet_pipe()
-        return EXIT_OK
+            _say("", vout)
+        for v in verdicts:
+            _say(v.text(), vout)
+    _guarded(out.flush)
     return status
+
+
+def _guarded(write) -> None:
+    """Call `write()`; if the reader of stdout went away, quietly stop writing there."""
+    try:
+        write()
+    except BrokenPipeError:
+        quiet_pipe()
+
+
+def _say(text: str, file) -> None:
+    """print(text, file=file), quiet if file is stdout and its reader went away."""
+    _guarded(lambda: print(text, file=file))
 
 
 def show_attempt(path: str, conn_id: int, line: str, sc) -> str:
@@ -329,7 +389,7 @@ def show_attempt(path: str, conn_id: int, line: str, sc) -> str:
     return "\n".join(lines)
 
 
-def _quiet_pipe() -> None:
+def quiet_pipe() -> None:
     """The reader of our output went away (`| head`): end quietly, without a second error at exit."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -353,6 +413,9 @@ def _run_redrive(args) -> int:
     except (RedriveError, CaptureFormatError) as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    except OSError as exc:  # the kernel refused a socket or a send while re-driving
+        _err(f"the re-drive of connection {args.connection} failed: {exc.strerror or exc}")
+        return EXIT_FAILED
     if args.json:
         print(json.dumps({"connection": report.connection_id, "ok": report.ok, "differences": report.differences,
                           "sent": len(report.sent), "recorded": [s.__dict__ for s in report.recorded_answers],
@@ -412,21 +475,24 @@ def _show(args) -> int:
     except CaptureFormatError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
-    except BrokenPipeError:
-        _quiet_pipe()
+    except BrokenPipeError:  # show decides nothing: once nobody reads, stop
+        quiet_pipe()
         return EXIT_OK
+    except OSError as exc:
+        _err(f"{args.file}: {exc.strerror or exc}")
+        return EXIT_BAD_INPUT
     st = stream.stats
-    try:
-        summary = _summary(args.file, st)
-        if args.port is not None:
-            summary += f"; {n} with port {args.port}"
-        print(summary, file=sys.stderr if args.json else out)
-        _warn_all(caught)
-        out.flush()
-    except BrokenPipeError:
-        _quiet_pipe()
-        return EXIT_OK
+    summary = _summary(args.file, st)
+    if args.port is not None:
+        summary += f"; {n} with port {args.port}"
+    if not args.json or args.port is None or n:  # bad input on stderr is one line, without the summary
+        _say(summary, sys.stderr if args.json else out)
+    _warn_all(caught)
+    unread = _unread(st)
+    if unread:
+        _err(unread)
+    _guarded(out.flush)
     if args.port is not None and n == 0:
         _err(f"no connection with port {args.port} in {args.file}")
-        return EXIT_FAILED
-    return EXIT_DAMAGED if (st.truncated or st.damage_count) else EXIT_OK
+        return EXIT_BAD_INPUT
+    return EXIT_DAMAGED if (st.truncated or st.damage_count or st.unsupported) else EXIT_OK

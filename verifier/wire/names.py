@@ -13,7 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "ACK", "AE", "CWR", "ECE", "FIN", "FLAG_LETTERS", "ICMP_ALIASES", "ICMP_KINDS", "NS", "PSH", "RST", "SYN", "URG",
-    "flag_bits", "flag_str", "icmp_code", "icmp_description", "icmp_kind", "icmp_label",
+    "flag_bits", "flag_str", "icmp_canonical", "icmp_code", "icmp_description", "icmp_kind", "icmp_label",
 ]
 
 FIN = 0x001
@@ -112,13 +112,21 @@ ICMP_ALIASES = {
 _KIND_OF = {(fam, t, c): name for name, by in ICMP_KINDS.items() for fam, (t, c) in by.items()}
 
 
+def icmp_canonical(name: str) -> str:
+    """The `ICMP_KINDS` name of a family-independent ICMP error name or alias ("address" -> "host");
+    ValueError says which names exist."""
+    canonical = ICMP_ALIASES.get(name, name)
+    if canonical not in ICMP_KINDS:
+        raise ValueError(f"unknown ICMP error {name!r}; known: {', '.join(ICMP_KINDS)} "
+                         f"(or an alias: {', '.join(ICMP_ALIASES)})")
+    return canonical
+
+
 def icmp_code(name: str, family: int) -> tuple[int, int]:
     """(type, code) of a family-independent ICMP error name in `family` (4 or 6).
 
     ValueError says which names exist, or that the name has no equivalent in that family."""
-    by = ICMP_KINDS.get(ICMP_ALIASES.get(name, name))
-    if by is None:
-        raise ValueError(f"unknown ICMP error {name!r}; known: {', '.join(ICMP_KINDS)}")
+    by = ICMP_KINDS[icmp_canonical(name)]
     if family not in by:
         raise ValueError(f"ICMP error {name!r} has no ICMPv{'6' if family == 6 else '4'} equivalent")
     return by[family]

@@ -1,0 +1,58 @@
+"""A trace from a testbed carries its client namespace's SYN sysctls, and the linux SYN-schedule
+checks (`syn_schedule("linux")`, `--expect "... follows linux"`) model them, not the kernel's
+defaults: on a real testbed whose client has non-default tcp_syn_retries and tcp_syn_linear_timeouts."""
+
+from __future__ import annotations
+
+import pytest
+
+from netns import Testbed
+from verifier.analysis.conditions import check
+from verifier.analysis.expect import ExpectationFailed, expect
+from verifier.analysis.schedules import LINUX_DEFAULTS, LINUX_SYSCTLS, LinuxProfile
+from verifier.analysis.trace import load_trace
+from verifier.capture import Capture
+from verifier.faults import Drop, Syn
+
+PORT = 5000
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])))"
+# Not the defaults (6 and 4): SYNs at 0 and 1 s, ETIMEDOUT at 3 s.
+SETTINGS = {"net.ipv4.tcp_syn_retries": 1, "net.ipv4.tcp_syn_linear_timeouts": 0}
+
+
+def test_the_linux_schedule_is_the_client_namespace_s(testbed, capture, fault):
+    for key, value in SETTINGS.items():
+        assert str(value) != str(LINUX_DEFAULTS[key])
+        testbed.client.sysctl(key, value)
+    fault(testbed.router, Drop(Syn(dport=PORT)))
+    res = testbed.client.run(["python3", "-c", CONNECT, testbed.server.addr(4), str(PORT)])
+    assert "TimeoutError" in res.stderr, res.stderr
+
+    trace = capture.trace()
+    assert trace.client_sysctls == {k: testbed.client.sysctl(k) for k in LINUX_SYSCTLS}
+    assert {k: int(trace.client_sysctls[k]) for k in SETTINGS} == SETTINGS
+    predicted = LinuxProfile.from_sysctls(trace.client_sysctls).schedule()
+    conn = expect(trace).connection(dport=PORT).syn_count(predicted.syn_count)
+    conn.syn_schedule("linux")
+    verdict = check(trace, f"the SYNs to port {PORT} follow the linux schedule")[0]
+    assert verdict.ok, verdict.text()
+    assert "tcp_syn_retries=1, tcp_syn_linear_timeouts=0" in verdict.text()
+    assert "settings read in the client's namespace" in verdict.text()
+
+    # The same packets read back from the file know nothing of the namespace: the defaults are
+    # assumed, and they do not fit (so the check above did read the namespace).
+    saved = load_trace(capture.path)
+    assert saved.client_sysctls is None
+    with pytest.raises(ExpectationFailed, match="the client's sysctls are unknown"):
+        expect(saved).connection(dport=PORT).syn_schedule("linux")
+    assert not check(saved, f"port {PORT} follows linux")[0].ok
+
+
+def test_a_trace_taken_after_the_testbed_is_gone_does_not_pretend(root, tmp_path):
+    with Testbed("pair", "ipv4") as bed:
+        bed.client.sysctl("net.ipv4.tcp_syn_retries", 2)
+        cap = Capture(bed, tmp_path / "run.pcapng").start()
+        cap.stop()
+        inside = Capture(bed, tmp_path / "inside.pcapng").start()
+        assert inside.trace().client_sysctls["net.ipv4.tcp_syn_retries"] == "2"
+    assert cap.trace().client_sysctls is None  # unknown, not the defaults dressed up as the namespace's
