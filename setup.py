@@ -1,8 +1,8 @@
 """Builds the compiled engine when the package is installed (`pip install`, `make setup`).
 
 The hot path is written once, in plain Python (Cython's pure-Python mode): `verifier/pcap/reader.py`,
-`verifier/wire/decoder.py`, `verifier/analysis/attempt.py`, `zeek.py` and `grouper.py`, with their C
-types in the `.pxd` files beside them. Compiled here, they are the engine every command runs; read
+`verifier/wire/decoder.py`, `verifier/analysis/attempt.py`, `zeek.py` and `grouper.py`, and the capture
+agent's ring reader `verifier/capture/ring.py`, with their C types in the `.pxd` files beside them. Compiled here, they are the engine every command runs; read
 as Python (`VERIFIER_PURE=1`), they are the reference the tests compare the engine with. Nothing is
 compiled at run time. `verifier/_engine_sources.json` records the hash of the sources each build
 was made from, so that a stale build is detected (`verifier.engine.stale()`).

@@ -13,12 +13,16 @@ packets per SYN) is recorded by each contestant in turn, in the same run:
 A contestant holds a rate when, on all four interfaces, the kernel dropped nothing (its own counters:
 our JSON and pcapng statistics, tcpdump's "dropped by kernel") and its file holds every SYN the flood
 sent (counted in the file, per interface: the ground truth, independent of either tool's counters).
-Each is stopped with SIGINT after the flood and a second for the last packets. CPU time is the
-process's (and for ours, its capture process's) user + system time, from wait4().
+Each is stopped with SIGINT a second after the flood (for the last packets). Above 50,000 SYNs/s
+(one injector's cap) several injectors run side by side; the rates actually sent are measured and
+shown, since a 2-core machine cannot send and forward every rate asked for. CPU time is the process's
+(and for ours, its capture process's) user + system time, from wait4(), also measured for the same
+run without a flood, so that the cost per packet is what the packets cost.
 
     sudo .venv/bin/python bench/capture.py [--rates 10000,25000,50000,100000,150000] [--seconds 2] [--json]
 
-Floods are bounded (`verifier inject` caps them at 50,000 SYNs/s, 100,000 SYNs and 10 s), use only
+Floods are bounded (`verifier inject` caps each at 50,000 SYNs/s, 100,000 SYNs and 10 s; at most four
+run at once), use only
 documentation addresses and stay inside the testbed's namespaces; the testbed is removed at the end,
 also on Ctrl-C or an error.
 """
@@ -157,10 +161,15 @@ class Bench:
         extra = ["--ring-size", str(ring_mib)] if ring_mib else []
         proc = subprocess.Popen([*VERIFIER, "capture", self.name, "-w", str(path), "--json", *extra],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        said = wait_line(proc, r"capturing .*\n")
-        flood = self.flood(rate, count)
-        time.sleep(TAIL_S)
-        out, err, cpu = stop(proc, said)
+        try:
+            said = wait_line(proc, r"capturing .*\n")
+            flood = self.flood(rate, count)
+            time.sleep(TAIL_S)
+            out, err, cpu = stop(proc, said)
+        finally:
+            if proc.returncode is None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
         if proc.returncode not in (0, 1):
             raise RuntimeError(f"verifier capture exited {proc.returncode}: {err.strip()}")
         report = json.loads(out)
@@ -314,10 +323,12 @@ def main() -> int:
         print(f"  {name:<34} asked {rate:>7,}: {how}")
     fastest = max(r["syn_rate"] for by_rate in results.values() for r in by_rate.values())
     if all(r["held"] for by_rate in results.values() for r in by_rate.values()):
-        print(f"  nothing was lost at any rate: the limit here is the flood this machine can send and forward "
-              f"(at most {fastest:,} SYNs/s), not the captures")
+        print("  nothing was lost at any rate tried" + (
+            f": the machine sent at most {fastest:,} of the {rates[-1]:,} SYNs/s asked, so the flood, not the "
+            f"captures, is the limit here" if fastest < 0.95 * rates[-1] else ""))
+    # 100 k packets/s an interface less 1 %: a flood paced at 50,000 SYNs/s measures 99,99x.
     held_100k = [r for rate, r in sorted(results[ours_name].items()) if rate and rate <= top[ours_name]
-                 and min(r["pps"].values()) >= 100_000]
+                 and min(r["pps"].values()) >= 99_000]
     best_tcpdump = max(rate for name, rate in top.items() if name.startswith("tcpdump"))
     print("targets")
     at100 = (f"held at {min(held_100k[-1]['pps'].values()):,} packets/s an interface" if held_100k

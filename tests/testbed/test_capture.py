@@ -400,3 +400,38 @@ def test_a_packet_count_reached_in_a_flood_accounts_for_every_packet(root, tmp_p
     assert sum(s.written for s in cap.stats) == 100
     assert sum(s.discarded for s in cap.stats) > 0
     _counters_agree(cap)
+
+
+def test_a_capture_stops_under_traffic_that_does_not_pause(root, tmp_path):
+    """Stopping waits for frames sent before the stop (the settle time), but not for a flood that goes
+    on: the gates close after the agent's limit, with the counters agreeing all the same."""
+    from netns.waiting import wait_until
+    from verifier.capture.agent import SETTLE_LIMIT_S
+    from verifier.faults import flood
+
+    with Testbed.routed("ipv4") as bed:
+        cap = Capture(bed, tmp_path / "busy.pcapng").start()
+        # 5 s of flood; the stop comes once it runs, and must return while it still runs.
+        with flood.background_syn_flood(bed.client, bed.server.addr(4), 5000, count=100_000,
+                                        rate_pps=20_000) as f:
+            wait_until(lambda: cap.written() > 1000, 5.0, lambda: AssertionError("no flood in the capture"))
+            cap.stop()
+            assert f.running, f"the stop waited for the whole flood (the limit is {SETTLE_LIMIT_S} s)"
+    assert not cap.lost, cap.summary()
+    _counters_agree(cap)
+
+
+def test_an_interface_that_cannot_be_captured_is_named_and_the_service_goes_on(root, tmp_path):
+    from verifier.capture import _service
+
+    with Testbed.pair("ipv4") as bed:
+        cap = Capture(bed, tmp_path / "x.pcapng")
+        cap.targets[1] = {**cap.targets[1], "ifname": "nosuchif"}  # as if it vanished before the start
+        with pytest.raises(CaptureError, match="cannot capture on server:s0: No such device"):
+            cap.start()
+        assert not cap.path.exists()
+        # The same capture process goes on serving.
+        pid = _service.pid
+        with Capture(bed, tmp_path / "y.pcapng") as ok:
+            exchange(bed, 4)
+        assert _service.pid == pid and ok.trace().find(dport=5000)

@@ -167,10 +167,6 @@ class Capture:
             parts.append(part)
         return f"{self.path}: " + "; ".join(parts)
 
-    def view_hosts(self) -> list[str]:
-        """The hosts of this capture, in order."""
-        return list(dict.fromkeys(t["label"].split(":", 1)[0] for t in self.targets))
-
     def write_views(self, hosts: Iterable[str] | None = None) -> list[Path]:
         """Write, next to the capture, one file per host with only that host's interface, which
         Wireshark's TCP analysis reads as that host saw the exchange (no copies from the other

@@ -70,6 +70,9 @@ BLOCK_TIMEOUT_MS = 8
 # A packet is stamped a little before it reaches its ring (in a veth's backlog): an interface with
 # nothing in flight vouches only for packets older than this (see verifier.capture.ring).
 ORDER_SLACK_NS = 10_000_000
+# The settle time waits for frames sent before the stop; under traffic that never pauses it would
+# never end, so the gates close after this long whatever comes.
+SETTLE_LIMIT_S = 2.0
 # After the gates close, how long the last blocks may take to come over (a few block timeouts; far
 # more under load). Past it the capture reports the disagreement instead of waiting forever.
 DRAIN_DEADLINE_S = 5.0
@@ -197,7 +200,10 @@ class Recording:
                 label = itf["label"]
                 s.bind((itf["ifname"], ETH_P_ALL))
         except OSError as exc:
+            opened = self.out is not None
             self.close()
+            if opened:
+                os.unlink(path)  # a capture that never started leaves no file behind
             what = exc.strerror or str(exc)
             if label and not what.startswith("on "):
                 what = f"on {label}: {what}"
@@ -247,9 +253,10 @@ class Recording:
     def finish(self) -> dict:
         # Frames sent just before the stop may still be on their way through a veth's backlog:
         # keep reading until nothing new has come for the settle time.
-        quiet_since = time.monotonic()
+        quiet_since = started = time.monotonic()
         seen = self._blocks()
-        while not self.gated and time.monotonic() - quiet_since < self.settle:
+        while (not self.gated and time.monotonic() - quiet_since < self.settle
+               and time.monotonic() - started < SETTLE_LIMIT_S):  # traffic that never stops: stop anyway
             select.select(self.fds(), [], [], min(self.settle, ORDER_SLACK_NS / 2e9))
             self.pump()
             if self._blocks() != seen or self.merger.filling():
