@@ -98,6 +98,10 @@ class Capture:
         self.settle_ms = settle_ms
         self.engine: str | None = None  # the agent's ring reader once started: "compiled" or "python"
         self.stats: list[InterfaceStats] = []
+        # Packets the kernel put in a ring a little out of stamp order, written in time order all the
+        # same (`reordered`), and those stamped too far out of order to be, left where they were (`late`).
+        self.reordered = 0
+        self.late = 0
         self._id: int | None = None
         self._trace: Trace | None = None
 
@@ -137,6 +141,8 @@ class Capture:
         if "interfaces" not in answer:
             raise CaptureError(f"the capture of {self.path} ended badly: {answer.get('error', answer)}")
         self.stats = [InterfaceStats(**i) for i in answer["interfaces"]]
+        self.reordered = answer.get("reordered", 0)
+        self.late = answer.get("late", 0)
         return self.stats
 
     def __enter__(self) -> "Capture":
@@ -165,6 +171,8 @@ class Capture:
             if s.discarded:
                 part += f" ({s.discarded} more after the count)"
             parts.append(part)
+        if self.late:
+            parts.append(f"{self.late} packets stamped too far out of order to be sorted (left in the kernel's order)")
         return f"{self.path}: " + "; ".join(parts)
 
     def write_views(self, hosts: Iterable[str] | None = None) -> list[Path]:

@@ -287,7 +287,7 @@ class Recording:
                            "dropped": self.dropped[i], "discarded": r.discarded, "missing": missing})
         self.writer.flush()
         self.out.close()
-        return {"interfaces": report}
+        return {"interfaces": report, "reordered": self.merger.reordered, "late": self.merger.late}
 
     def close(self) -> None:
         """Unmap the rings and close the sockets. Each close of a packet socket with a ring waits for

@@ -19,6 +19,8 @@ cdef long long TS_MIN, TS_MAX
 cdef inline unsigned int _h32(const unsigned char *p, Py_ssize_t i) noexcept nogil
 cdef inline unsigned int _h16(const unsigned char *p, Py_ssize_t i) noexcept nogil
 cdef inline unsigned long long _h64(const unsigned char *p, Py_ssize_t i) noexcept nogil
+cdef inline unsigned int _rd32(const unsigned char *o, Py_ssize_t i) noexcept nogil
+cdef inline long long _epb_ts(const unsigned char *o, Py_ssize_t i) noexcept nogil
 cdef inline void _le32(unsigned char *o, Py_ssize_t i, unsigned int v) noexcept nogil
 cdef inline void _fence() noexcept nogil
 cdef inline void _copy(unsigned char *o, Py_ssize_t i, unsigned char *p, Py_ssize_t j, Py_ssize_t n) noexcept nogil
@@ -47,10 +49,13 @@ cdef class Merger:
     cdef public long long limit, slack_ns, total
     cdef public bytearray buf
     cdef public Py_ssize_t fill
+    cdef public long long reordered, late, flushed_ts
 
     cpdef bint full(self)
     cpdef bint holding(self)
     cpdef bint filling(self)
     cpdef long long pump(self, long long now_ns, bint final) except -1
     cdef void _write(self, Ring r) except *
+    cdef void _place(self, Py_ssize_t start, long long ts) except *
+    cdef void _flush_upto(self, long long limit) except *
     cpdef flush(self)
