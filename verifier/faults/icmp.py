@@ -9,7 +9,7 @@ from verifier.faults.arm import PACKET_OUTGOING, Arm, Frame, flag_text, flags_ma
 from verifier.faults.base import (DEFAULT_LIFETIME_S, MAX_DURATION_S, MAX_MATCHES, AgentFault, FaultError, Match,
                                   Option, Syn, agent_pid, match_options, poll)
 from verifier.faults.drop import Drop
-from verifier.wire import encode
+from verifier.wire import encode, names
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns import Host
@@ -17,26 +17,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["DEFAULT_MTU", "ICMP_UNREACH_CODES", "IcmpArm", "IcmpUnreachable", "icmp_unreach_code"]
 
-#: Friendly name -> {family: (ICMP type, code)}. IPv4: type 3 (destination unreachable) codes of
-#: RFC 792/1812; IPv6: type 1 (destination unreachable) codes of RFC 4443, and type 2 (packet too big)
-#: as the IPv6 counterpart of "fragmentation needed". A name missing for a family has no equivalent there.
+#: Friendly name -> {family: (ICMP type, code)}: the destination-unreachable (and, for "frag-needed",
+#: packet-too-big) errors of the project's one ICMP name table (`verifier.wire.names.ICMP_KINDS`,
+#: RFC 792/1812 and RFC 4443 codes). A name missing for a family has no equivalent there.
 ICMP_UNREACH_CODES: dict[str, dict[int, tuple[int, int]]] = {
-    "net": {4: (3, 0), 6: (1, 0)},          # net unreachable / no route to destination
-    "host": {4: (3, 1), 6: (1, 3)},         # host unreachable / address unreachable
-    "protocol": {4: (3, 2)},                # IPv6 signals this with a parameter problem, not type 1
-    "port": {4: (3, 3), 6: (1, 4)},
-    "frag-needed": {4: (3, 4), 6: (2, 0)},  # with an MTU: fragmentation needed / packet too big
-    "admin": {4: (3, 13), 6: (1, 1)},       # communication administratively prohibited
-}
-_ICMP_ALIASES = {
-    "net-unreachable": "net", "network": "net", "no-route": "net",
-    "host-unreachable": "host", "address": "host", "addr-unreachable": "host", "address-unreachable": "host",
-    "proto": "protocol", "protocol-unreachable": "protocol",
-    "port-unreachable": "port",
-    "frag": "frag-needed", "fragmentation-needed": "frag-needed", "too-big": "frag-needed",
-    "packet-too-big": "frag-needed",
-    "admin-prohibited": "admin", "prohibited": "admin",
-}
+    name: by for name, by in names.ICMP_KINDS.items() if name != "ttl"}
+_ICMP_ALIASES = {alias: name for alias, name in names.ICMP_ALIASES.items() if name in ICMP_UNREACH_CODES}
 DEFAULT_MTU = {4: 1200, 6: 1280}  # what a "fragmentation needed" / "packet too big" announces by default
 DEFAULT_MAX_ANSWERS = 64
 
@@ -48,8 +34,8 @@ def icmp_unreach_code(code: str | int, family: int) -> tuple[int, int] | None:
         return (3, code) if family == 4 else (1, code)
     name = _ICMP_ALIASES.get(code, code)
     if name not in ICMP_UNREACH_CODES:
-        names = sorted(set(ICMP_UNREACH_CODES) | set(_ICMP_ALIASES))
-        raise FaultError(f"unknown ICMP unreachable code {code!r}; use a number or one of {', '.join(names)}")
+        known = sorted(set(ICMP_UNREACH_CODES) | set(_ICMP_ALIASES))
+        raise FaultError(f"unknown ICMP unreachable code {code!r}; use a number or one of {', '.join(known)}")
     return ICMP_UNREACH_CODES[name].get(family)
 
 
