@@ -31,15 +31,15 @@ def ip_commands(tag: str) -> list[list[str]]:
     c, r, s = f"{tag}-client", f"{tag}-router", f"{tag}-server"
     cmds = [["ip", "netns", "add", n] for n in (c, r, s)]
     cmds += [
-        ["ip", "-n", c, "link", "add", f"{tag}-c0", "type", "veth", "peer", "name", f"{tag}-r0", "netns", r],
-        ["ip", "-n", r, "link", "add", f"{tag}-r1", "type", "veth", "peer", "name", f"{tag}-s0", "netns", s],
+        ["ip", "-n", c, "link", "add", "c0", "type", "veth", "peer", "name", "r0", "netns", r],
+        ["ip", "-n", r, "link", "add", "r1", "type", "veth", "peer", "name", "s0", "netns", s],
         ["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
     ]
     for ns, dev, a4, a6 in ((c, "c0", "192.0.2.2", "2001:db8:1::2"), (r, "r0", "192.0.2.1", "2001:db8:1::1"),
                             (r, "r1", "203.0.113.1", "2001:db8:2::1"), (s, "s0", "203.0.113.2", "2001:db8:2::2")):
-        cmds += [["ip", "-n", ns, "addr", "add", f"{a4}/24", "dev", f"{tag}-{dev}"],
-                 ["ip", "-n", ns, "addr", "add", f"{a6}/64", "dev", f"{tag}-{dev}", "nodad"],
-                 ["ip", "-n", ns, "link", "set", f"{tag}-{dev}", "up"]]
+        cmds += [["ip", "-n", ns, "addr", "add", f"{a4}/24", "dev", dev],
+                 ["ip", "-n", ns, "addr", "add", f"{a6}/64", "dev", dev, "nodad"],
+                 ["ip", "-n", ns, "link", "set", dev, "up"]]
     for ns in (c, r, s):
         cmds.append(["ip", "-n", ns, "link", "set", "lo", "up"])
     cmds += [["ip", "-n", c, "route", "add", "default", "via", "192.0.2.1"],

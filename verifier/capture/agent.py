@@ -4,7 +4,7 @@
 the first time it is needed, and talks to it with JSON lines on stdin/stdout::
 
     > {"op": "start", "id": 1, "path": "out.pcapng", "settle_ms": 10, "ring_mib": 8, "count": 0,
-       "interfaces": [{"netns": "tv00abc0-client", "ifname": "tv00abc0-c0", "label": "client:c0"}]}
+       "interfaces": [{"netns": "tv00abc0-client", "ifname": "c0", "label": "client:c0"}]}
     < {"id": 1, "ready": true}
     > {"op": "status", "id": 1}
     < {"id": 1, "written": 7, "dropped": 0, "done": false}
