@@ -92,7 +92,8 @@ def test_handshake_failure_report_on_refused_connection(tmp_path):
     assert "    0.000000  client:eth0  c>s  S    seq=0 ack=-  len=0" in lines
     assert ">>  0.000080  client:eth0  s>c  RA   seq=0 ack=1  len=0" in lines
     assert "server:eth0  c>s" not in msg  # only the primary interface's ladder
-    assert "offending packet: index 1 in the capture (Wireshark frame 2) on client:eth0" in lines
+    # The frame number names the file it counts in: the evidence file, not a one-host view.
+    assert f"offending packet: index 1 in the capture (Wireshark frame 2 of {path.name}) on client:eth0" in lines
     assert lines[-1] == f"pcap: {path}"
 
 

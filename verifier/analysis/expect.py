@@ -18,6 +18,8 @@ Wireshark frame number to look at.
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 from verifier.analysis.conditions import judge_syns
 from verifier.analysis.schedules import LinuxProfile, StevensProfile, SynSchedule
 from verifier.analysis.trace import Connection, Event, Trace, format_endpoint, format_events
@@ -192,9 +194,12 @@ class ConnectionExpectation:
         lines += _excerpt(ladder, events.index(mark) if mark in events else None)
         lines.append("")
         if mark is not None:
+            # The frame number is of the file the trace was read from (the evidence file with every
+            # interface), not of a one-host view written beside it, whose numbering differs.
+            of = f" of {PurePath(str(self.trace.source)).name}" if self.trace.source else ""
             lines.append(
                 f"offending packet: index {mark.packet_index} in the capture "
-                f"(Wireshark frame {mark.packet_index + 1}) on {mark.iface}"
+                f"(Wireshark frame {mark.packet_index + 1}{of}) on {mark.iface}"
             )
         lines.append(_pcap_line(self.trace))
         return ExpectationFailed("\n".join(lines), connection=c, event=mark)
