@@ -9,6 +9,7 @@ import time
 import pytest
 
 from netns import Testbed
+from tests.testbed.wire import children
 from verifier.capture import Capture, CaptureError
 from verifier.pcap import read_interface_stats, read_packets
 
@@ -218,14 +219,6 @@ def test_a_syn_flood_at_the_top_rate_is_captured_whole_in_time_order(root, tmp_p
     assert syns == {"client:c0": 20_000, "router:r0": 20_000, "router:r1": 20_000, "server:s0": 20_000}
     assert _in_time_order(cap.path) == (0, 0)
     assert cap.late == 0, cap.summary()
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            kids += [int(k) for k in f.read().split()]
-    return kids
 
 
 def _stopped_agent_flood(bed, path, ring_mib, count):

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.testbed.wire import children
 from verifier.pcap import CaptureFile, read_interface_stats, read_packets
 
 VERIFIER = [sys.executable, "-m", "verifier.cli"]
@@ -150,18 +151,11 @@ def test_a_signal_stops_the_capture_cleanly_with_a_complete_file(bed, tmp_path, 
 
 
 # -- lost packets: said, counted, exit 1 ----------------------------------------------------------
-def _children(pid: int) -> list[int]:
-    kids = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            kids += [int(k) for k in f.read().split()]
-    return kids
-
 
 def test_packets_lost_are_said_and_the_exit_status_is_1(bed, tmp_path):
     out = tmp_path / "lossy.pcapng"
     proc = start_capture(bed, "-w", str(out), "--ring-size", "1", "--json")
-    (agent,) = _children(proc.pid)  # the capture process, which reads the rings
+    (agent,) = children(proc.pid)  # the capture process, which reads the rings
     os.kill(agent, signal.SIGSTOP)  # nobody reads: the 1 MiB rings overflow during the flood
     try:
         flood(bed, 20_000, rate=50_000)

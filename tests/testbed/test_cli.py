@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from netns import namespace
+from tests.testbed.wire import read_until
 from verifier.pcap import read_packets
 
 VERIFIER = [sys.executable, "-m", "verifier.cli"]
@@ -97,20 +98,6 @@ def test_a_garbage_capture_is_one_clear_line(tmp_path):
     assert res.stderr.strip().splitlines() == [f"verifier: {bad}: not a pcap or pcapng file (magic 0x3c68746d)"]
 
 
-def _wait_for(stream, text: str, timeout: float = 30) -> str:
-    """Read an unbuffered pipe until `text` appears (bounded); returns what was read."""
-    import time
-
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while text.encode() not in seen:
-        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(stream.fileno(), 65536) if ready else b""
-        assert chunk, f"no {text!r} in time; got {seen!r}"
-        seen += chunk
-    return seen.decode()
-
-
 def test_a_user_session_up_exec_inject_capture_down(bed_name, tmp_path):
     """What a user does: up, a server, a capture, a fault, a client, the capture checked, down."""
     import signal
@@ -125,14 +112,14 @@ def test_a_user_session_up_exec_inject_capture_down(bed_name, tmp_path):
     names = [h.netns for h in Testbed.attach(bed_name).hosts.values()]
     srv = subprocess.Popen([*VERIFIER, "testbed", "exec", bed_name, "server", "--", server, "--family", "4",
                             "0.0.0.0", "5000"], stdout=subprocess.PIPE, bufsize=0)
-    _wait_for(srv.stdout, '"call":"listen"')  # the server's readiness line
+    read_until(srv.stdout, '"call":"listen"')  # the server's readiness line
     cap_file = tmp_path / "session.pcapng"
     cap = subprocess.Popen([*VERIFIER, "capture", bed_name, "--host", "client", "-w", str(cap_file), "--json"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
-    _wait_for(cap.stderr, "Ctrl-C to stop")
+    read_until(cap.stderr, "Ctrl-C to stop")
     inj = subprocess.Popen([*VERIFIER, "inject", "icmp-unreachable", bed_name, "--dport", "5001", "--code", "host",
                             "--duration", "30", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
-    _wait_for(inj.stderr, "Ctrl-C to remove it sooner")  # printed once the fault is in place
+    read_until(inj.stderr, "Ctrl-C to remove it sooner")  # printed once the fault is in place
     # A client to the faulty port gets the router's ICMP: EHOSTUNREACH; one to the server connects.
     bad = verifier("testbed", "exec", bed_name, "client", "--", client, "--family", "4", "203.0.113.2", "5001")
     good = verifier("testbed", "exec", bed_name, "client", "--", client, "--family", "4", "203.0.113.2", "5000")
@@ -164,7 +151,7 @@ def test_inject_removes_its_fault_when_stopped(bed_name, sig):
     router = Testbed.attach(bed_name).router
     inj = subprocess.Popen([*VERIFIER, "inject", "drop", bed_name, "--flags", "syn", "--duration", "60", "--json"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
-    _wait_for(inj.stderr, "Ctrl-C to remove it sooner")
+    read_until(inj.stderr, "Ctrl-C to remove it sooner")
     assert "tn" in router.run(["nft", "list", "tables"]).check().stdout
     inj.send_signal(getattr(signal, sig))
     report = json.loads(inj.communicate(timeout=30)[0])

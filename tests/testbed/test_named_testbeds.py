@@ -13,6 +13,7 @@ import pytest
 
 from netns import namespace, registry
 from netns.namespace import NamespaceError, check_testbed_name
+from tests.testbed.wire import read_until
 
 VERIFIER = [sys.executable, "-m", "verifier.cli"]
 
@@ -42,19 +43,6 @@ def wait_for(check, what: str, timeout: float = 30):
             return got
         assert time.monotonic() < deadline, f"no {what} within {timeout} s"
         time.sleep(0.01)
-
-
-def read_stream_until(stream, text: str, timeout: float = 30) -> str:
-    import select
-
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while text.encode() not in seen:
-        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(stream.fileno(), 65536) if ready else b""
-        assert chunk, f"no {text!r} in time; got {seen!r}"
-        seen += chunk
-    return seen.decode()
 
 
 def netns_of(name: str) -> list[str]:
@@ -154,14 +142,14 @@ def test_two_long_names_with_a_common_prefix_are_two_testbeds(names):
                             "import socket\ns = socket.create_server(('0.0.0.0', 5000))\nprint('ready', flush=True)\n"
                             "while True: s.accept()[0].close()"], stdout=subprocess.PIPE, bufsize=0)
     try:
-        read_stream_until(srv.stdout, "ready")
+        read_until(srv.stdout, "ready")
         assert connect(a, server_addr) == "connected"
         assert connect(b, server_addr) == "refused"
         # A fault on a's router (an nft table named after the long name) acts on a alone.
         inj = subprocess.Popen([*VERIFIER, "inject", "drop", a, "--flags", "syn", "--dport", "5000",
                                 "--duration", "30", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                bufsize=0)
-        read_stream_until(inj.stderr, "Ctrl-C to remove it sooner")
+        read_until(inj.stderr, "Ctrl-C to remove it sooner")
         assert connect(a, server_addr) == "failed TimeoutError"
         assert connect(b, server_addr) == "refused"
         inj.send_signal(signal.SIGINT)

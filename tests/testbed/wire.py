@@ -1,15 +1,18 @@
 """Helpers shared by the fault tests (test_faults.py, test_icmp_fault.py) to look at what a fault did
 on the wire and what it left running: the raw frames of a capture, the IP packet in a frame, checksum
 and ICMP error checks (with `verifier.wire.encode`), a SYN started from inside a host, timings
-against the project's tolerance model, and the fault agent's processes and packet sockets.
+against the project's tolerance model, the fault agent's processes and packet sockets, and the
+children and output pipes of the processes a test starts.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
+import time
 
 from netns import namespace
 from verifier.analysis.schedules import Tolerance
@@ -127,3 +130,26 @@ def socket_inodes_of(pid: int) -> set[int]:
         if target.startswith("socket:["):
             found.add(int(target[8:-1]))
     return found
+
+
+# -- processes the tests start ------------------------------------------------------------------
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (every thread's), from /proc."""
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def read_until(stream, text: str, timeout: float = 30) -> str:
+    """Read an unbuffered pipe until `text` appears (bounded by `timeout`); returns what was read."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(stream.fileno(), 65536) if ready else b""
+        assert chunk, f"no {text!r} in time; got {seen!r}"
+        seen += chunk
+    return seen.decode()
