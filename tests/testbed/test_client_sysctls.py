@@ -1,8 +1,12 @@
 """A trace from a testbed carries its client namespace's SYN sysctls, and the linux SYN-schedule
 checks (`syn_schedule("linux")`, `--expect "... follows linux"`) model them, not the kernel's
-defaults: on a real testbed whose client has non-default tcp_syn_retries and tcp_syn_linear_timeouts."""
+defaults: on a real testbed whose client has non-default tcp_syn_retries and tcp_syn_linear_timeouts.
+The capture file records them, so a saved capture read back later models them as well."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
@@ -13,6 +17,7 @@ from verifier.analysis.schedules import LINUX_DEFAULTS, LINUX_SYSCTLS, LinuxProf
 from verifier.analysis.trace import load_trace
 from verifier.capture import Capture
 from verifier.faults import Drop, Syn
+from verifier.pcap import PcapngWriter, read_interface_stats, read_packets
 
 PORT = 5000
 CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])))"
@@ -39,20 +44,48 @@ def test_the_linux_schedule_is_the_client_namespace_s(testbed, capture, fault):
     assert "tcp_syn_retries=1, tcp_syn_linear_timeouts=0" in verdict.text()
     assert "settings read in the client's namespace" in verdict.text()
 
-    # The same packets read back from the file know nothing of the namespace: the defaults are
-    # assumed, and they do not fit (so the check above did read the namespace).
+    # The capture file records them (an opt_comment of the client interface's statistics block),
+    # so the saved capture, read back later, models them too: in Python and with `verifier replay`.
     saved = load_trace(capture.path)
-    assert saved.client_sysctls is None
+    assert saved.client_sysctls == trace.client_sysctls
+    expect(saved).connection(dport=PORT).syn_schedule("linux")
+    assert check(saved, f"port {PORT} follows linux")[0].ok
+    res = subprocess.run([sys.executable, "-m", "verifier.cli", "replay", str(capture.path), "--expect",
+                          f"port {PORT} follows linux"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "tcp_syn_retries=1, tcp_syn_linear_timeouts=0" in res.stdout + res.stderr
+
+    # Without that record the defaults are assumed, and they do not fit (so the checks above did
+    # use the recorded values): the same file written again with its statistics blocks' comments left out.
+    bare = capture.path.with_name("bare.pcapng")
+    with open(bare, "wb") as f:
+        w = PcapngWriter(f)
+        ids = {}
+        for p in read_packets(capture.path):
+            if p.iface_name not in ids:
+                ids[p.iface_name] = w.add_interface(p.iface_name)
+            w.write_packet(ids[p.iface_name], p.ts_ns, p.data, direction=p.direction)
+        for st in read_interface_stats(capture.path):
+            assert st.comments or st.iface_name != "client:c0"
+            w.write_stats(ids[st.iface_name], st.ts_ns, received=st.received, dropped=st.dropped)
+    unknown = load_trace(bare)
+    assert unknown.client_sysctls is None
     with pytest.raises(ExpectationFailed, match="the client's sysctls are unknown"):
-        expect(saved).connection(dport=PORT).syn_schedule("linux")
-    assert not check(saved, f"port {PORT} follows linux")[0].ok
+        expect(unknown).connection(dport=PORT).syn_schedule("linux")
+    assert not check(unknown, f"port {PORT} follows linux")[0].ok
 
 
 def test_a_trace_taken_after_the_testbed_is_gone_does_not_pretend(root, tmp_path):
     with Testbed("pair", "ipv4") as bed:
         bed.client.sysctl("net.ipv4.tcp_syn_retries", 2)
-        cap = Capture(bed, tmp_path / "run.pcapng").start()
-        cap.stop()
+        stopped = Capture(bed, tmp_path / "stopped.pcapng").start()
+        stopped.stop()  # read at the stop, while the namespace was there: kept, and in the file
         inside = Capture(bed, tmp_path / "inside.pcapng").start()
         assert inside.trace().client_sysctls["net.ipv4.tcp_syn_retries"] == "2"
-    assert cap.trace().client_sysctls is None  # unknown, not the defaults dressed up as the namespace's
+        late = Capture(bed, tmp_path / "late.pcapng").start()
+    assert stopped.trace().client_sysctls["net.ipv4.tcp_syn_retries"] == "2"
+    assert load_trace(stopped.path).client_sysctls == stopped.trace().client_sysctls
+    # Stopped after the testbed went: nothing to read, so unknown, not the defaults dressed up as
+    # the namespace's, and nothing recorded.
+    assert late.trace().client_sysctls is None
+    assert load_trace(late.path).client_sysctls is None

@@ -24,12 +24,15 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "LINUX_DEFAULTS",
     "LINUX_SYSCTLS",
+    "SYSCTLS_COMMENT",
     "Comparison",
     "ItemVerdict",
     "LinuxProfile",
     "StevensProfile",
     "SynSchedule",
     "Tolerance",
+    "sysctls_comment",
+    "sysctls_from_comments",
     "tcp_model_timeout_ms",
     "wheel_granularity_s",
 ]
@@ -355,6 +358,33 @@ LINUX_SYSCTLS = ("net.ipv4.tcp_syn_retries", "net.ipv4.tcp_syn_linear_timeouts",
 #: does not say what its client's namespace had.
 LINUX_DEFAULTS = {"net.ipv4.tcp_syn_retries": 6, "net.ipv4.tcp_syn_linear_timeouts": 4,
                   "net.ipv4.tcp_rto_max_ms": 120_000}
+
+
+#: How a capture records its client namespace's SYN sysctls: an opt_comment of the client
+#: interface's Interface Statistics Block (written when the capture stops, since a test may set them
+#: after the capture started), so that a later reading of the file models them.
+SYSCTLS_COMMENT = "tcp-verifier client sysctls:"
+
+
+def sysctls_comment(values: dict[str, str | None]) -> str:
+    """The comment recording `values` ("-": the kernel has no such sysctl), e.g.
+    ``tcp-verifier client sysctls: net.ipv4.tcp_syn_retries=2 net.ipv4.tcp_syn_linear_timeouts=-``."""
+    return " ".join([SYSCTLS_COMMENT, *(f"{k}={'-' if v is None else v}" for k, v in values.items())])
+
+
+def sysctls_from_comments(comments) -> dict[str, str | None] | None:
+    """The sysctls a capture recorded (`sysctls_comment`), from the comments of its statistics
+    blocks; None if none of them records any. Unknown words are ignored."""
+    for text in comments:
+        if not text.startswith(SYSCTLS_COMMENT):
+            continue
+        values: dict[str, str | None] = {}
+        for word in text[len(SYSCTLS_COMMENT):].split():
+            key, eq, value = word.partition("=")
+            if eq and key in LINUX_SYSCTLS and value:
+                values[key] = None if value == "-" else value
+        return values
+    return None
 
 
 def tcp_model_timeout_ms(boundary: int, rto_base_ms: int, rto_max_ms: int) -> int:

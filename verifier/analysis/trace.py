@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from verifier.analysis.attempt import EVENT_NOTES, EVENTS
 from verifier.analysis.grouper import Attempt, Grouper
+from verifier.analysis.schedules import sysctls_from_comments
 from verifier.pcap import InterfaceStats, Reader
 from verifier.wire import ACK, FIN, ICMP, RST, SYN, TCP, Decoder, Packet, icmp_description
 
@@ -323,7 +324,8 @@ class Trace:
         self.capture_stats: list[InterfaceStats] = []  # from the capture file's ISBs
         self.stats = None
         #: The client namespace's SYN sysctls (schedules.LINUX_SYSCTLS -> value, None where the kernel
-        #: lacks one) when the capture came from a testbed (`Capture.trace()` reads them); None when
+        #: lacks one) when the capture came from a testbed (`Capture.trace()` reads them, and the
+        #: capture file records them, so `load_trace` of a saved capture has them too); None when
         #: unknown. A `linux` SYN-schedule check models them instead of the kernel's defaults.
         self.client_sysctls: dict[str, str | None] | None = None
 
@@ -416,6 +418,7 @@ def _from_file(source, *, checksums: bool = False, keep_ids=None, max_packets: i
         g.run(reader, Decoder(checksums))
         trace = Trace._from_grouper(g, reader.name)
         trace.capture_stats = list(reader.stats)
+        trace.client_sysctls = sysctls_from_comments(c for st in trace.capture_stats for c in st.comments)
         return trace
     finally:
         reader.close()

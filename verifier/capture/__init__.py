@@ -102,6 +102,7 @@ class Capture:
         # same (`reordered`), and those stamped too far out of order to be, left where they were (`late`).
         self.reordered = 0
         self.late = 0
+        self.client_sysctls: dict[str, str | None] | None = None  # read at stop(), recorded in the file
         self._id: int | None = None
         self._trace: Trace | None = None
 
@@ -137,7 +138,16 @@ class Capture:
         if self._id is None:
             return self.stats
         rid, self._id = self._id, None
-        answer = _service.request({"op": "stop", "id": rid})
+        # The client's SYN sysctls as they are at the end (a test may set them after the start),
+        # recorded in the file, so that a later reading of it models them too (load_trace).
+        self.client_sysctls = _client_sysctls(self.bed)
+        comments = {}
+        if self.client_sysctls is not None:
+            from verifier.analysis.schedules import sysctls_comment
+
+            text = sysctls_comment(self.client_sysctls)
+            comments = {t["label"]: text for t in self.targets if t["label"].split(":", 1)[0] == "client"}
+        answer = _service.request({"op": "stop", "id": rid, "comments": comments})
         if "interfaces" not in answer:
             raise CaptureError(f"the capture of {self.path} ended badly: {answer.get('error', answer)}")
         self.stats = [InterfaceStats(**i) for i in answer["interfaces"]]
@@ -208,7 +218,7 @@ class Capture:
             from verifier.analysis.trace import load_trace
 
             self._trace = load_trace(self.path)
-            self._trace.client_sysctls = _client_sysctls(self.bed)
+            self._trace.client_sysctls = self.client_sysctls
         return self._trace
 
 

@@ -8,9 +8,11 @@ the first time it is needed, and talks to it with JSON lines on stdin/stdout::
     < {"id": 1, "ready": true}
     > {"op": "status", "id": 1}
     < {"id": 1, "written": 7, "dropped": 0, "done": false}
-    > {"op": "stop", "id": 1}
+    > {"op": "stop", "id": 1, "comments": {"client:c0": "tcp-verifier client sysctls: ..."}}
     < {"id": 1, "interfaces": [{"label": "client:c0", "written": 7, "received": 7, "dropped": 0,
-                                "discarded": 0}]}
+                                "discarded": 0}], "reordered": 0, "late": 0}
+
+("comments": optional, an opt_comment for an interface's statistics block.)
 
 For each capture it opens one AF_PACKET socket per interface from inside that interface's namespace
 (the socket stays bound to the namespace; this process stays where it is), gives it a memory-mapped
@@ -250,7 +252,9 @@ class Recording:
         """Packets the kernel counted as queued for us that have not been taken out yet."""
         return sum(rcv - drop - r.consumed for rcv, drop, r in zip(self.received, self.dropped, self.rings))
 
-    def finish(self) -> dict:
+    def finish(self, comments: dict | None = None) -> dict:
+        """Stop: the last packets, then each interface's statistics block (with the comment given
+        for its label in `comments`, if any) and the answer."""
         # Frames sent just before the stop may still be on their way through a veth's backlog:
         # keep reading until nothing new has come for the settle time.
         quiet_since = started = time.monotonic()
@@ -282,7 +286,8 @@ class Recording:
             # same, and the file says so (isb_osdrop), so that no reader takes it for complete.
             missing = max(0, self.received[i] - self.dropped[i] - r.consumed)
             self.writer.write_stats(i, now, received=self.received[i], dropped=self.dropped[i],
-                                    os_dropped=missing or None, delivered=r.written)
+                                    os_dropped=missing or None, delivered=r.written,
+                                    comment=(comments or {}).get(self.labels[i]))
             report.append({"label": self.labels[i], "written": r.written, "received": self.received[i],
                            "dropped": self.dropped[i], "discarded": r.discarded, "missing": missing})
         self.writer.flush()
@@ -319,10 +324,10 @@ def main() -> int:
     stopping = False
     stdin = sys.stdin.buffer
 
-    def end(rid: int) -> dict:
+    def end(rid: int, comments: dict | None = None) -> dict:
         rec = recordings.pop(rid)
         try:
-            return rec.finish()
+            return rec.finish(comments)
         finally:
             closer = threading.Thread(target=rec.close, daemon=True)
             closer.start()
@@ -372,7 +377,7 @@ def main() -> int:
                 if rid in finished:
                     reply({"id": rid, **finished.pop(rid), "ended": "SIGTERM"})
                 else:
-                    reply({"id": rid, **end(rid)})
+                    reply({"id": rid, **end(rid, req.get("comments"))})
             else:
                 reply({"id": rid, "error": f"unknown op {req['op']!r}"})
         except Exception as exc:  # one bad request must not end the other captures

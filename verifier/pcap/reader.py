@@ -578,7 +578,8 @@ class Reader:
 
         st = InterfaceStats(iface=ifc.id, iface_name=ifc.name, ts_ns=max(self._ns(ifc, (hi << 32) | lo), 0),
                             received=counter(4), dropped=counter(5), filter_accepted=counter(6),
-                            os_dropped=counter(7), delivered=counter(8))
+                            os_dropped=counter(7), delivered=counter(8),
+                            comments=tuple(_text(v) for v in opts.get(1, ())))
         self.stats.append(st)
         lost = st.lost if st.lost < LOST_MAX else LOST_MAX
         if lost > ifc.lost:  # the counters are cumulative
@@ -621,19 +622,46 @@ class Reader:
         their length), so that an early-finished connection already knows its interface was lossy.
         Empty when the file is not seekable, not pcapng, or has no such blocks; the file position
         is restored."""
-        f = self.f
         lost: dict = {}
+        order, found = self._trailing_statistics()
+        for iid, opts in found:
+            n = 0
+            for code in (5, 7):  # isb_ifdrop, isb_osdrop
+                for v in opts.get(code, ()):
+                    if len(v) >= 8:
+                        n += int.from_bytes(v[:8], order)
+            lost[iid] = max(lost.get(iid, 0), n if n < LOST_MAX else LOST_MAX)
+        return {k: v for k, v in lost.items() if v}
+
+    def trailing_comments(self) -> dict:
+        """{interface id of the last section: [opt_comment texts]} of the statistics blocks at the
+        end of a seekable pcapng file, read the same way as `trailing_lost` (before the stream
+        starts). The capture agent records there what a reading of the file needs and only the end
+        of the capture knows, such as the client namespace's SYN sysctls."""
+        found: dict = {}
+        for iid, opts in self._trailing_statistics()[1]:
+            texts = [_text(v) for v in opts.get(1, ())]
+            if texts:
+                found[iid] = texts + found.get(iid, [])  # read backwards: keep the file's order
+        return found
+
+    def _trailing_statistics(self) -> tuple:
+        """(the byte order, [(interface id, {option code: [values]})]) of the Interface Statistics
+        Blocks at the end of a seekable pcapng file, last first; the file position is restored."""
+        f = self.f
+        found: list = []
+        order = "little"
         try:
             if not f.seekable():
-                return lost
+                return order, found
             here = f.tell()
         except (OSError, ValueError, AttributeError):
-            return lost
+            return order, found
         try:
             f.seek(0)
             head = f.read(12)
             if len(head) < 12 or head[:4] != b"\x0a\x0d\x0d\x0a":
-                return lost
+                return order, found
             order = "little" if head[8:12] == b"\x4d\x3c\x2b\x1a" else "big"
             size = f.seek(0, 2)
             pos = size
@@ -651,17 +679,16 @@ class Reader:
                     break
                 if btype == ISB and total >= 24:
                     iid = int.from_bytes(block[8:12], order)
+                    opts: dict = {}
                     pos_o, end_o = 20, total - 4
-                    n = 0
                     while pos_o + 4 <= end_o:
                         code = int.from_bytes(block[pos_o:pos_o + 2], order)
                         length = int.from_bytes(block[pos_o + 2:pos_o + 4], order)
                         if code == 0 or pos_o + 4 + length > end_o:
                             break
-                        if code in (5, 7) and length >= 8:
-                            n += int.from_bytes(block[pos_o + 4:pos_o + 12], order)
+                        opts.setdefault(code, []).append(block[pos_o + 4:pos_o + 4 + length])
                         pos_o += 4 + length + (-length % 4)
-                    lost[iid] = max(lost.get(iid, 0), n if n < LOST_MAX else LOST_MAX)
+                    found.append((iid, opts))
                 pos -= total
         except (OSError, ValueError):
             pass
@@ -670,4 +697,4 @@ class Reader:
                 f.seek(here)
             except (OSError, ValueError):
                 pass
-        return {k: v for k, v in lost.items() if v}
+        return order, found

@@ -82,6 +82,7 @@ class InterfaceStats:
     filter_accepted: int | None = None
     os_dropped: int | None = None
     delivered: int | None = None
+    comments: tuple[str, ...] = ()  # opt_comment texts
 
     @property
     def lost(self) -> int:

@@ -17,6 +17,7 @@ _ISB = 0x00000005
 _EPB = 0x00000006
 _BYTE_ORDER_MAGIC = 0x1A2B3C4D
 _OPT_ENDOFOPT = 0
+_OPT_COMMENT = 1
 _SHB_USERAPPL = 4
 _IF_NAME = 2
 _IF_DESCRIPTION = 3
@@ -117,11 +118,12 @@ class PcapngWriter:
         dropped: int | None,
         os_dropped: int | None = None,
         delivered: int | None = None,
+        comment: str | None = None,
     ) -> None:
         """Write an Interface Statistics Block with isb_ifrecv / isb_ifdrop, and isb_osdrop /
-        isb_usrdeliv when given."""
+        isb_usrdeliv and an opt_comment when given."""
         self._check_iface(iface_id)
-        opts = []
+        opts = [] if comment is None else [_option(_OPT_COMMENT, comment.encode())]
         for code, value in ((_ISB_IFRECV, received), (_ISB_IFDROP, dropped), (_ISB_OSDROP, os_dropped),
                             (_ISB_USRDELIV, delivered)):
             if value is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import stat
@@ -250,19 +251,18 @@ def run_replay(args) -> int:
     except ValueError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
-    evals = [Evaluation(c) for c in conds]
     # A one-pass command that makes millions of short-lived objects and no reference cycles: the
     # cyclic collector would walk the live attempts again and again for nothing.
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        return _replay(args, sc, evals)
+        return _replay(args, sc, conds)
     finally:
         if gc_was:
             gc.enable()
 
 
-def _replay(args, sc, evals) -> int:
+def _replay(args, sc, conds) -> int:
     from verifier.analysis.grouper import json_lines
     from verifier.pcap import CaptureFormatError
 
@@ -279,7 +279,11 @@ def _replay(args, sc, evals) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for chunk in sc.chunks():
+            chunks = sc.chunks()
+            first = next(chunks, None)  # opens the file: its recorded client sysctls are known now
+            # A `follows linux` condition models the sysctls the capture recorded, if it did.
+            evals = [Evaluation(c, sc.client_sysctls) for c in conds]
+            for chunk in itertools.chain([first] if first is not None else [], chunks):
                 for e in evals:
                     for r in chunk:
                         e.add(r)

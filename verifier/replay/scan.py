@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from verifier.analysis.grouper import (DEFAULT_LINGER_S, DEFAULT_MAX_CONNECTIONS, DEFAULT_REORDER_S, Attempt,
                                        Grouper, ScanStats)
+from verifier.analysis.schedules import sysctls_from_comments
 from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS
 from verifier.pcap import Reader
 from verifier.wire import Decoder
@@ -41,6 +42,9 @@ class Scan:
                                max_connections=max_connections, likely_server_ports=likely_server_ports)
         self.stats: ScanStats = self.grouper.stats
         self.name = None
+        #: The client namespace's SYN sysctls the capture recorded (`verifier.capture` writes them in
+        #: the client interface's statistics block), known once iteration has begun; None if none.
+        self.client_sysctls: dict | None = None
 
     def __iter__(self) -> Iterator[Attempt]:
         for chunk in self.chunks():
@@ -51,6 +55,7 @@ class Scan:
         g = self.grouper
         reader = Reader(self.source)
         self.name = reader.name
+        self.client_sysctls = sysctls_from_comments(c for texts in reader.trailing_comments().values() for c in texts)
         try:
             dec = Decoder(self.checksums)
             while g.run(reader, dec, CHUNK_FRAMES):
