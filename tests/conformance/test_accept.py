@@ -119,11 +119,22 @@ def test_c11_fork_server_parent_close_sends_no_fin(testbed, capture, family, pro
         assert child_close.t_enter_ns <= fin.ts_ns <= child_close.t_return_ns, tale
         start = next(c for c in served.calls if c.pid == child and c.call == "getsockname")
         lifetimes.append((start.t_enter_ns, child_close.t_return_ns))
-    # Many clients were served at once: the children's lifetimes overlap.
-    overlap = min(end for _, end in lifetimes) - max(begin for begin, _ in lifetimes)
-    assert overlap > 0, f"children served one after another: {lifetimes}"
-    evidence.record(f"{n} children served concurrently (overlap {overlap / 1e6:.0f} ms); each parent close() "
+    # Clients were served at once: children's lifetimes overlap (an iterative server would have one
+    # alive at a time). How many at once depends on how fast the clients start, so it is measured.
+    most = max_alive(lifetimes)
+    assert most >= 2, f"children served one after another: {lifetimes}"
+    evidence.record(f"{n} children, up to {most} alive at once; each parent close() "
                     f"sent nothing; each FIN left during the child's close()", stevens=True)
+
+
+def max_alive(lifetimes: list[tuple[int, int]]) -> int:
+    """The most intervals (begin, end) open at one instant."""
+    alive = most = 0
+    for _, step in sorted([(b, 1) for b, _ in lifetimes] + [(e, -1) for _, e in lifetimes],
+                          key=lambda x: (x[0], x[1])):  # an end before a begin at the same instant
+        alive += step
+        most = max(most, alive)
+    return most
 
 
 @pytest.mark.claim("C13")
