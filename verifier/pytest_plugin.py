@@ -296,9 +296,43 @@ def pytest_runtest_makereport(item, call):
                 rep.user_properties.append(("captures", [str(p) for p in paths]))
             if rep.failed:
                 rep.sections.append(("captures kept", "\n".join(str(p) for p in paths)))
+    if rep.when == "call" and rep.failed and call.excinfo is not None:
+        drawn = _draw_offender(call.excinfo.value)
+        if drawn:
+            rep.sections.append(("ladder of the offending connection", drawn))
     if rep.failed and testbed_key in item.stash:
         rep.sections.append(("testbed", item.stash[testbed_key]))
     return rep
+
+
+def _draw_offender(exc) -> str | None:
+    """For a failed expectation on a connection of a capture file: write the connection's ladder
+    (`verifier.draw`) beside the file as NAME.connectionID.html, the offending packet marked; the
+    line naming it (or saying why it could not be written)."""
+    from verifier.analysis.expect import ExpectationFailed
+
+    if not isinstance(exc, ExpectationFailed) or exc.connection is None or exc.trace is None:
+        return None
+    source = exc.trace.source
+    if not isinstance(source, str) or not os.path.isfile(source):
+        return None
+    from verifier.draw.ladder import ladder, render_svg
+    from verifier.draw.page import capture_page
+
+    conn = exc.connection
+    base = source[: -len(".pcapng")] if source.endswith(".pcapng") else source.rsplit(".", 1)[0]
+    out = Path(f"{base}.connection{conn.id}.html")
+    lad = ladder(conn, interfaces=exc.trace.interfaces)
+    mark = exc.event.packet_index if exc.event is not None else None
+    message = str(exc).splitlines()
+    page = capture_page(message[0] if message else "expectation failed", message[1:2] + [f"pcap: {source}"],
+                        [{"id": conn.id, "title": lad.title, "svg": render_svg(lad, mark_frame=mark),
+                          "href": os.path.basename(source), "link_text": os.path.basename(source)}])
+    try:
+        out.write_text(page)
+    except OSError as err:
+        return f"could not write {out}: {err.strerror or err}"
+    return f"ladder: {out} (open it in a browser)"
 
 
 def pytest_runtest_logreport(report):

@@ -13,8 +13,9 @@ the socket calls of the programs into a `Ladder`: plain data, one `Arrow` per pa
   heading for ends in a cross ("dropped after here"); ICMP errors start at the router;
 * time runs down the page. Every moment that matters (a packet leaving, a call entering or
   returning) gets at least one row, and the gap to the next one adds height growing with the log of
-  its length, so a 50 us gap and a 3 s gap both show, and their order is exact; gaps over
-  `BREAK_S` are marked as compressed, with their length;
+  its length, so a 50 us gap and a 3 s gap both show, and their order is exact; a packet's capture
+  on a later interface lies between the rows, in proportion to its time (so arrows slant as far as
+  the next moment allows); gaps over `BREAK_S` are marked as compressed, with their length;
 * a socket call is a bar on its host's line from its entry to its return, named at the entry and
   with its result at the return;
 * more than `max_arrows` packets: the first ones and the last ones are drawn, and the packets in
@@ -418,15 +419,20 @@ def column_xs(n: int) -> list[float]:
 
 
 def render_svg(lad: Ladder, *, colours: Mapping[int, str] | None = None, crisp: bool = False,
-               id_prefix: str = "") -> str:
+               mark_frame: int | None = None) -> str:
     """The SVG text of a ladder. `colours`: arrow index -> colour, overriding the colour of its kind
     (the browser test gives each arrow its own); `crisp`: no anti-aliasing (exact colours in a
-    screenshot). Every arrow is a ``<g class="pkt" data-index=...>`` with a ``<title>`` (shown on
-    hover: the packet in full, with each interface's capture time)."""
+    screenshot); `mark_frame`: the packet of that capture index (`Event.packet_index`) is
+    highlighted as the offending one. Every arrow is a ``<g class="pkt" data-index=...>`` with a
+    ``<title>`` (shown on hover: the packet in full, with each interface's capture time)."""
     xs = column_xs(len(lad.columns))
     width = xs[-1] + _CALL_W + 20
-    moments = [t for a in lad.arrows for h in a.hops for t in (h[1], h[3])]
-    moments += [t for m in lad.calls for t in (m.t_enter_ns, m.t_return_ns)]
+    # A row for each packet's departure and each call's entry and return; a packet's later hops (its
+    # capture times on the other interfaces) fall between rows, where their times put them.
+    moments = [a.t_ns for a in lad.arrows] + [t for m in lad.calls for t in (m.t_enter_ns, m.t_return_ns)]
+    ends = [h[3] for a in lad.arrows for h in a.hops]
+    if ends and (not moments or max(ends) > max(moments)):
+        moments.append(max(ends))
     breaks = []
     if lad.omitted is not None:
         before = [a.hops[-1][3] for a in lad.arrows if a.t_ns <= lad.omitted.from_ns]
@@ -490,6 +496,11 @@ def render_svg(lad: Ladder, *, colours: Mapping[int, str] | None = None, crisp: 
             pts.append((xs[c2], axis.y(t2)))
         sx, sy = pts[0]
         ex, ey = pts[-1]
+        if mark_frame is not None and a.packet_index == mark_frame:
+            parts.insert(1, f'<rect class="mark" x="{_TIME_W - 4}" y="{min(sy, ey) - 16:.1f}" '
+                            f'width="{xs[-1] - _TIME_W + _CALL_W:.1f}" height="{abs(ey - sy) + 22:.1f}" '
+                            f'fill="#fff3b0"/><text x="{xs[-1] + 12:.1f}" y="{(sy + ey) / 2 + 4:.1f}" '
+                            f'font-weight="bold">&#9664; offending packet</text>')
         direction = 1 if a.direction == "c>s" else -1
         if a.dropped:
             ex = ex + direction * _STUB
@@ -510,8 +521,8 @@ def render_svg(lad: Ladder, *, colours: Mapping[int, str] | None = None, crisp: 
                          f'fill="{colour}"/>')
         mx = (sx + ex) / 2
         my = axis.y(a.t_ns) + (ey - sy) / 2
-        parts.append(f'<text x="{mx:.1f}" y="{my - 5:.1f}" text-anchor="middle" fill="{colour}">'
-                     f'{escape(a.label)}</text>')
+        parts.append(f'<text x="{mx:.1f}" y="{my - 5:.1f}" text-anchor="middle" fill="{colour}" '
+                     f'stroke="#ffffff" stroke-width="3" paint-order="stroke">{escape(a.label)}</text>')
         parts.append(f'<text class="t" x="{_TIME_W - 6}" y="{axis.y(a.t_ns) + 4:.1f}" text-anchor="end" '
                      f'fill="#555">{(a.t_ns - lad.t0_ns) / 1e9:.6f}</text>')
         parts.append('</g>')
