@@ -76,6 +76,13 @@ def test_routed_handshake_is_three_arrows_across_three_columns(tmp_path):
     starts = [path_points(g)[0][1] for g in groups]
     assert starts == sorted(starts) and len(set(starts)) == 3
     assert all(path_points(g)[-1][1] > path_points(g)[0][1] for g in groups)
+    # the offending packet is named by its copy on the primary interface (the client's): its arrow
+    # (which starts at the server's copy) is the one highlighted
+    sa_on_client = next(e for e in conn.at("client:c0") if e.kind == "SYN-ACK").packet_index
+    assert synack.packet_index != sa_on_client
+    marked = [g.get("data-kind") for g in pkts(render_svg(lad, mark_frame=sa_on_client))
+              if any(r.get("class") == "mark" for r in g.iter(f"{NS}rect"))]
+    assert marked == ["SYN-ACK"]
 
 
 def test_syn_dropped_at_the_router_ends_in_a_cross_and_its_retransmission_is_its_own_arrow(tmp_path):

@@ -79,6 +79,7 @@ class Arrow:
     hops: tuple[tuple[int, int, int, int], ...]
     dropped: bool = False
     packet_index: int = -1
+    frames: tuple[int, ...] = ()  # the capture indexes of all its copies
 
     @property
     def t_ns(self) -> int:
@@ -259,9 +260,9 @@ def ladder(conn, calls: Mapping[str, Iterable[SyscallEvent]] | None = None, *, i
             dropped = False
         arrows.append(Arrow(index=len(arrows), kind=e.kind, direction=e.direction, label=_label(e, conn.family),
                             title=_title(e, conn.family, g), hops=tuple(hops), dropped=dropped,
-                            packet_index=e.packet_index))
+                            packet_index=e.packet_index, frames=tuple(o.packet_index for o in g)))
     arrows.sort(key=lambda a: (a.t_ns, a.index))
-    arrows = [Arrow(i, a.kind, a.direction, a.label, a.title, a.hops, a.dropped, a.packet_index)
+    arrows = [Arrow(i, a.kind, a.direction, a.label, a.title, a.hops, a.dropped, a.packet_index, a.frames)
               for i, a in enumerate(arrows)]
     omitted = None
     if max_arrows and len(arrows) > max_arrows:
@@ -422,8 +423,8 @@ def render_svg(lad: Ladder, *, colours: Mapping[int, str] | None = None, crisp: 
                mark_frame: int | None = None) -> str:
     """The SVG text of a ladder. `colours`: arrow index -> colour, overriding the colour of its kind
     (the browser test gives each arrow its own); `crisp`: no anti-aliasing (exact colours in a
-    screenshot); `mark_frame`: the packet of that capture index (`Event.packet_index`) is
-    highlighted as the offending one. Every arrow is a ``<g class="pkt" data-index=...>`` with a
+    screenshot); `mark_frame`: the packet with a copy of that capture index (`Event.packet_index`)
+    is highlighted as the offending one. Every arrow is a ``<g class="pkt" data-index=...>`` with a
     ``<title>`` (shown on hover: the packet in full, with each interface's capture time)."""
     xs = column_xs(len(lad.columns))
     width = xs[-1] + _CALL_W + 20
@@ -496,7 +497,7 @@ def render_svg(lad: Ladder, *, colours: Mapping[int, str] | None = None, crisp: 
             pts.append((xs[c2], axis.y(t2)))
         sx, sy = pts[0]
         ex, ey = pts[-1]
-        if mark_frame is not None and a.packet_index == mark_frame:
+        if mark_frame is not None and (a.packet_index == mark_frame or mark_frame in a.frames):
             parts.insert(1, f'<rect class="mark" x="{_TIME_W - 4}" y="{min(sy, ey) - 16:.1f}" '
                             f'width="{xs[-1] - _TIME_W + _CALL_W:.1f}" height="{abs(ey - sy) + 22:.1f}" '
                             f'fill="#fff3b0"/><text x="{xs[-1] + 12:.1f}" y="{(sy + ey) / 2 + 4:.1f}" '
