@@ -178,8 +178,8 @@ def test_a_long_connection_is_summarised(tmp_path):
     assert lad.omitted is None and len(pkts(render_svg(lad))) == 2
 
 
-def call(name, pid, t0_us, t1_us, ret=0, errno=None, **extra):
-    return SyscallEvent(call=name, args={"fd": 3}, ret=ret, errno=errno, t_enter_ns=T0 + t0_us * 1000,
+def call(name, pid, t0_us, t1_us, ret=0, errno=None, fd=3, **extra):
+    return SyscallEvent(call=name, args={"fd": fd}, ret=ret, errno=errno, t_enter_ns=T0 + t0_us * 1000,
                         t_return_ns=T0 + t1_us * 1000, pid=pid, extra=extra)
 
 
@@ -223,3 +223,23 @@ def test_every_golden_capture_draws_one_arrow_per_packet_on_its_interface():
 
 def test_empty_trace_draws_nothing():
     assert Trace.from_packets([]).connections == []
+
+
+def test_calls_of_concurrent_clients_and_a_fork_server_go_to_their_own_connection(tmp_path):
+    frames = handshake("client:c0", t=100, sport=40000, dport=80) + handshake("client:c0", t=150, sport=40001,
+                                                                              dport=80)
+    trace = load_trace(write(sorted(frames, key=lambda f: f[1]), tmp_path / "two.pcapng"))
+    a, b = sorted(trace.connections, key=lambda c: c.c_port)
+    client = [call("connect", 7, 50, 400), call("connect", 8, 60, 420),  # both under way at both SYNs
+              call("getsockname", 7, 410, 411, addr=C, port=40000), call("getsockname", 8, 430, 431, addr=C, port=40001)]
+    server = [call("accept", 1, 0, 350, ret=4, addr=C, port=40000), call("fork", 1, 360, 370, ret=2, child=2),
+              call("close", 1, 380, 381, fd=4), call("accept", 1, 390, 450, ret=4, addr=C, port=40001),
+              call("fork", 1, 460, 470, ret=3, child=3), call("close", 1, 480, 481, fd=4),
+              call("read", 2, 372, 700, ret=5), call("read", 3, 472, 800, ret=5)]
+    mine = calls_for(a, {"client": client, "server": server})
+    assert [(c.call, c.pid) for c in mine["client"]] == [("connect", 7), ("getsockname", 7)]
+    assert [(c.call, c.pid, c.t_enter_ns - T0) for c in mine["server"]] == [
+        ("accept", 1, 0), ("fork", 1, 360_000), ("read", 2, 372_000), ("close", 1, 380_000)]
+    theirs = calls_for(b, {"client": client, "server": server})
+    assert [c.pid for c in theirs["client"]] == [8, 8]
+    assert [(c.call, c.pid) for c in theirs["server"]] == [("accept", 1), ("fork", 1), ("read", 3), ("close", 1)]

@@ -303,41 +303,60 @@ def _call_mark(col: int, c: SyscallEvent) -> CallMark:
 
 
 def calls_for(conn, host_calls: Mapping[str, Iterable[SyscallEvent]]) -> dict[str, list[SyscallEvent]]:
-    """The calls of `host_calls` (host name -> calls) that belong to `conn`: on the client, the
-    processes whose connect() was under way when the connection's first packet left (or the only
-    process there); on the server, the process whose accept() returned this client's endpoint,
-    the children it forked after that, or, with no such accept(), the only process there. Of those,
-    the calls under way from the connection's first packet to 0.1 s after its last (and, on the
-    client, the four calls before, that set it up: socket, bind, ...)."""
+    """The calls of `host_calls` (host name -> calls) that belong to `conn`.
+
+    On the client: the process whose getsockname() returned the connection's client port, else the
+    processes whose connect() was under way when its first packet left, else the only process
+    there; their calls under way from the first packet to 0.1 s after the last, and the four before
+    (socket, bind, setsockopt, connect). On the server: the accept() that returned this client's
+    endpoint, then the acceptor's calls on the descriptor it returned (up to an accept() that
+    returns the same number again) and the first fork() after it, and the forked child's calls while
+    the connection lasts; with no such accept(), the only process there, while the connection lasts."""
     events = conn.all_events()
     if not events:
         return {}
     first, last = events[0].ts_ns, events[-1].ts_ns
+    client_addr, client_port = conn.client
     out: dict[str, list[SyscallEvent]] = {}
     for host, evs in host_calls.items():
         evs = sorted(evs, key=lambda c: c.t_enter_ns)
         pids = {c.pid for c in evs}
-        keep: set[int] = set()
+        chosen: list[SyscallEvent] = []
         if host == "client":
-            keep = {c.pid for c in evs if c.call == "connect" and c.t_enter_ns <= first <= c.t_return_ns + 1}
+            keep = {c.pid for c in evs if c.call == "getsockname" and c.port == client_port}
+            if not keep:
+                keep = {c.pid for c in evs if c.call == "connect" and c.t_enter_ns <= first <= c.t_return_ns + 1}
+            if not keep and len(pids) == 1:
+                keep = set(pids)
+            lead = [c for c in evs if c.pid in keep and c.t_return_ns < first - 1]
+            chosen = lead[-4:] + _during(evs, keep, first, last)
         elif host == "server":
-            client_addr, client_port = conn.client
-            for c in evs:
-                if c.call == "accept" and c.port == client_port and c.addr is not None and \
-                        _same_addr(c.addr, client_addr):
-                    keep.add(c.pid)
-                    keep |= {f.extra.get("child") for f in evs if f.call == "fork" and f.pid == c.pid
-                             and f.t_enter_ns >= c.t_return_ns and f.extra.get("child")}
-                    break
-        if not keep and len(pids) == 1:
-            keep = set(pids)
-        chosen = [c for c in evs if c.pid in keep and c.t_return_ns >= first - 1 and c.t_enter_ns <= last + _AFTER_NS]
-        # the calls that led up to the first packet of the process (socket, bind, listen, connect)
-        lead = [c for c in evs if c.pid in keep and c.t_return_ns < first - 1]
-        chosen = lead[-4:] + chosen if host == "client" else chosen
+            acc = next((c for c in evs if c.call == "accept" and c.port == client_port and c.addr is not None
+                        and _same_addr(c.addr, client_addr)), None)
+            if acc is None:
+                chosen = _during(evs, set(pids) if len(pids) == 1 else set(), first, last)
+            else:
+                fd, t = acc.ret, acc.t_return_ns
+                again = next((c.t_return_ns for c in evs if c.pid == acc.pid and c.call == "accept" and c.ret == fd
+                              and c.t_return_ns > t), None)
+                mine = [c for c in evs if c.pid == acc.pid and c.t_enter_ns >= t and (again is None or
+                        c.t_enter_ns < again) and c.args.get("fd") == fd and c.call != "accept"]
+                fork = next((c for c in evs if c.pid == acc.pid and c.call == "fork" and c.t_enter_ns >= t), None)
+                child = fork.extra.get("child") if fork is not None else None
+                if fork is not None and (again is None or fork.t_enter_ns < again):
+                    mine.append(fork)
+                else:
+                    child = None
+                chosen = [acc] + mine + (_during(evs, {child}, first, last) if child else [])
+                chosen.sort(key=lambda c: c.t_enter_ns)
         if chosen:
             out[host] = chosen
     return out
+
+
+def _during(evs: Sequence[SyscallEvent], pids: set, first: int, last: int) -> list[SyscallEvent]:
+    """The calls of `pids` under way from `first` to `_AFTER_NS` after `last`."""
+    return [c for c in evs if c.pid in pids and c.t_return_ns >= first - 1 and c.t_enter_ns <= last + _AFTER_NS]
 
 
 _AFTER_NS = 100_000_000
