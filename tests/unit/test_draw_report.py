@@ -141,3 +141,25 @@ def test_capture_page_links_rows_to_ladders():
                         table=(["id", "outcome"], [["0", "closed"], ["1", "refused"]]))
     assert '<a href="#conn-0">0</a>' in html and 'href="#conn-1"' not in html and 'id="conn-0"' in html
     assert "<script" not in html
+
+
+def test_noted_calls_go_to_the_report_as_their_report_lines():
+    import pytest as _pytest
+
+    from verifier.analysis.calls import parse_line
+    from verifier.pytest_plugin import _call_dict, calls_key, record_calls
+
+    line = ('{"pid": 7, "call": "accept", "args": {"fd": 3}, "ret": 4, "errno": null, "t_enter_ns": 10, '
+            '"t_return_ns": 20, "addr": "192.0.2.2", "port": 40000}')
+    ev = parse_line(line)
+
+    class Node:
+        stash = _pytest.Stash()
+
+    node = Node()
+    record_calls(node, "server", [ev])
+    ((host, noted),) = node.stash[calls_key]
+    d = _call_dict(host, noted)
+    assert d.pop("host") == "server"
+    back = parse_line(json.dumps(d))
+    assert back == ev and back.extra == ev.extra and back.args == ev.args
