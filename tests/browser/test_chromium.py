@@ -278,3 +278,33 @@ def test_screenshot_of_a_ladder_shows_each_packet_in_order(browser, tmp_path, na
         assert near_end > near_start, (a.label, near_end, near_start)
     # in order: each arrow's first row is below the one before
     assert tops == sorted(tops) and len(set(tops)) == n, tops
+
+
+def test_a_suite_run_report_in_the_browser(root, browser, tmp_path):
+    """The whole way, as `make demo` goes: two checks of the conformance suite run with the plugin's
+    report (a real testbed, captures and programs), and the report.html it wrote, in Chromium: their
+    claim sections, a ladder per connection with the programs' socket calls on it, the C8 plot."""
+    import sys
+
+    root_dir = Path(__file__).resolve().parents[2]
+    out = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if k != "VERIFIER_REQUIRE_ROOT"}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
+                          str(root_dir / "tests" / "conformance" / "test_connect.py"),
+                          str(root_dir / "tests" / "conformance" / "test_c8_listen.py"),
+                          "-k", "test_c3_c4a and ipv4 or test_c8_accept_queue_overflow and ipv4-abort1",
+                          "--keep-captures", f"--verifier-captures={out}", f"--verifier-report={out / 'report.md'}"],
+                         cwd=root_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    browser.open(out / "report.html")
+    got = browser.run("""
+        return [...document.querySelectorAll('section.claim')].map(s => [s.dataset.claim,
+          [...s.querySelectorAll('svg.ladder')].map(l => [l.getBoundingClientRect().height,
+             l.querySelectorAll('g.pkt').length, [...l.querySelectorAll('g.call text')].map(t => t.textContent)]),
+          s.querySelectorAll('svg.plot').length]);""")
+    assert [g[0] for g in got] == ["C3", "C8"]
+    (_, c3, _), (_, c8, c8_plots) = got
+    assert len(c3) == 1 and c3[0][0] > 60 and c3[0][1] == 2  # SYN, RST/ACK
+    assert any(t.startswith("connect(") for t in c3[0][2]) and any("ECONNREFUSED" in t for t in c3[0][2])
+    # C8: every client's connection drawn (limit + 2 of them), the server's accept queue plot
+    assert len(c8) >= 4 and all(n >= 1 for _, n, _ in c8) and c8_plots == 1

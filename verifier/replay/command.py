@@ -1,8 +1,11 @@
 """`verifier replay` and `verifier show`: a capture file through the one core, on the command line.
 
-    verifier replay FILE [--json] [--expect COND]... [--port N] [--show ID] [--zeek-sessions] ...
+    verifier replay FILE [--json] [--expect COND]... [--port N] [--show ID] [--zeek-sessions] [--html OUT] ...
     verifier replay FILE --against TESTBED --connection ID      (re-drive, root)
-    verifier show FILE [--port N] [--json] [--max-events N]
+    verifier show FILE [--port N] [--json] [--max-events N] [--html OUT]
+
+`--html OUT` writes one self-contained page of ladder diagrams (`verifier.draw`): show's replaces
+its text ladders, replay's adds the table of attempts with their outcomes.
 
 Both stream: attempts are printed as they finish (JSON Lines, or table rows), expectations are
 checked attempt by attempt, and only the live attempts are held, so memory stays flat on files of
