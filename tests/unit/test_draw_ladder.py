@@ -107,8 +107,9 @@ def test_without_the_routers_capture_a_packet_is_drawn_to_its_destination(tmp_pa
     # only the client's interface: nothing says the SYNs were lost, so they are not drawn as dropped
     trace = load_trace(GOLDEN / "c2_syn_timeout_linear1_retries2_ipv4.pcapng")
     lad = ladder(trace.connections[0], interfaces=trace.interfaces)
+    assert lad.columns == ("client", "server")  # the router was not captured
     assert [a.kind for a in lad.arrows] == ["SYN"] * 4
-    assert all(not a.dropped and a.hops[-1][2] == 2 for a in lad.arrows)
+    assert all(not a.dropped and a.hops[-1][2] == 1 for a in lad.arrows)
     times = [a.t_ns for a in lad.arrows]
     assert times == [e.ts_ns for e in trace.connections[0].syns()]
 
@@ -127,6 +128,7 @@ def test_icmp_error_starts_at_the_router(tmp_path):
 def test_golden_icmp_capture_client_side_only(tmp_path):
     trace = load_trace(GOLDEN / "c5_icmp_host_reject_ipv4.pcapng")
     lad = ladder(trace.connections[0], interfaces=trace.interfaces)
+    assert lad.columns == ("client", "router", "server") and lad.subtitles[1] == "(not captured)"
     assert [(a.kind, a.hops[0][0], a.hops[-1][2]) for a in lad.arrows] == [
         ("SYN", 0, 2), ("ICMP", 1, 0), ("SYN", 0, 2), ("ICMP", 1, 0)]
 
@@ -194,7 +196,7 @@ def test_socket_calls_are_marks_on_their_hosts_line(tmp_path):
     assert [(c.call, c.pid) for c in chosen["server"]] == [("accept", 9)]
     lad = ladder(conn, chosen)
     marks = {(m.column, m.enter_text.split("(")[0]) for m in lad.calls}
-    assert marks == {(0, "socket"), (0, "connect"), (0, "close"), (2, "accept")}
+    assert marks == {(0, "socket"), (0, "connect"), (0, "close"), (1, "accept")}  # client, server
     connect = next(m for m in lad.calls if m.enter_text.startswith("connect"))
     svg = render_svg(lad)
     root = ET.fromstring(svg)
@@ -243,3 +245,13 @@ def test_calls_of_concurrent_clients_and_a_fork_server_go_to_their_own_connectio
     theirs = calls_for(b, {"client": client, "server": server})
     assert [c.pid for c in theirs["client"]] == [8, 8]
     assert [(c.call, c.pid) for c in theirs["server"]] == [("accept", 1), ("fork", 1), ("read", 3), ("close", 1)]
+
+
+def test_a_pair_testbed_has_no_router_column(tmp_path):
+    frames = [(h, t + 10 * k, p) for t, p, hops in [
+        (0, tcp(C, S, 40000, 80, "S", 1000), ["client:c0", "server:s0"]),
+        (100, tcp(S, C, 80, 40000, "RA", 0, 1001), ["server:s0", "client:c0"])] for k, h in enumerate(hops)]
+    trace = load_trace(write(sorted(frames, key=lambda f: f[1]), tmp_path / "pair.pcapng"))
+    lad = ladder(trace.connections[0], interfaces=trace.interfaces)
+    assert lad.columns == ("client", "server")
+    assert [a.hops for a in lad.arrows] == [((0, T0, 1, T0 + 10_000),), ((1, T0 + 100_000, 0, T0 + 110_000),)]

@@ -5,8 +5,9 @@ the socket calls of the programs into a `Ladder`: plain data, one `Arrow` per pa
 `CallMark` per call. `render_svg(ladder)` draws it:
 
 * columns: the client, the router and the server for a testbed capture (interfaces named
-  ``host:ifname``), or the two endpoints (and, for ICMP errors from elsewhere, the network between
-  them) for any other capture;
+  ``host:ifname``; the router when its interfaces were captured or an ICMP error came from it), or
+  the two endpoints (and, for ICMP errors from elsewhere, the network between them) for any other
+  capture;
 * each packet is one arrow with its flags and relative seq/ack, from the column where it started to
   the farthest column where it was seen (copies of one packet on several interfaces are one arrow,
   bending at each interface's capture time); a packet that never reached a captured column it was
@@ -197,9 +198,12 @@ def ladder(conn, calls: Mapping[str, Iterable[SyscallEvent]] | None = None, *, i
     client_ep, server_ep = format_endpoint(conn.client), format_endpoint(conn.server)
     endpoints = {conn.client[0]: 0, conn.server[0]: None}
     if testbed:
-        names = ["client", "router", "server"]
-        captured = {TESTBED_HOSTS.index(h) for h in all_hosts}
-        col_of = {h: i for i, h in enumerate(TESTBED_HOSTS)}
+        # The router's column when the capture has its interfaces or an ICMP error came from between
+        # the endpoints (not for a pair testbed, nor a capture of the client's side alone).
+        icmp_between = any(e.kind == "ICMP" and e.icmp_from not in endpoints for e in events)
+        names = list(TESTBED_HOSTS) if "router" in all_hosts or icmp_between else ["client", "server"]
+        col_of = {h: i for i, h in enumerate(names)}
+        captured = {col_of[h] for h in all_hosts if h in col_of}
 
         def column_of(e: Event) -> int:
             return col_of[testbed_host(e.iface)]
