@@ -8,9 +8,9 @@ kernel did, the verdict of the `linux` profile (the test's own outcome: the kern
 model derived from its settings) and of the `stevens` profile (4.4BSD as the book describes it),
 and the capture file.
 
-`html_document(results)` turns the per-test results into the plain data of
-`verifier.draw.page.report_page` (reading the kept captures); a report over several kernels can
-build one column per kernel the same way and hand them to the same page.
+`html_document(results, column=...)` turns the per-test results into the plain data of
+`verifier.draw.page.report_page` (reading the kept captures); `merged_document({kernel: results,
+...})` makes one report with a column per kernel (verdicts and ladders side by side) for the same page.
 """
 
 from __future__ import annotations
@@ -89,6 +89,34 @@ def write_html(path: Path, results: list[dict], kernel: str | None = None) -> No
     doc["columns"] = [column]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report_page(doc))
+
+
+def merged_document(columns: dict[str, list[dict]], *, base: Path, title: str | None = None) -> dict:
+    """The plain data of a report with one column per kernel (column name -> that kernel's results):
+    each claim and check once, with a cell (verdicts, ladders) per column where it ran. For
+    `verifier.draw.page.report_page`, as a kernels report would write it."""
+    merged: dict = {"title": title or f"TCP socket claims on {', '.join(columns)}", "columns": list(columns),
+                    "intro": [], "claims": [], "footer": ""}
+    claims: dict[str, dict] = {}
+    for column, results in columns.items():
+        doc = html_document(results, column=column, base=base)
+        merged["intro"] = merged["intro"] or doc["intro"][1:]
+        for cl in doc["claims"]:
+            into = claims.get(cl["id"])
+            if into is None:
+                into = claims[cl["id"]] = {k: v for k, v in cl.items() if k not in ("verdicts", "checks", "figures")}
+                into.update(verdicts={}, checks=[], figures=[])
+                merged["claims"].append(into)
+            into["verdicts"].update(cl["verdicts"])
+            into["figures"] += [dict(f, title=f"{column}: {f['title']}") for f in cl["figures"]]
+            by_name = {c["name"]: c for c in into["checks"]}
+            for chk in cl["checks"]:
+                if chk["name"] in by_name:
+                    by_name[chk["name"]]["cells"].update(chk["cells"])
+                else:
+                    into["checks"].append({"name": chk["name"], "family": chk["family"], "cells": dict(chk["cells"])})
+    merged["claims"].sort(key=lambda c: _claim_order(c["id"]))
+    return merged
 
 
 def _claim_verdicts(checks: list[dict]) -> dict:

@@ -163,3 +163,25 @@ def test_noted_calls_go_to_the_report_as_their_report_lines():
     assert d.pop("host") == "server"
     back = parse_line(json.dumps(d))
     assert back == ev and back.extra == ev.extra and back.args == ev.args
+
+
+def test_a_report_over_two_kernels_has_a_column_of_ladders_each(tmp_path):
+    from verifier.report import merged_document
+
+    old = [result("C3", "t.py::test_c3[ipv4]", GOLDEN / "c3_refused_ipv4.pcapng"),
+           result("C1", "t.py::test_c1[ipv4]", GOLDEN / "c1_handshake_ipv4.pcapng")]
+    new = [result("C3", "t.py::test_c3[ipv4]", GOLDEN / "c3_refused_ipv6.pcapng", outcome="failed", message="x"),
+           result("C12", "t.py::test_c12[ipv4]", GOLDEN / "c12_four_segment_close_ipv4.pcapng")]
+    doc = merged_document({"6.1": old, "6.18": new}, base=tmp_path)
+    assert [c["id"] for c in doc["claims"]] == ["C1", "C3", "C12"]
+    c3 = doc["claims"][1]
+    assert c3["verdicts"]["6.1"]["linux_ok"] is True and c3["verdicts"]["6.18"]["linux_ok"] is False
+    (check,) = c3["checks"]
+    assert set(check["cells"]) == {"6.1", "6.18"}
+    assert [len(check["cells"][k]["ladders"]) for k in ("6.1", "6.18")] == [1, 1]
+    html = report_page(doc)
+    section = html.split('data-claim="C3"')[1].split("</section>")[0]
+    assert section.count('class="cell"') == 2 and section.count('class="ladder"') == 2
+    assert "IPv6" in section and "<h4>6.1</h4>" in section and "<h4>6.18</h4>" in section
+    c1 = html.split('data-claim="C1"')[1].split("</section>")[0]
+    assert "not run" in c1  # C1 did not run on 6.18: its cell says so
