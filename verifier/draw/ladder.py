@@ -160,6 +160,9 @@ def _signature(e: Event) -> tuple:
     return (e.direction, e.kind, e.flags, e.seq_abs, e.ack_abs, e.payload_len, e.icmp_type, e.icmp_code, e.quoted_seq)
 
 
+_COPY_WINDOW = 16  # the packets with the same fields that a copy may belong to (the most recent ones)
+
+
 def _copies(events: Sequence[Event], column_of) -> list[list[Event]]:
     """The events of every interface grouped into packets: a copy on a further column of the path of a
     packet seen just before joins that packet (the most recent one with the same fields not yet seen
@@ -171,7 +174,7 @@ def _copies(events: Sequence[Event], column_of) -> list[list[Event]]:
         sig = _signature(e)
         forward = 1 if e.direction == "c>s" else -1
         target = None
-        for g in reversed(open_by_sig.get(sig, ())):
+        for g in reversed(open_by_sig.get(sig, ())[-_COPY_WINDOW:]):  # copies are close: look back a little
             last = column_of(g[-1])
             if (col - last) * forward >= 0 and all(o.iface != e.iface for o in g):
                 target = g
