@@ -480,12 +480,14 @@ def render_svg(lad: Ladder, *, colours: Mapping[int, str] | None = None, crisp: 
         out.append(f'<text x="{x:.1f}" y="34" text-anchor="middle" fill="#555">{escape(sub)}</text>')
         out.append(f'<line class="col" x1="{x:.1f}" y1="{_TOP:.0f}" x2="{x:.1f}" y2="{axis.bottom + 14:.1f}" '
                    f'stroke="#bbbbbb" stroke-width="1"/>')
+    out.append(f'<text x="{_TIME_W - 6}" y="{_TOP + 6}" text-anchor="end" fill="#888">seconds</text>')
     # compressed gaps
     for a, b in axis.gaps():
         y = (axis.y(a) + axis.y(b)) / 2
         if lad.omitted is not None and a < lad.omitted.to_ns and b > lad.omitted.from_ns:
             continue
-        out.append(f'<g class="gap"><line x1="{_TIME_W - 8}" y1="{y:.1f}" x2="{xs[-1] + 24:.1f}" y2="{y:.1f}" '
+        out.append(f'<g class="gap"><title>{escape(_seconds(b - a))} without a packet or a call, drawn '
+                   f'compressed</title><line x1="{_TIME_W - 8}" y1="{y:.1f}" x2="{xs[-1] + 24:.1f}" y2="{y:.1f}" '
                    f'stroke="#dddddd" stroke-dasharray="3 4"/>'
                    f'<text x="4" y="{y + 4:.1f}" fill="#888">&#8942; {escape(_seconds(b - a))}</text></g>')
     # the summary band
