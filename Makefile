@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv tshark socat tcpdump
+APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv tshark socat tcpdump chromium chromium-driver
 PYTEST_ARGS ?=
 DEMO_DIR := captures/demo
 
@@ -66,7 +66,7 @@ demo: setup
 	@$(PY) -m pytest tests/conformance -p no:cacheprovider -q -n 4 --keep-captures \
 	  --verifier-captures $(DEMO_DIR) --verifier-report $(DEMO_DIR)/report.md $(PYTEST_ARGS); \
 	status=$$?; echo; sed "/^<a id=/,$$ d" $(DEMO_DIR)/report.md 2>/dev/null; \
-	echo "the evidence for every check: $(DEMO_DIR)/report.md"; echo "captures: $(DEMO_DIR)/ (in Wireshark open NAME.client.pcapng, the client's side alone; NAME.pcapng has every interface)"; exit $$status
+	echo "the evidence for every check: $(DEMO_DIR)/report.md"; echo "with ladder diagrams, in a browser: $(DEMO_DIR)/report.html"; echo "captures: $(DEMO_DIR)/ (in Wireshark open NAME.client.pcapng, the client's side alone; NAME.pcapng has every interface)"; exit $$status
 
 test: setup
 	@$(MAKE) --no-print-directory lint

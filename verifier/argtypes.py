@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
+import os
 from typing import Callable
 
-__all__ = ["MAX_DURATION_S", "address", "bounds_text", "check_range", "count", "duration", "float_in", "int_in",
-           "mtu", "port", "probability", "seconds", "seq"]
+__all__ = ["MAX_DURATION_S", "address", "bounds_text", "check_range", "count", "duration", "float_in", "html_output",
+           "int_in", "mtu", "port", "probability", "seconds", "seq"]
 
 #: The longest anything of this tool stays in place by itself: a fault, an agent's arm, a capture's
 #: --duration. Also what keeps an nft `limit` bucket (refilled one token a week) from refilling.
@@ -152,3 +153,21 @@ def address(text: str) -> str:
         return str(ipaddress.ip_address(str(text).strip()))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def html_output(text: str) -> str:
+    """A file to write an HTML page to: named *.html or *.htm (so that a capture given by mistake
+    is never overwritten), not a directory, in a directory that exists and can be written."""
+    path = str(text)
+    if not path.strip():
+        raise argparse.ArgumentTypeError("give a file name for the HTML page, e.g. report.html")
+    if not path.lower().endswith((".html", ".htm")):
+        raise argparse.ArgumentTypeError(f"the HTML page's name must end in .html (or .htm), not {path!r}")
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path}: is a directory; give a file name, e.g. {path.rstrip('/')}/page.html")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"{path}: the directory {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"{path}: cannot be written (permission denied)")
+    return path

@@ -51,12 +51,26 @@ class Evidence:
         self.observed: str | None = None
         self.stevens: bool | None = None
         self.why = ""
+        self.data: dict = {}
 
     def record(self, observed: str, *, stevens: bool, why: str = "") -> None:
         self.observed, self.stevens, self.why = observed, stevens, why
 
+    def attach(self, name: str, value) -> None:
+        """Plain data (JSON-able) for the report's pictures, e.g. the SYN times of each case of C2."""
+        self.data[name] = value
+
 
 evidence_key = pytest.StashKey[Evidence]()
+#: The socket calls a test's programs reported, as (host, `SyscallEvent`) pairs: `record_calls` adds
+#: them; the claim report draws them on the ladders of the test's capture.
+calls_key = pytest.StashKey[list]()
+
+
+def record_calls(node, host: str, calls) -> None:
+    """Note the socket calls (`verifier.analysis.calls.SyscallEvent`s) a program on `host` reported
+    during test `node` (``request.node``), for the ladder diagrams of the claim report."""
+    node.stash.setdefault(calls_key, []).extend((host, c) for c in calls)
 
 
 def pytest_addoption(parser):
@@ -271,15 +285,54 @@ def pytest_runtest_makereport(item, call):
         ev = item.stash.get(evidence_key, None)
         if ev is not None and ev.observed is not None:
             rep.user_properties += [("observed", ev.observed), ("stevens", ev.stevens), ("stevens_why", ev.why)]
+        if ev is not None and ev.data:
+            rep.user_properties.append(("data", ev.data))
+        noted = item.stash.get(calls_key, [])
+        if noted and paths and (rep.failed or item.config.getoption("keep_captures")):
+            rep.user_properties.append(("calls", [_call_dict(host, c) for host, c in noted]))
         if paths:
             keep = rep.failed or item.config.getoption("keep_captures")
             if keep:
                 rep.user_properties.append(("captures", [str(p) for p in paths]))
             if rep.failed:
                 rep.sections.append(("captures kept", "\n".join(str(p) for p in paths)))
+    if rep.when == "call" and rep.failed and call.excinfo is not None:
+        drawn = _draw_offender(call.excinfo.value)
+        if drawn:
+            rep.sections.append(("ladder of the offending connection", drawn))
     if rep.failed and testbed_key in item.stash:
         rep.sections.append(("testbed", item.stash[testbed_key]))
     return rep
+
+
+def _draw_offender(exc) -> str | None:
+    """For a failed expectation on a connection of a capture file: write the connection's ladder
+    (`verifier.draw`) beside the file as NAME.connectionID.html, the offending packet marked; the
+    line naming it (or saying why it could not be written)."""
+    from verifier.analysis.expect import ExpectationFailed
+
+    if not isinstance(exc, ExpectationFailed) or exc.connection is None or exc.trace is None:
+        return None
+    source = exc.trace.source
+    if not isinstance(source, str) or not os.path.isfile(source):
+        return None
+    from verifier.draw.ladder import ladder, render_svg
+    from verifier.draw.page import capture_page
+
+    conn = exc.connection
+    base = source[: -len(".pcapng")] if source.endswith(".pcapng") else source.rsplit(".", 1)[0]
+    out = Path(f"{base}.connection{conn.id}.html")
+    lad = ladder(conn, interfaces=exc.trace.interfaces)
+    mark = exc.event.packet_index if exc.event is not None else None
+    message = str(exc).splitlines()
+    page = capture_page(message[0] if message else "expectation failed", message[1:2] + [f"pcap: {source}"],
+                        [{"id": conn.id, "title": lad.title, "svg": render_svg(lad, mark_frame=mark),
+                          "href": os.path.basename(source), "link_text": os.path.basename(source)}])
+    try:
+        out.write_text(page)
+    except OSError as err:
+        return f"could not write {out}: {err.strerror or err}"
+    return f"ladder: {out} (open it in a browser)"
 
 
 def pytest_runtest_logreport(report):
@@ -291,9 +344,15 @@ def pytest_runtest_logreport(report):
         "nodeid": report.nodeid, "outcome": report.outcome, "claim": props.get("claim"),
         "family": props.get("family"), "captures": props.get("captures", []),
         "observed": props.get("observed"), "stevens": props.get("stevens"), "stevens_why": props.get("stevens_why", ""),
-        "duration_s": round(report.duration, 4),
+        "duration_s": round(report.duration, 4), "data": props.get("data", {}), "calls": props.get("calls", []),
         "message": _failure_line(report) if report.failed else "",
     })
+
+
+def _call_dict(host: str, c) -> dict:
+    """A socket call as its report line has it (`verifier.analysis.calls.parse_line` reads it back), and its host."""
+    return {"host": host, "pid": c.pid, "call": c.call, "args": dict(c.args), "ret": c.ret, "errno": c.errno,
+            "t_enter_ns": c.t_enter_ns, "t_return_ns": c.t_return_ns, **dict(c.extra)}
 
 
 def _failure_line(report) -> str:

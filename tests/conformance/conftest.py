@@ -18,6 +18,7 @@ import pytest
 from netns import namespace
 from verifier.analysis.calls import SyscallEvent, find, parse_report, timeline
 from verifier.faults import Drop, Syn, inject
+from verifier.pytest_plugin import record_calls
 
 PORT = 5000
 PROBE_PORT = PORT + 7  # the initial-RTO probe's destination port: nothing listens there, nothing reaches it
@@ -33,6 +34,22 @@ def pytest_collection_modifyitems(config, items):
         return next((i for i, prefix in enumerate(LONG_FIRST) if name.startswith(prefix)), len(LONG_FIRST))
 
     items.sort(key=rank)
+
+
+_current: list = []  # the running test's node: the programs' socket calls are noted on it (record_calls)
+
+
+@pytest.fixture(autouse=True)
+def _note_calls(request):
+    _current[:] = [request.node]
+    yield
+    _current.clear()
+
+
+def _noted(host: str, run: "Run") -> "Run":
+    if _current:
+        record_calls(_current[0], host, run.calls)
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +106,7 @@ def start_client(bed, programs, family, *extra, port=PORT):
 
 def run_client(bed, programs, family, *extra, port=PORT, timeout=15) -> Run:
     res = bed.client.run(client_argv(bed, programs, family, *extra, port=port), timeout=timeout)
-    return Run(res.returncode, parse_report(res.stdout), res.stderr)
+    return _noted("client", Run(res.returncode, parse_report(res.stdout), res.stderr))
 
 
 SERVER_IF = "server:s0"
@@ -189,10 +206,10 @@ class Listener:
 def finish(proc) -> Run:
     """Wait (bounded) for a program to end by itself; its report."""
     res = proc.wait(10)
-    return Run(res.returncode, parse_report(res.stdout), res.stderr)
+    return _noted(proc.host_name, Run(res.returncode, parse_report(res.stdout), res.stderr))
 
 
 def stop(proc) -> Run:
     """End a program that would go on (SIGTERM); its report so far."""
     res = proc.stop()
-    return Run(res.returncode, parse_report(res.stdout), res.stderr)
+    return _noted(proc.host_name, Run(res.returncode, parse_report(res.stdout), res.stderr))

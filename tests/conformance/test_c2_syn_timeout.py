@@ -208,6 +208,12 @@ def test_c2_syn_schedule_follows_the_kernel_rule(root, programs, tmp_path, reque
     wall = time.monotonic() - started
     request.node.user_properties.append(("sweep_wall_s", round(wall, 2)))
 
+    stevens_model = StevensProfile().schedule()
+    evidence.attach("syn_times", [  # for the report's plot: every case against both profiles' models
+        {"case": o.case.name, "observed": o.syn_times, "fail": o.fail_time,
+         "linux": list(o.predicted.syn_times) if o.predicted else [],
+         "linux_fail": o.predicted.fail_time if o.predicted else None,
+         "stevens": list(stevens_model.syn_times), "stevens_fail": stevens_model.fail_time} for o in outcomes])
     failed = [o for o in outcomes if o.problems]
     keep_all = request.config.getoption("keep_captures")
     for out in outcomes:

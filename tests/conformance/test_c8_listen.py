@@ -191,6 +191,8 @@ def test_c8_accept_queue_overflow(testbed, capture, family, programs, evidence, 
     # 3. One more client completes and fills the accept queue.
     filler = connected(start_client(testbed, programs, family, "--hold-ms", HOLD_MS))
     full = wait_until(lambda: (q := queues(srv, PORT)).accept >= limit and q, 1.0, f"{limit} queued connections")
+    evidence.attach("accept_queue", {"backlog": backlog, "somaxconn": somaxconn, "held": full.accept,
+                                     "model": limit})  # for the report's plot of the queue limit
     # 4. A client that comes while the queue is full (TCP_SYNCNT 1 keeps its wait to ~3 s).
     extra_proc = start_client(testbed, programs, family, "--syncnt", "1")
 

@@ -60,6 +60,42 @@ def test_families_topology_keep_and_report(root, tmp_path):
     md = report.read_text()
     assert "## C3:" in md and "| `test_refused` | IPv6 |" in md and "holds" in md
     assert "test_inner.test_refused_ipv6.pcapng" in md
+    # the HTML twin: the C3 section with the ladder of the live capture, all four interfaces drawn
+    html = report.with_suffix(".html").read_text()
+    assert 'data-claim="C3"' in html and html.count('class="ladder"') == 1
+    ladder = html[html.index('class="ladder"'):html.index("</svg>", html.index('class="ladder"'))]
+    assert ladder.count('class="pkt"') == 2 and 'data-kind="SYN"' in ladder and 'data-kind="RST"' in ladder
+    assert "(r0, r1)" in ladder and "(s0)" in ladder  # the router's and server's interfaces were captured
+    assert 'href="../caps/test_inner.test_refused_ipv6.pcapng"' in html
+
+
+FAILING = textwrap.dedent('''
+    import pytest
+    from verifier.analysis.expect import expect
+
+    @pytest.mark.families(4)
+    def test_expects_a_handshake(testbed, capture, family):
+        testbed.client.run(["python3", "-c",
+            f"import socket; socket.create_connection(({testbed.server.addr(family)!r}, 5000))"])
+        expect(capture.trace()).connection(dport=5000).handshake()
+''')
+
+
+def test_a_failing_expectation_leaves_a_ladder_beside_the_kept_capture(root, tmp_path):
+    (tmp_path / "test_fail.py").write_text(FAILING)
+    caps = tmp_path / "caps"
+    environ = {k: v for k, v in os.environ.items() if k != "VERIFIER_REQUIRE_ROOT"}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
+                          f"--rootdir={tmp_path}", f"--verifier-captures={caps}", str(tmp_path / "test_fail.py")],
+                         cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    kept = sorted(p.name for p in caps.iterdir())
+    assert kept == ["test_fail.test_expects_a_handshake_ipv4.client.pcapng",
+                    "test_fail.test_expects_a_handshake_ipv4.connection0.html",
+                    "test_fail.test_expects_a_handshake_ipv4.pcapng"], kept
+    page = (caps / kept[1]).read_text()
+    assert page.count('class="pkt"') == 2 and page.count('class="mark"') == 1  # SYN, RST; the RST marked
+    assert f"ladder: {caps / kept[1]} (open it in a browser)" in res.stdout
 
 
 def test_without_root_namespace_tests_skip_with_the_reason(tmp_path):

@@ -37,13 +37,16 @@ class ExpectationFailed(AssertionError):
     """An expectation on a captured exchange did not hold; the message is the report.
 
     `connection` and `event` (the offending packet, if one is to blame) are
-    kept for callers that want to dig further, e.g. dissect that packet.
+    kept for callers that want to dig further, e.g. dissect that packet; `trace` is the
+    connection's trace (the pytest plugin draws the connection's ladder beside `trace.source`).
     """
 
-    def __init__(self, message: str, *, connection: Connection | None = None, event: Event | None = None) -> None:
+    def __init__(self, message: str, *, connection: Connection | None = None, event: Event | None = None,
+                 trace: Trace | None = None) -> None:
         super().__init__(message)
         self.connection = connection
         self.event = event
+        self.trace = trace  # the connection's trace (its `source`: the pcap), when there is a connection
 
 
 def expect(trace: Trace) -> TraceExpectation:
@@ -202,7 +205,7 @@ class ConnectionExpectation:
                 f"(Wireshark frame {mark.packet_index + 1}{of}) on {mark.iface}"
             )
         lines.append(_pcap_line(self.trace))
-        return ExpectationFailed("\n".join(lines), connection=c, event=mark)
+        return ExpectationFailed("\n".join(lines), connection=c, event=mark, trace=self.trace)
 
     def _syn(self, check: str, expected: list[str]) -> Event:
         syn = self.connection.first("SYN", "c>s")

@@ -1,8 +1,11 @@
 """`verifier replay` and `verifier show`: a capture file through the one core, on the command line.
 
-    verifier replay FILE [--json] [--expect COND]... [--port N] [--show ID] [--zeek-sessions] ...
+    verifier replay FILE [--json] [--expect COND]... [--port N] [--show ID] [--zeek-sessions] [--html OUT] ...
     verifier replay FILE --against TESTBED --connection ID      (re-drive, root)
-    verifier show FILE [--port N] [--json] [--max-events N]
+    verifier show FILE [--port N] [--json] [--max-events N] [--html OUT]
+
+`--html OUT` writes one self-contained page of ladder diagrams (`verifier.draw`): show's replaces
+its text ladders, replay's adds the table of attempts with their outcomes.
 
 Both stream: attempts are printed as they finish (JSON Lines, or table rows), expectations are
 checked attempt by attempt, and only the live attempts are held, so memory stays flat on files of
@@ -39,6 +42,8 @@ _RIGHT = {0, 4, 5, 6}
 _WIDTH_SAMPLE = 1000  # rows that set the table's column widths before it streams
 
 
+MAX_HTML_LADDERS = 200  # ladders on a --html page; the other connections are counted
+MAX_HTML_ROWS = 5000  # rows of replay's table on a --html page
 _SEND_PORT = argtypes.int_in(1, 65535, "a port to send to")  # --to-port: a segment cannot go to port 0
 _MAX_CONNECTIONS = argtypes.int_in(2, None, "max_connections")
 
@@ -131,6 +136,9 @@ def add_parsers(subparsers) -> None:
                    help="re-drive to this server port, 1-65535 (default: the captured one)")
     p.add_argument("--timeout", type=argtypes.seconds, default=5.0, metavar="S",
                    help="how long to wait for each expected answer while re-driving (default 5)")
+    p.add_argument("--html", type=argtypes.html_output, metavar="OUT",
+                   help=f"also write OUT (*.html): one self-contained page with the table of attempts and the ladder "
+                        f"diagram of each (the first {MAX_HTML_LADDERS} drawn, the first {MAX_HTML_ROWS} rows listed)")
     p.set_defaults(func=run_replay)
 
     s = subparsers.add_parser(
@@ -146,6 +154,9 @@ def add_parsers(subparsers) -> None:
     s.add_argument("--json", action="store_true", help="one JSON object per connection (JSON Lines)")
     s.add_argument("--max-events", type=argtypes.count, default=2000, metavar="N",
                    help="packets kept (and shown) per connection, on all interfaces (default 2000; 0: no limit)")
+    s.add_argument("--html", type=argtypes.html_output, metavar="OUT",
+                   help=f"write OUT (*.html) instead of the text ladders: one self-contained page with the ladder "
+                        f"diagram of each connection (the first {MAX_HTML_LADDERS} drawn, the others counted)")
     s.set_defaults(func=run_show)
 
 
@@ -234,7 +245,13 @@ def run_replay(args) -> int:
     except ExpectSyntaxError as exc:
         _err(str(exc))
         return EXIT_BAD_INPUT
+    if args.html is not None and _same_file(args.html, args.file):
+        _err(f"--html {args.html}: that is the capture being read; give another file name")
+        return EXIT_BAD_INPUT
     if args.against is not None or args.connection is not None:
+        if args.html is not None:
+            _err("--html draws a capture's connections; it does not go with --against/--connection (re-driving)")
+            return EXIT_BAD_INPUT
         if args.against is None or args.connection is None:
             _err("re-driving needs both --against TESTBED and --connection ID")
             return EXIT_BAD_INPUT
@@ -274,6 +291,7 @@ def _replay(args, sc, conds) -> int:
     emit = raw.write if raw is not None else (lambda b: out.write(b.decode()))
     port = args.port
     shown = None
+    html_rows: list | None = [] if args.html is not None else None
     listed = 0  # attempts with --port, when it is given
     closed = False  # the reader of stdout went away
     try:
@@ -293,6 +311,10 @@ def _replay(args, sc, conds) -> int:
                             shown = describe_attempt(r)
                 if port is not None:
                     listed += sum(1 for r in chunk if r.c_port == port or r.s_port == port)
+                if html_rows is not None and len(html_rows) < MAX_HTML_ROWS:
+                    t0 = sc.grouper.first_ns
+                    html_rows += [r.row(t0) for r in chunk if port is None or r.c_port == port or r.s_port == port]
+                    del html_rows[MAX_HTML_ROWS:]
                 if closed:
                     continue
                 try:
@@ -346,6 +368,8 @@ def _replay(args, sc, conds) -> int:
             _say("", vout)
         for v in verdicts:
             _say(v.text(), vout)
+    if html_rows is not None and status != EXIT_BAD_INPUT:
+        _say(_replay_html(args, sc, html_rows, listed if port is not None else st.connections), vout)
     _guarded(out.flush)
     return status
 
@@ -393,6 +417,58 @@ def show_attempt(path: str, conn_id: int, line: str, sc) -> str:
     return "\n".join(lines)
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _write_page(path: str, text: str) -> None:
+    """Write the page whole or not at all: into a temporary file beside it, then renamed."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _replay_html(args, sc, rows: list, total: int) -> str:
+    """Write replay's --html page: the table and the ladders of its first attempts (a second pass keeps
+    only their packets); the line that says so."""
+    from verifier.analysis.trace import _from_file
+    from verifier.draw.ladder import ladder, render_svg
+    from verifier.draw.page import capture_page
+
+    ids = [int(r[0]) for r in rows[:MAX_HTML_LADDERS]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said once already, by the first pass
+        trace = _from_file(args.file, keep_ids=set(ids), grouping=sc.grouper, max_packets=args_max_events(args))
+    by_id = {c.id: c for c in trace.connections}
+    ladders = []
+    for i in ids:
+        c = by_id.get(i)
+        if c is not None and c.packets:
+            lad = ladder(c, interfaces=trace.interfaces)
+            ladders.append({"id": c.id, "title": lad.title, "svg": render_svg(lad)})
+    notes = []
+    if total > len(rows):
+        notes.append(f"the table lists the first {len(rows)} of {total} attempts")
+    if total > len(ladders):
+        notes.append(f"ladders are drawn for the first {len(ladders)} of {total} attempts")
+    page = capture_page(f"verifier replay {os.path.basename(args.file)}", [_summary(args.file, sc.stats)], ladders,
+                        table=(TABLE_HEAD, rows), notes=notes)
+    _write_page(args.html, page)
+    return f"html: wrote {args.html} ({len(rows)} rows, {len(ladders)} ladders)"
+
+
+def args_max_events(args) -> int:
+    return getattr(args, "max_events", 2000)
+
+
 def quiet_pipe() -> None:
     """The reader of our output went away (`| head`): end quietly, without a second error at exit."""
     try:
@@ -435,6 +511,9 @@ def run_show(args) -> int:
     if bad:
         _err(bad)
         return EXIT_BAD_INPUT
+    if args.html is not None and _same_file(args.html, args.file):
+        _err(f"--html {args.html}: that is the capture being read; give another file name")
+        return EXIT_BAD_INPUT
     gc_was = gc.isenabled()
     gc.disable()  # as in run_replay
     try:
@@ -450,6 +529,10 @@ def _show(args) -> int:
 
     out = sys.stdout
     n = 0
+    html = args.html is not None
+    ladders: list[dict] = []
+    if html:
+        from verifier.draw.ladder import ladder, render_svg
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -458,6 +541,11 @@ def _show(args) -> int:
                 if args.port is not None and args.port not in (c.c_port, c.s_port):
                     continue
                 n += 1
+                if html and len(ladders) < MAX_HTML_LADDERS:
+                    lad = ladder(c)
+                    ladders.append({"id": c.id, "title": lad.title, "svg": render_svg(lad)})
+                if html and not args.json:
+                    continue
                 if args.json:
                     out.write(json.dumps({
                         "id": c.id, "client": c.orig_h, "client_port": c.c_port, "server": c.resp_h,
@@ -499,4 +587,11 @@ def _show(args) -> int:
     if args.port is not None and n == 0:
         _err(f"no connection with port {args.port} in {args.file}")
         return EXIT_BAD_INPUT
+    if html:
+        from verifier.draw.page import capture_page
+
+        notes = [f"ladders are drawn for the first {len(ladders)} of {n} connections"] if n > len(ladders) else []
+        _write_page(args.html, capture_page(f"verifier show {os.path.basename(args.file)}", [summary], ladders,
+                                            notes=notes))
+        _say(f"html: wrote {args.html} ({len(ladders)} ladders)", sys.stderr if args.json else out)
     return EXIT_DAMAGED if (st.truncated or st.damage_count or st.unsupported) else EXIT_OK
