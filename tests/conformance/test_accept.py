@@ -4,6 +4,7 @@ descriptor reference counts, the names a socket reports, and exec handing a sock
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -34,11 +35,11 @@ def test_c9_accept_sleeps_until_a_connection_completes(testbed, capture, family,
 
 @pytest.mark.claim("C9")
 def test_c9_handshake_completes_before_accept_is_called(testbed, capture, family, programs, evidence):
-    # The server waits 300 ms after listen() before accept(), and is stopped (SIGSTOP) for the whole
-    # handshake, however long the machine takes: the kernel completes it without the process.
-    server = start_server(testbed, programs, family, "--accept", "1", "--delay-accept-ms", "300")
-    server.signal(signal.SIGSTOP)
+    # The server stops itself (SIGSTOP) right after listen(), before any accept(), and stays stopped
+    # for the whole handshake, however long the machine takes: the kernel completes it alone.
+    server = start_server(testbed, programs, family, "--accept", "1", "--stop-after-listen")
     try:
+        wait_stopped(server)
         client = run_client(testbed, programs, family)
     finally:
         server.signal(signal.SIGCONT)
@@ -56,6 +57,17 @@ def test_c9_handshake_completes_before_accept_is_called(testbed, capture, family
     evidence.record(f"handshake done {(accept.t_enter_ns - last_ack.ts_ns) / 1e6:.0f} ms before accept() was "
                     f"called; accept() returned it in {(accept.t_return_ns - accept.t_enter_ns) / 1e3:.0f} us "
                     f"with no packet", stevens=True)
+
+
+def wait_stopped(proc, timeout: float = 10.0) -> None:
+    """Until the process is in the stopped state (T), polled with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        assert time.monotonic() < deadline, f"{proc} did not stop within {timeout} s"
+        time.sleep(0.002)
 
 
 @pytest.mark.claim("C10")

@@ -57,6 +57,8 @@ static void usage(FILE *out)
         "                          first and then serve them (batch); default iterative\n"
         "      --cloexec           exec mode: set FD_CLOEXEC on stdin/stdout first\n"
         "      --delay-accept-ms N sleep N ms after listen() before the first accept()\n"
+        "      --stop-after-listen stop (SIGSTOP itself) right after listen(), before any\n"
+        "                          accept(): a test lets it go on with SIGCONT\n"
         "  -e, --echo              write back what is read, until EOF\n"
         "  -s, --send STR          write STR after accepting\n"
         "      --close-unread      close without reading what the peer sent\n"
@@ -291,7 +293,8 @@ static int exec_handler(int cfd)
     return 1;
 }
 
-enum { OPT_BACKLOG = 256, OPT_UNREAD, OPT_LINGER, OPT_HOLD, OPT_REUSE, OPT_REPFD, OPT_CLOEXEC, OPT_DELAY };
+enum { OPT_BACKLOG = 256, OPT_UNREAD, OPT_LINGER, OPT_HOLD, OPT_REUSE, OPT_REPFD, OPT_CLOEXEC, OPT_DELAY,
+       OPT_STOP };
 
 int main(int argc, char **argv)
 {
@@ -310,10 +313,11 @@ int main(int argc, char **argv)
         {"report-fd", required_argument, 0, OPT_REPFD},
         {"cloexec", no_argument, 0, OPT_CLOEXEC},
         {"delay-accept-ms", required_argument, 0, OPT_DELAY},
+        {"stop-after-listen", no_argument, 0, OPT_STOP},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    int family = AF_INET, backlog = 128, reuse = 0;
+    int family = AF_INET, backlog = 128, reuse = 0, stop_after_listen = 0;
     long n_accept = 1;
     const char *listen_addr = NULL;
 
@@ -356,6 +360,7 @@ int main(int argc, char **argv)
         case OPT_REPFD: set_report_fd(optarg); break;
         case OPT_CLOEXEC: cfg.cloexec = 1; break;
         case OPT_DELAY: cfg.delay_accept = parse_long("--delay-accept-ms", optarg, 0, 86400000L); break;
+        case OPT_STOP: stop_after_listen = 1; break;
         case 'h': usage(stdout); return 0;
         default: bad_option(c, argv);
         }
@@ -396,6 +401,8 @@ int main(int argc, char **argv)
     }
 
     int failed = 0;
+    if (stop_after_listen)
+        raise(SIGSTOP);                      /* no race with the test: stopped before accept() */
     if (n_accept == 0) {
         sigset_t none;
         sigemptyset(&none);
