@@ -181,11 +181,12 @@ class Agent:
                     s = socks[key] = self._sender(netns, kind, iface)
                 if i and inter > 0:
                     time.sleep(inter)
+                # Stamped before the call: on veth links the answer may be back before sendto returns.
+                sent_ns.append(time.time_ns())
                 if kind == "l2":
                     s.send(data)
                 else:
                     s.sendto(data, (dst, 0))
-                sent_ns.append(time.time_ns())
                 if on_sent is not None:
                     on_sent()
         finally:
