@@ -255,7 +255,7 @@ class ScriptedPeer:
                within: tuple[float, float] | None = None, after: float | None = None,
                tolerance: Tolerance | None = None, since=None):
         """The kernel's next packet of the connection must have exactly these TCP `flags` (letters, as
-        Scapy writes them: "S", "SA", "A", "PA", "R", "RA", "FA"), and the given relative `seq`/`ack`,
+        Scapy writes them: "S", "SA", "A", "PA", "R", "RA", "FA"; alternatives as "A|PA"), and the given relative `seq`/`ack`,
         `win`dow, `options` ({name: value}, Scapy's option names: "MSS", "WScale", "SAckOK",
         "Timestamp", "SAck"; value `ANY`: present, None: absent) and `payload` (bytes, or a length),
         arriving in the time window (`within`/`after`; default within 1 s), counted from the previous
@@ -309,8 +309,8 @@ class ScriptedPeer:
 
     def _mismatch(self, t, flags, seq, ack, win, options, payload) -> str:
         wrong = []
-        if set(str(t.flags)) != set(flags):
-            wrong.append(f"flags {t.flags}, not {flags}")
+        if not any(set(str(t.flags)) == set(alt) for alt in flags.split("|")):
+            wrong.append(f"flags {t.flags}, not {' or '.join(flags.split('|'))}")
         if seq is not None and _rel(t.seq, self.remote_isn) != seq % MOD:
             wrong.append(f"seq {_rel(t.seq, self.remote_isn)}, not {seq}")
         if ack is not None and ("A" not in str(t.flags) or _rel(t.ack, self.isn) != ack % MOD):

@@ -72,6 +72,6 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _claim_order(cid: str) -> tuple[int, str]:
+def _claim_order(cid: str) -> tuple[int, int, str]:
     digits = "".join(ch for ch in cid if ch.isdigit())
-    return (int(digits) if digits else 99, cid)
+    return (0 if cid.startswith("C") else 1, int(digits) if digits else 99, cid)

@@ -25,6 +25,9 @@ __all__ = ["LazyPackets", "dissect", "scapy_packets"]
 
 def dissect(raw: RawPacket) -> Any:
     """One captured frame as a Scapy packet, by its link type, with its capture context attached."""
+    import scapy.layers.inet  # noqa: F401 - the layers register themselves (link types, IP protocols)
+    import scapy.layers.inet6  # noqa: F401
+    import scapy.layers.l2  # noqa: F401
     from scapy.config import conf
     from scapy.packet import Raw
     from scapy.utils import EDecimal
