@@ -99,6 +99,48 @@ def _closer() -> None:
         _closing.get().close()
 
 
+def _fold(total: int) -> int:
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def _words(data: bytes) -> int:
+    return sum(struct.unpack(f">{len(data) // 2}H", data))
+
+
+def _patch_src(data: bytes, family: int, src: str) -> bytes | None:
+    """A packet built with the all-zero source address, given `src` instead, its checksums updated
+    (RFC 1624: the zero source added nothing to them). Only for the cases it knows exactly: IPv4
+    with TCP or UDP (not a fragment), IPv6 with TCP, UDP or ICMPv6 right after the fixed header;
+    None for anything else (the caller rebuilds it with Scapy)."""
+    buf = bytearray(data)
+    if family == 4:
+        ihl = (buf[0] & 0x0F) * 4
+        if len(buf) < ihl + 8 or buf[9] not in (6, 17) or (struct.unpack_from(">H", buf, 6)[0] & 0x3FFF):
+            return None
+        addr = socket.inet_pton(socket.AF_INET, src)
+        buf[12:16] = addr
+        struct.pack_into(">H", buf, 10, 0)
+        struct.pack_into(">H", buf, 10, ~_fold(_words(bytes(buf[:ihl]))) & 0xFFFF)
+        l4, proto = ihl, buf[9]
+    else:
+        if len(buf) < 48 or buf[6] not in (6, 17, 58):
+            return None
+        addr = socket.inet_pton(socket.AF_INET6, src)
+        buf[8:24] = addr
+        l4, proto = 40, buf[6]
+    at = l4 + (16 if proto == 6 else 6 if proto == 17 else 2)
+    if len(buf) < at + 2:
+        return None
+    old = struct.unpack_from(">H", buf, at)[0]
+    if proto == 17 and family == 4 and old == 0:
+        return bytes(buf)  # no UDP checksum: nothing to update
+    new = ~_fold((~old & 0xFFFF) + _words(addr)) & 0xFFFF
+    struct.pack_into(">H", buf, at, new or (0xFFFF if proto == 17 else 0))
+    return bytes(buf)
+
+
 def _attach_filter(s: socket.socket, insns: bytes) -> None:
     """Attach classic BPF instructions (8 bytes each, from libpcap) to a packet socket."""
     import ctypes
@@ -200,15 +242,47 @@ class Agent:
 
     def op_src(self, req: dict) -> dict:
         """The source address the namespace's kernel would use toward `dst` (no packet is sent)."""
-        fam = socket.AF_INET6 if req["family"] == 6 else socket.AF_INET
-        with namespace.inside(req["netns"]):
+        return {"src": self._src(req["netns"], req["dst"], req["family"])}
+
+    @staticmethod
+    def _src(netns: str, dst: str, family: int) -> str:
+        fam = socket.AF_INET6 if family == 6 else socket.AF_INET
+        with namespace.inside(netns):
             s = socket.socket(fam, socket.SOCK_DGRAM)
         with s:
             try:
-                s.connect((req["dst"], 9))
+                s.connect((dst, 9))
             except OSError as exc:
-                raise OSError(f"no route to {req['dst']} in {req['netns']}: {exc.strerror}") from None
-            return {"src": s.getsockname()[0]}
+                raise OSError(f"no route to {dst} in {netns}: {exc.strerror}") from None
+            return s.getsockname()[0]
+
+    def _fill_src(self, netns: str, frames: list, which) -> tuple[list, dict]:
+        """The frames at indices `which` (layer-3 packets built with a placeholder source) with the
+        source address the namespace's kernel chooses toward their destination, and every checksum
+        computed again by Scapy; {index: source}."""
+        if not which:
+            return frames, {}
+        frames = list(frames)
+        srcs = {}
+        for i in which:
+            kind, data, iface, dst = frames[i]
+            fam = 6 if kind == "l3v6" else 4
+            src = srcs[i] = self._src(netns, dst, fam)
+            patched = _patch_src(data, fam, src)
+            if patched is not None:
+                frames[i] = (kind, patched, iface, dst)
+                continue
+            sc = self.scapy()
+            pkt = (sc["IPv6"] if fam == 6 else sc["IP"])(data)
+            pkt.src = src
+            layer = pkt
+            while layer:
+                for name in ("chksum", "cksum"):
+                    if name in layer.fields:
+                        delattr(layer, name)
+                layer = layer.payload
+            frames[i] = (kind, bytes(pkt), iface, dst)
+        return frames, srcs
 
     def op_l2(self, req: dict) -> dict:
         """For a frame toward IP `dst`: the interface, its MAC, the next hop's MAC (the kernel's
@@ -272,11 +346,15 @@ class Agent:
         return None
 
     def op_send(self, req: dict) -> dict:
-        return {"sent_ns": self._send_all(req["netns"], req["frames"], req.get("inter", 0.0))}
+        frames, srcs = self._fill_src(req["netns"], req["frames"], req.get("fill_src"))
+        return {"sent_ns": self._send_all(req["netns"], frames, req.get("inter", 0.0)), "srcs": srcs}
 
     def op_sr(self, req: dict) -> dict:
-        return self._sr(req["netns"], req["frames"], req["timeout"], req.get("inter", 0.0), req.get("multi", False),
-                        req.get("iface"))
+        frames, srcs = self._fill_src(req["netns"], req["frames"], req.get("fill_src"))
+        answer = self._sr(req["netns"], frames, req["timeout"], req.get("inter", 0.0), req.get("multi", False),
+                          req.get("iface"))
+        answer["srcs"] = srcs
+        return answer
 
     def _sr(self, netns: str, frames: list, timeout: float, inter: float, multi: bool,
             listen_iface: str | None = None) -> dict:

@@ -248,13 +248,16 @@ def _prepare(host: "Host", pkt, iface: str | None) -> tuple[tuple, Any]:
             if len(host.interfaces) != 1:
                 raise ValueError(f"host {host.name} has several interfaces: say which with iface=")
             iface = host.interfaces[0].name
-        return ("l2", bytes(pkt), iface, None), pkt
+        return ("l2", bytes(pkt), iface, None, False), pkt
     if isinstance(pkt, (IP, IPv6)):
-        if "src" not in pkt.fields:
+        fill = "src" not in pkt.fields
+        if fill:
+            # A placeholder, so that Scapy does not look the source up in this process's tables; the
+            # agent puts in the one the host's kernel chooses and computes the checksums again.
             pkt = pkt.copy()
-            pkt.src = _src(host, pkt)
+            pkt.src = "::" if isinstance(pkt, IPv6) else "0.0.0.0"
         kind = "l3v6" if isinstance(pkt, IPv6) else "l3v4"
-        return (kind, bytes(pkt), None, pkt.dst), pkt
+        return (kind, bytes(pkt), None, pkt.dst, fill), pkt
     raise ValueError(f"{pkt.summary()}: send IP()/..., IPv6()/... or Ether()/... packets")
 
 
@@ -263,13 +266,28 @@ def _src(host: "Host", net) -> str:
     return agent().request("src", netns=host.netns, dst=net.dst, family=6 if isinstance(net, IPv6) else 4)["src"]
 
 
-def _frames(host: "Host", pkts, iface: str | None) -> tuple[list, list]:
-    frames, sent = [], []
-    for p in _expand(pkts):
-        frame, ready = _prepare(host, p, iface)
-        frames.append(frame)
+def _frames(host: "Host", pkts, iface: str | None) -> tuple[list, list, list]:
+    """(frames as the agent takes them, the packets, indices of those whose source the agent fills in)."""
+    frames, sent, fill = [], [], []
+    for i, p in enumerate(_expand(pkts)):
+        (*frame, fill_src), ready = _prepare(host, p, iface)
+        frames.append(tuple(frame))
         sent.append(ready)
-    return frames, sent
+        if fill_src:
+            fill.append(i)
+    return frames, sent, fill
+
+
+def _sent(sent: list, answer: dict) -> None:
+    """Stamp the packets as the agent sent them: `sent_time`, and the source it filled in."""
+    for i, src in answer.get("srcs", {}).items():
+        sent[i].src = src
+        for layer in (sent[i], *sent[i].iterpayloads()):
+            for name in ("chksum", "cksum"):
+                if name in layer.fields:
+                    delattr(layer, name)
+    for p, t in zip(sent, answer["sent_ns"]):
+        p.sent_time = t / 1e9
 
 
 def _received(frame: tuple, layer3: bool):
@@ -296,10 +314,10 @@ def _stamp(pkt, ts_ns: int, ifname: str | None, direction: str | None) -> None:
 
 def send(host: "Host", pkts, *, inter: float = 0.0, iface: str | None = None) -> list:
     """Send one packet or several from `host`; returns them as sent (with `sent_time`)."""
-    frames, sent = _frames(host, pkts, iface)
-    answer = agent().request("send", netns=host.netns, frames=frames, inter=inter, wait=inter * len(frames))
-    for p, t in zip(sent, answer["sent_ns"]):
-        p.sent_time = t / 1e9
+    frames, sent, fill = _frames(host, pkts, iface)
+    answer = agent().request("send", netns=host.netns, frames=frames, fill_src=fill, inter=inter,
+                             wait=inter * len(frames))
+    _sent(sent, answer)
     return sent
 
 
@@ -311,12 +329,12 @@ def sr(host: "Host", pkts, *, timeout: float = 2.0, inter: float = 0.0, multi: b
     every packet is answered (`multi=True`: waits the whole `timeout` and keeps every answer)."""
     from scapy.plist import PacketList, QueryAnswer, SndRcvList
 
-    frames, sent = _frames(host, pkts, iface)
-    answer = agent().request("sr", netns=host.netns, frames=frames, timeout=timeout, inter=inter, multi=multi,
+    frames, sent, fill = _frames(host, pkts, iface)
+    answer = agent().request("sr", netns=host.netns, frames=frames, fill_src=fill, timeout=timeout, inter=inter,
+                             multi=multi,
                              iface=iface if any(f[0] == "l2" for f in frames) else None,
                              wait=timeout + inter * len(frames))
-    for p, t in zip(sent, answer["sent_ns"]):
-        p.sent_time = t / 1e9
+    _sent(sent, answer)
     pairs, got = [], set()
     for i, frame in answer["answers"]:
         pairs.append(QueryAnswer(sent[i], _received(frame, frames[i][0] != "l2")))
