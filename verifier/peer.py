@@ -43,8 +43,15 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ANY", "RealSocket", "ScriptError", "ScriptedPeer"]
 
 MOD = 1 << 32
+class _Any:
+    """In an `options` pattern: the option must be there, with any value."""
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
 #: In an `options` pattern: the option must be there, with any value.
-ANY = object()
+ANY = _Any()
 DEFAULT_WITHIN = (0.0, 1.0)
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
               7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}

@@ -33,6 +33,7 @@ class KernelRstDrop(NftFault, kind="kernel-rst-drop"):
     """
 
     hooks = (("output", -300),)
+    default_host = "client"  # on the command line: where Scapy usually plays from
     options = tuple(o for o in NftFault.options if o.name != "flags")
 
     def __init__(self, match: Match | None = None, *, sport: int | None = None, dport: int | None = None,
