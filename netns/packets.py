@@ -222,7 +222,11 @@ def _expand(pkts) -> list:
     for p in pkts:
         if not isinstance(p, Packet):
             raise TypeError(f"not a Scapy packet: {p!r}")
-        out.extend(p)  # a packet with lists or ranges of values stands for several, as in Scapy
+        # A packet with lists or ranges of values stands for several, as in Scapy. Iterated, never
+        # measured: len() would build it here, and Scapy would look its missing addresses up in this
+        # process's namespace (and could send an ARP request there to do so).
+        for one in p:
+            out.append(one)
     return out
 
 

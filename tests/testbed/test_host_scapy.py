@@ -95,10 +95,18 @@ def test_kernel_rst_is_held_back_and_scapy_rst_passes(testbed, capture, fault, f
     assert any(p.haslayer(TCP) and p[TCP].flags == "R" and p.direction == "out" for p in frames)
 
 
-def test_layer2_frames_get_the_namespace_addresses(testbed, family):
+def test_layer2_frames_get_the_namespace_addresses(testbed, family, caplog, monkeypatch):
     listen(testbed, family)
+    # Nothing is looked up in this process's own namespace: Scapy's resolver is never asked.
+    from scapy.config import conf
+
+    def refuse(*args, **kw):
+        raise AssertionError("Scapy's neighbour resolution ran in the caller's namespace")
+
+    monkeypatch.setattr(conf.neighbor, "resolve", refuse)
     ans = testbed.client.sr1(Ether() / IPf(family, dst=testbed.server.addr(family))
                              / TCP(sport=40127, dport=PORT, flags="S"), timeout=3)
+    assert "MAC address" not in caplog.text
     assert ans is not None and isinstance(ans, Ether) and ans[TCP].flags == "SA"
     router = testbed.router.interface("client")
     from verifier.faults.base import link_of
