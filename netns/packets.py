@@ -15,6 +15,9 @@ the network's own time.
 Answers and sniffed packets carry Scapy's `time` (seconds, the kernel's receive timestamp) and
 `sniffed_on` (the interface), plus `ts_ns` (the same timestamp in integer nanoseconds) and
 `direction` ("in" or "out" of that interface). Sent packets get `sent_time`.
+
+A packet sent without a source address gets the one the host's kernel chooses for its destination,
+and its checksums are computed again for it: to send a deliberately wrong checksum, give `src` too.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from netns import namespace
 from verifier.analysis.schedules import Tolerance
-from verifier.faults import KernelRstDrop
+from verifier.faults import KernelRstDrop, inject
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns import Host, Testbed
@@ -134,18 +134,24 @@ class ScriptedPeer:
         self.last_ns = 0
         self._pending: list = []
         self._listener = None
-        self._quiet: KernelRstDrop | None = None
+        self._quiet = None  # the KernelRstDrop's context, while the peer lives
         self._sockets: list[RealSocket] = []
         self._lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "ScriptedPeer":
-        self._quiet = KernelRstDrop(sport=self.port, src=self.addr)
-        self._quiet.apply(self.host)
+        # Scapy is imported now, before the clock of the script starts, not in the middle of a step.
+        import scapy.layers.inet  # noqa: F401
+        import scapy.layers.inet6  # noqa: F401
+        import scapy.layers.l2  # noqa: F401
+
+        self._quiet = inject(self.host, KernelRstDrop(sport=self.port, src=self.addr))
+        self._quiet.__enter__()  # refuses a host that is not part of a live testbed
         try:
-            self._listener = self.host.listen(filter=f"tcp port {self.port}")
-        except Exception:
-            self._quiet.remove(self.host)
+            self._listener = self.host.listen(filter=None)
+        except BaseException:
+            self._quiet.__exit__(None, None, None)
+            self._quiet = None
             raise
         self.t0_ns = self.last_ns = self._listener.since_ns
         return self
@@ -158,7 +164,7 @@ class ScriptedPeer:
             self._listener = None
         if self._quiet is not None:
             quiet, self._quiet = self._quiet, None
-            quiet.remove(self.host)
+            quiet.__exit__(None, None, None)
 
     def __enter__(self) -> "ScriptedPeer":
         return self.start()
@@ -226,7 +232,10 @@ class ScriptedPeer:
         return self.remote_port is None or t.sport == self.remote_port
 
     def _next(self, deadline_ns: int):
-        """The next packet of the connection from the kernel, or None at the deadline."""
+        """The next packet of the connection from the kernel (the caller judges its timestamp), or None
+        if none had come by the deadline. What arrived is read even when this process comes late to
+        read it (a slow import, a loaded machine): the kernel's timestamps decide, not when we look."""
+        looked_late = False
         while True:
             while self._pending:
                 pkt = self._pending.pop(0)
@@ -234,8 +243,13 @@ class ScriptedPeer:
                     return pkt
             left = (deadline_ns - time.time_ns()) / 1e9
             if left <= 0:
-                return None
+                if looked_late:
+                    return None
+                looked_late, left = True, 0.0
             self._pending = self._listener.next(timeout=left)
+
+    def _push_back(self, pkt) -> None:
+        self._pending.insert(0, pkt)
 
     def _learn(self, pkt) -> None:
         from scapy.layers.inet import TCP
@@ -281,6 +295,9 @@ class ScriptedPeer:
         gap = (pkt.ts_ns - self.last_ns) / 1e9
         self._learn(pkt)
         step = self.note("<", self.describe(pkt) + f"   (+{gap:.6f} s)", pkt.ts_ns)
+        if gap > hi:
+            self.fail(f"step {step.n}: the packet came {gap:.6f} s after the previous step, too late", f"<  {want} "
+                      f"{when}", pkt, step.n)
         if gap < lo:
             self.fail(f"step {step.n}: the packet came {gap:.6f} s after the previous step, too early", f"<  {want} "
                       f"{when}", pkt, step.n)
@@ -293,7 +310,11 @@ class ScriptedPeer:
     def expect_nothing(self, for_s: float) -> None:
         """No packet of the connection may come from the kernel for `for_s` seconds from now."""
         start = time.time_ns()
-        pkt = self._next(start + int(for_s * 1e9))
+        end = start + int(for_s * 1e9)
+        pkt = self._next(end)
+        if pkt is not None and pkt.ts_ns > end:
+            self._push_back(pkt)  # it belongs to the next step
+            pkt = None
         if pkt is not None:
             self._learn(pkt)
             step = self.note("<", self.describe(pkt), pkt.ts_ns)
