@@ -454,6 +454,15 @@ class Agent:
             _close_later(entry[0])
         return {"closed": entry is not None}
 
+    def op_forget(self, req: dict) -> dict:
+        """Close the listening sessions of these namespaces (their testbed is going down)."""
+        gone = set(req["netns"])
+        with self._lock:
+            sids = [sid for sid, (_, _, ns) in self.sessions.items() if ns in gone]
+            for sid in sids:
+                _close_later(self.sessions.pop(sid)[0])
+        return {"closed": len(sids)}
+
     def expire(self) -> None:
         now = time.monotonic()
         with self._lock:

@@ -197,6 +197,17 @@ def agent() -> PacketAgent:
         return _agent
 
 
+def forget(netns_names: list[str]) -> None:
+    """Close what the agent still holds in these namespaces (listening sessions), so that nothing
+    keeps them alive once their testbed is down. Does nothing if the agent never started."""
+    if _agent is None or _agent.pid is None or _agent._owner != os.getpid():
+        return
+    try:
+        _agent.request("forget", netns=list(netns_names))
+    except PacketAgentError:
+        pass
+
+
 def _register_atexit() -> None:
     global _atexit_done
     if not _atexit_done:

@@ -155,3 +155,15 @@ def test_no_route_is_one_clear_error(testbed, family):
                                                                                 "default"]).check()
     with pytest.raises(PacketAgentError, match="no route"):
         testbed.client.send(IPf(family, dst=testbed.server.addr(family)) / TCP(dport=PORT))
+
+
+def test_a_listener_left_open_is_closed_with_its_testbed(root):
+    from netns import Testbed, namespace
+    from netns.packets import PacketAgentError
+
+    with Testbed("pair", "ipv4") as bed:
+        seen = bed.server.listen()  # never closed by the test
+        netns = bed.server.netns
+    assert not namespace.exists(netns)
+    with pytest.raises(PacketAgentError, match="no listening session"):
+        seen.next(0)
