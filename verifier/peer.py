@@ -103,11 +103,14 @@ class ScriptedPeer:
     client's port from its SYN; as the client, it sends from `peer_port` (default: a random port
     from 40000-59999) to the real server's `port`. `isn`: the peer's initial sequence number
     (random by default). `capture`: the capture of the testbed, named in failure reports.
+    `within`: the time window of an `expect` that names none (default: up to 1 s after the previous
+    step); `tolerance`: the timer model of `expect(after=...)`.
     """
 
     def __init__(self, bed: "Testbed", *, side: str = "server", family: int = 4, port: int = 5000,
                  peer_port: int | None = None, isn: int | None = None, capture=None,
-                 tolerance: Tolerance | None = None, window: int = 64240) -> None:
+                 tolerance: Tolerance | None = None, window: int = 64240,
+                 within: tuple[float, float] = DEFAULT_WITHIN) -> None:
         if side not in ("server", "client"):
             raise ValueError(f"side is 'server' or 'client', not {side!r}")
         self.bed = bed
@@ -128,6 +131,7 @@ class ScriptedPeer:
         self.window = window
         self.capture = capture
         self.tolerance = tolerance or Tolerance()
+        self.within = within
         self.steps: list[Step] = []
         self.seen: list = []  # every packet of the connection the kernel sent, in order
         self.t0_ns = 0
@@ -268,7 +272,7 @@ class ScriptedPeer:
         if after is not None:
             lo, hi = (tolerance or self.tolerance).window(after)
             return lo, hi, f"{after:g} s after the previous step (allowed {lo:.3f}-{hi:.3f} s)"
-        lo, hi = within if within is not None else DEFAULT_WITHIN
+        lo, hi = within if within is not None else self.within
         return lo, hi, f"within {lo:g}-{hi:g} s of the previous step"
 
     def expect(self, flags: str, *, seq: int | None = None, ack: int | None = None, win: int | None = None,
