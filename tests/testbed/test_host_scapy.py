@@ -167,3 +167,20 @@ def test_a_listener_left_open_is_closed_with_its_testbed(root):
     assert not namespace.exists(netns)
     with pytest.raises(PacketAgentError, match="no listening session"):
         seen.next(0)
+
+
+def test_sr_multi_keeps_every_answer(testbed, fault, family):
+    # The listener retransmits its SYN-ACK (no final ACK comes): with multi=True both answers are kept.
+    from tests.conformance.conftest import initial_rto_ns
+    from tests.kernel import TOLERANCE
+
+    listen(testbed, family)
+    fault(testbed.client, KernelRstDrop(sport=40130))
+    # A listener's first SYN-ACK retransmission waits its initial RTO (tcp_timeout_init), read from the kernel.
+    rto = initial_rto_ns(testbed.server, family, testbed.client.addr(family)) / 1e9
+    ans, unans = testbed.client.sr(IPf(family, dst=testbed.server.addr(family))
+                                   / TCP(sport=40130, dport=PORT, flags="S", seq=7), multi=True,
+                                   timeout=TOLERANCE.window(rto)[1])
+    assert [(r[TCP].flags, r[TCP].ack) for _, r in ans] == [("SA", 8), ("SA", 8)] and not unans
+    gap = float(ans[1][1].time - ans[0][1].time)
+    assert TOLERANCE.fits(gap, rto), gap
