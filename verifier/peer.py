@@ -549,9 +549,16 @@ class RealSocket:
                 "snd_mss": snd_mss, "rcv_mss": rcv_mss, "snd_wscale": wscale & 0x0F, "rcv_wscale": wscale >> 4}
 
     def close(self, log: bool = True) -> None:
+        """close(). When the peer ends (`log=False`), a call still blocked in the background is ended
+        first (shutdown() wakes a connect(), accept() or recv()), so that no thread goes on holding a
+        socket of a namespace that is about to go."""
         if not self.closed:
             self.closed = True
             if log:
                 self._now("close()", lambda: self.sock.close() or 0)
-            else:
-                self.sock.close()
+                return
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected: nothing to wake
+            self.sock.close()
