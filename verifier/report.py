@@ -27,7 +27,8 @@ def write_report(path: Path, results: list[dict]) -> None:
     by_claim: dict[str, list[dict]] = {}
     for r in rows:
         by_claim.setdefault(r["claim"], []).append(r)
-    lines += ["| claim | the book says | linux (this kernel) | stevens (the book's 4.4BSD) |", "|---|---|---|---|"]
+    lines += ["| claim | the book (C) or the RFC (P) says | linux (this kernel) | stevens (the book's 4.4BSD) |",
+              "|---|---|---|---|"]
     for cid, checks in by_claim.items():
         claim = CLAIMS.get(cid)
         failed = sum(r["outcome"] == "failed" for r in checks)
