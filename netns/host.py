@@ -119,6 +119,45 @@ class Host:
         """
         return fault.applied(self)
 
+    # -- Scapy packets, inside the namespace (netns.packets) ---------------------------------------
+    def send(self, pkts, *, inter: float = 0.0, iface: str | None = None) -> list:
+        """Send Scapy packets from this host: `IP()/...` and `IPv6()/...` routed by this host's kernel
+        (its routes and neighbours), `Ether()/...` out of the interface toward their destination (or
+        `iface`). The IP source and Ether addresses, when not given, are this host's. Returns the
+        packets as sent."""
+        from . import packets
+
+        return packets.send(self, pkts, inter=inter, iface=iface)
+
+    def sr(self, pkts, *, timeout: float = 2.0, inter: float = 0.0, multi: bool = False, iface: str | None = None):
+        """Send packets from this host and collect the answers, as Scapy's `sr`: `(answered, unanswered)`."""
+        from . import packets
+
+        return packets.sr(self, pkts, timeout=timeout, inter=inter, multi=multi, iface=iface)
+
+    def sr1(self, pkt, *, timeout: float = 2.0, iface: str | None = None):
+        """Send one packet from this host; its first answer as a Scapy packet, or None after `timeout`:
+
+            ans = bed.client.sr1(IP(dst=bed.server.addr(4)) / TCP(dport=5000, flags="S"), timeout=3)
+        """
+        from . import packets
+
+        return packets.sr1(self, pkt, timeout=timeout, iface=iface)
+
+    def sniff(self, *, count: int = 0, timeout: float | None = None, filter: str | None = None,
+              iface: str | None = None):
+        """Packets seen on this host's interfaces (a Scapy `PacketList`), until `count` or `timeout`;
+        `filter`: a tcpdump expression. Each has `time`, `ts_ns`, `sniffed_on` and `direction`."""
+        from . import packets
+
+        return packets.sniff(self, count=count, timeout=timeout, filter=filter, iface=iface)
+
+    def listen(self, *, iface: str | None = None, filter: str | None = None, lifetime_s: float = 300.0):
+        """Receive this host's packets from now on, taken out with `.next(timeout)` (`netns.packets.Listener`)."""
+        from . import packets
+
+        return packets.listen(self, iface=iface, filter=filter, lifetime_s=lifetime_s)
+
     # -- readiness -----------------------------------------------------------------------------
     def listening(self, port: int) -> bool:
         """Is some socket in this host in LISTEN on `port` (IPv4 or IPv6)? Read from /proc/net/tcp{,6}."""

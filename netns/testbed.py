@@ -425,6 +425,9 @@ class Testbed:
             except Exception as exc:  # keep going: the namespaces must go regardless
                 errors.append(str(exc))
         names = [v for k, v in self._undo if k == "netns"]
+        from . import packets
+
+        packets.forget(names)  # the packet agent's sockets in them, if any are still open
         _killed, survivors = end_namespace_processes(names, deadline_s, progress)
         if survivors:
             errors.append(f"process(es) {', '.join(map(str, survivors))} still running {deadline_s:g} s after SIGKILL")

@@ -60,6 +60,11 @@ _EXPORTS = {
     "Blackhole": "verifier.faults",
     "Delay": "verifier.faults",
     "SynFlood": "verifier.faults",
+    "KernelRstDrop": "verifier.faults",
+    # scripted peers: Scapy plays one side of a connection against the real kernel
+    "ScriptedPeer": "verifier.peer",
+    "ScriptError": "verifier.peer",
+    "ANY": "verifier.peer",
 }
 
 __all__ = sorted(_EXPORTS)

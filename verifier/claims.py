@@ -1,4 +1,5 @@
-"""The claims under test: chapter 4 of Stevens' UNIX Network Programming, as listed in docs/claims.md.
+"""The claims under test: chapter 4 of Stevens' UNIX Network Programming, as listed in docs/claims.md
+(C1-C14), and the RFC rules that only a scripted peer can drive (P1-P6, `tests/conformance/test_scripted.py`).
 
 Data only: each claim's id, a short title, and the book's statement, for reports and failure messages.
 """
@@ -44,4 +45,23 @@ CLAIMS = {c.id: c for c in (
           "getsockname() returns the local address the kernel chose; getpeername() the foreign one."),
     Claim("C14", "exec() keeps descriptors",
           "exec() keeps open descriptors (unless FD_CLOEXEC), so a fork+exec server hands the socket to a new program."),
+    # Rules of the RFCs that need a peer which sends exactly the segments a script says (verifier.peer).
+    Claim("P1", "RST in SYN-SENT (RFC 9293 3.10.7.3)",
+          "In SYN-SENT a RST is acceptable only if its ACK acknowledges the SYN: one without ACK, or with a wrong "
+          "ACK, is dropped; an acceptable one aborts the connection (ECONNREFUSED)."),
+    Claim("P2", "RST on an established connection (RFC 5961 3.2)",
+          "A RST at exactly RCV.NXT resets the connection; one elsewhere in the window draws a challenge ACK and "
+          "changes nothing; one outside the window is dropped."),
+    Claim("P3", "SYN-ACK retransmission",
+          "A listener retransmits an unacknowledged SYN-ACK, doubling the gap from the initial RTO, "
+          "tcp_synack_retries times, then forgets the half-open connection."),
+    Claim("P4", "ICMP unreachable on an established connection (RFC 1122 4.2.3.9)",
+          "Destination unreachable (net, host) for an established connection is a soft error: the connection "
+          "is not aborted, and retransmits."),
+    Claim("P5", "simultaneous open (RFC 9293 3.5)",
+          "A SYN received in SYN-SENT moves the connection to SYN-RECEIVED and is answered with SYN-ACK; the "
+          "peer's SYN-ACK establishes it."),
+    Claim("P6", "SYN-ACK options bind the client (RFC 9293 3.7.1, RFC 7323, RFC 2018)",
+          "The client sends segments no larger than the peer's MSS, scales the peer's window by its shift "
+          "(up to 14), and sends SACK or timestamps only if the SYN-ACK offered them."),
 )}

@@ -37,7 +37,8 @@ def write_report(path: Path, results: list[dict]) -> None:
     by_claim: dict[str, list[dict]] = {}
     for r in rows:
         by_claim.setdefault(r["claim"], []).append(r)
-    lines += ["| claim | the book says | linux (this kernel) | stevens (the book's 4.4BSD) |", "|---|---|---|---|"]
+    lines += ["| claim | the book (C) or the RFC (P) says | linux (this kernel) | stevens (the book's 4.4BSD) |",
+              "|---|---|---|---|"]
     for cid, checks in by_claim.items():
         claim = CLAIMS.get(cid)
         failed = sum(r["outcome"] == "failed" for r in checks)
@@ -273,6 +274,6 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _claim_order(cid: str) -> tuple[int, str]:
+def _claim_order(cid: str) -> tuple[int, int, str]:
     digits = "".join(ch for ch in cid if ch.isdigit())
-    return (int(digits) if digits else 99, cid)
+    return (0 if cid.startswith("C") else 1, int(digits) if digits else 99, cid)

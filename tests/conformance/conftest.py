@@ -25,7 +25,7 @@ PROBE_PORT = PORT + 7  # the initial-RTO probe's destination port: nothing liste
 TCP_SYN_SENT = 2  # include/net/tcp_states.h
 # Checks whose length is set by kernel timers go first, so that under pytest-xdist they start at once
 # and every other check runs beside them: the suite's wall time is then close to the longest timer.
-LONG_FIRST = ("test_c2_", "test_c8_syn_flood", "test_c8_accept_queue_overflow", "test_c5_")
+LONG_FIRST = ("test_c2_", "test_p3_", "test_c8_syn_flood", "test_c8_accept_queue_overflow", "test_c5_")
 
 
 def pytest_collection_modifyitems(config, items):

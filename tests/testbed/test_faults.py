@@ -669,6 +669,7 @@ CLI_EXAMPLES = {
     "blackhole": dict(address="203.0.113.2"),
     "delay": dict(delay_ms="100", dport="5000", src="192.0.2.2,2001:db8:1::2"),
     "syn-flood": dict(dst="203.0.113.2", dport="5000", count="100", rate_pps="1000"),
+    "kernel-rst-drop": dict(sport="40123", duration_s="30"),
 }
 
 

@@ -290,6 +290,26 @@ class Connection(Attempt):
         header = f"{format_endpoint(self.client)} > {format_endpoint(self.server)} on {where}:"
         return header + "\n" + format_events(events, mark=mark, family=self.family)
 
+    # ---- the packets behind the events, as Scapy packets (read from the capture file)
+
+    def scapy_packets(self, iface: str | None = None):
+        """This connection's packets (every interface, or `iface`'s) as a Scapy `PacketList`, read
+        back from the capture file and dissected lazily (`verifier.pcap.scapy_view`): each with
+        `time`, `ts_ns`, `sniffed_on`, `direction` and `index` (its event's `packet_index`)."""
+        from verifier.pcap.scapy_view import scapy_packets
+
+        source = getattr(self, "source", None)
+        if source is None:
+            raise ValueError("this connection was not read from a file: there are no frames to dissect")
+        return scapy_packets(source, (p.index for p in self.packets), iface=iface, name=f"connection #{self.id}")
+
+    def scapy_packet(self, event: Event):
+        """The Scapy packet behind one of this connection's events."""
+        got = [p for p in self.scapy_packets() if p.index == event.packet_index]
+        if not got:
+            raise LookupError(f"event at packet index {event.packet_index} is not one of connection #{self.id}'s")
+        return got[0]
+
     def __repr__(self) -> str:
         return f"<Connection {self.describe()}>"
 
@@ -338,6 +358,7 @@ class Trace:
         trace.t0_ns = min(firsts, default=0)
         for c in conns:
             c._setup(trace.t0_ns)
+            c.source = source
         trace.connections = conns
         trace.unmatched_icmp = list(g.unmatched)
         seen: dict[str, None] = {}
@@ -395,6 +416,15 @@ class Trace:
         lines += [f"  {c.describe()}" for c in self.connections]
         return "\n".join(lines)
 
+    def scapy_packets(self, iface: str | None = None):
+        """Every frame of the capture file (or those on `iface`) as a Scapy `PacketList`, dissected
+        lazily; see `Connection.scapy_packets`."""
+        from verifier.pcap.scapy_view import scapy_packets
+
+        if self.source is None:
+            raise ValueError("this trace was not read from a file: there are no frames to dissect")
+        return scapy_packets(self.source, iface=iface)
+
     def __repr__(self) -> str:
         return f"<Trace {self.source or '(in memory)'}: {len(self.connections)} connections>"
 
@@ -448,6 +478,7 @@ class ConnectionStream:
                 done = sorted(g.take(), key=attrgetter("id"))
                 for c in done:
                     c._setup(g.first_ns)
+                    c.source = self.source if isinstance(self.source, (str, os.PathLike)) else None
                     yield c
         finally:
             reader.close()

@@ -204,6 +204,16 @@ class Capture:
             chosen += [(lab, views.view_path(self.path, host if by_host else lab)) for lab in mine]
         return [views.write_view(self.path, lab, dst) for lab, dst in chosen]
 
+    def packets(self, iface: str | None = None):
+        """Stop the capture if it still runs, and return its frames (every interface, or `iface`, such
+        as ``"client:c0"``) as a Scapy `PacketList`, dissected lazily: each packet has `time`, `ts_ns`
+        (the kernel's timestamp), `sniffed_on` (``host:ifname``), `direction` ("in"/"out") and `index`
+        (Wireshark frame `index + 1`). Verdicts come from `trace()`, not from these."""
+        self.stop()
+        from verifier.pcap.scapy_view import scapy_packets
+
+        return scapy_packets(self.path, iface=iface)
+
     def trace(self, *, allow_loss: bool = False) -> "Trace":
         """Stop the capture if it still runs, and return the analysed recording.
 

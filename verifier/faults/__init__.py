@@ -17,6 +17,8 @@ The kinds, one module each (`FAULT_KINDS` maps the command line's names to their
 * `blackhole.Blackhole`: make a host's address unreachable with no answer at all (no ARP / neighbour reply).
 * `delay.Delay`: delay matching packets: netem where the kernel has it, else a user-space delay line at
   a router (the fault agent).
+* `kernel_rst.KernelRstDrop`: keep a host's kernel from sending RSTs for connections it does not know,
+  while Scapy plays one side from that host (the packet agent's own packets pass).
 * `synflood.SynFlood`: a bounded flood of SYNs from spoofed documentation addresses (the flood itself
   is `flood`).
 
@@ -76,6 +78,7 @@ from verifier.faults.segment import Segment
 from verifier.faults.blackhole import Blackhole
 from verifier.faults.delay import Delay, qdisc_available
 from verifier.faults.synflood import SynFlood
+from verifier.faults.kernel_rst import KernelRstDrop
 from verifier.faults.flood import FloodError, FloodReport, background_syn_flood, relax_rp_filter, syn_flood
 
 # Every other module of the package too (but the agent process's), so that a new kind registers
@@ -87,7 +90,7 @@ del _module
 
 __all__ = [
     "DEFAULT_LIFETIME_S", "DEFAULT_MTU", "FAULT_KINDS", "ICMP_UNREACH_CODES", "RST_POSITIONS", "AgentFault",
-    "Blackhole", "Delay", "Drop", "Fault", "FaultError", "FloodError", "FloodReport", "IcmpUnreachable", "Match",
+    "Blackhole", "Delay", "Drop", "KernelRstDrop", "Fault", "FaultError", "FloodError", "FloodReport", "IcmpUnreachable", "Match",
     "NftFault", "Option", "Reject", "Rst", "Segment", "Syn", "SynFlood", "background_syn_flood", "flood",
     "from_cli", "icmp_unreach_code", "inject", "match_options", "qdisc_available", "relax_rp_filter", "syn_flood",
 ]
