@@ -52,10 +52,27 @@ SESSION_LIFETIME_S = 300.0
 SO_ATTACH_FILTER = 26
 
 
-def _write_frame(fd: int, obj: dict, lock: threading.Lock) -> None:
+# The pipe's framing, both ways (this agent and its client, netns.packets): a 4-byte big-endian
+# length, then a pickled dict.
+
+def frame(obj: dict) -> bytes:
+    """One message as it goes down the pipe."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return struct.pack(">I", len(data)) + data
+
+
+def read_frame(fd: int) -> dict | None:
+    """The next message from `fd`; None at the end of the pipe."""
+    head = _read_exact(fd, 4)
+    if head is None:
+        return None
+    body = _read_exact(fd, struct.unpack(">I", head)[0])
+    return None if body is None else pickle.loads(body)
+
+
+def _write_frame(fd: int, obj: dict, lock: threading.Lock) -> None:
     with lock:
-        view = memoryview(struct.pack(">I", len(data)) + data)
+        view = memoryview(frame(obj))
         while view:
             n = os.write(fd, view)
             view = view[n:]
@@ -496,13 +513,9 @@ def main() -> int:
         agent.expire()
         if not ready:
             continue
-        head = _read_exact(0, 4)
-        if head is None:
+        req = read_frame(0)
+        if req is None:
             break  # the caller is gone
-        body = _read_exact(0, struct.unpack(">I", head)[0])
-        if body is None:
-            break
-        req = pickle.loads(body)
         if req.get("op") == "quit":
             break
         pool.submit(serve, req)

@@ -28,7 +28,6 @@ import os
 import pickle
 import select
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Iterable
 
 from netns import namespace
-from netns.packet_agent import MARK
+from netns.packet_agent import MARK, frame, read_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns.host import Host
@@ -87,34 +86,17 @@ class PacketAgent:
         if not select.select([fd], [], [], START_TIMEOUT)[0]:
             self._proc.kill()
             raise PacketAgentError(f"the packet agent did not start within {START_TIMEOUT} s{self._tail()}")
-        hello = self._read_frame(fd)
+        hello = read_frame(fd)
         if not hello or hello.get("event") != "hello":
             raise PacketAgentError(f"the packet agent said {hello!r} instead of hello{self._tail()}")
         self._reader = threading.Thread(target=self._read_answers, args=(self._proc, fd), daemon=True,
                                         name="packet-agent-reader")
         self._reader.start()
 
-    @staticmethod
-    def _read_frame(fd: int) -> dict | None:
-        def exact(n: int) -> bytes | None:
-            out = bytearray()
-            while len(out) < n:
-                chunk = os.read(fd, n - len(out))
-                if not chunk:
-                    return None
-                out += chunk
-            return bytes(out)
-
-        head = exact(4)
-        if head is None:
-            return None
-        body = exact(struct.unpack(">I", head)[0])
-        return None if body is None else pickle.loads(body)
-
     def _read_answers(self, proc: subprocess.Popen, fd: int) -> None:
         while True:
             try:
-                answer = self._read_frame(fd)
+                answer = read_frame(fd)
             except (OSError, pickle.UnpicklingError, EOFError):
                 answer = None
             if answer is None:
@@ -146,11 +128,11 @@ class PacketAgent:
         seq = next(self._seq)
         slot = [threading.Event(), None]
         self._waiting[seq] = slot
-        data = pickle.dumps({"op": op, "seq": seq, **fields}, protocol=pickle.HIGHEST_PROTOCOL)
+        data = frame({"op": op, "seq": seq, **fields})
         try:
             with self._write_lock:
                 assert proc is not None and proc.stdin is not None
-                proc.stdin.write(struct.pack(">I", len(data)) + data)
+                proc.stdin.write(data)
         except (BrokenPipeError, OSError):
             self._waiting.pop(seq, None)
             raise PacketAgentError(f"the packet agent is gone{self._tail()}") from None
@@ -171,8 +153,7 @@ class PacketAgent:
             return
         try:
             if proc.poll() is None:
-                data = pickle.dumps({"op": "quit"})
-                proc.stdin.write(struct.pack(">I", len(data)) + data)
+                proc.stdin.write(frame({"op": "quit"}))
                 proc.stdin.close()
                 proc.wait(5)
         except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
