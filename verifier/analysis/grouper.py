@@ -821,6 +821,8 @@ class Grouper:
         is_orig: cython.bint = pk.src_low == zc.orig_low
         zc.process(is_orig, t, flags, pk.seq, pk.ack, pk.payload_len, pk.window, pk.captured >= pk.payload_len,
                    csum_ok)
+        if csum_ok:
+            zc.count(pk.src_low == zc.orig_low, pk.ip_len)
         if self.keep:
             self._keep(a, pk, ev)
 

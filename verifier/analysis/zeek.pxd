@@ -43,6 +43,7 @@ cdef class ZeekConn:
     cdef public long long hist_seen, last_time, start_time, inactivity, removed_at
     cdef public bint is_partial, is_active, orig_low, handshaking, established
     cdef public frozenset likely
+    cdef public long long missed, orig_pkts, orig_ip_bytes, resp_pkts, resp_ip_bytes
     cdef public int first_packet_seen
     cdef public list timers
 
@@ -62,7 +63,8 @@ cdef class ZeekConn:
     cdef _ack_received(self, ZeekEndpoint ep, long long seq)
     cdef _trim(self, ZeekEndpoint ep, ZeekEndpoint peer, long long seq)
     cdef _undelivered(self, ZeekEndpoint ep, ZeekEndpoint peer, long long up_to)
-    cdef _gap(self, ZeekEndpoint ep, ZeekEndpoint peer)
+    cdef _gap(self, ZeekEndpoint ep, ZeekEndpoint peer, long long n)
+    cpdef count(self, bint is_orig, long long ip_len)
     cpdef bint is_reuse(self, long long flags, long long seq) except -1
     cpdef bint expired_by(self, long long t) except -1
     cdef bint _fire(self, long long when, int kind) except -1

@@ -192,6 +192,10 @@ class ZeekConn:
         self.handshaking = True  # both endpoints still in INACTIVE, SYN_SENT or SYN_ACK_SENT
         self.established = False  # a connection_established event is due after this packet
         self.likely = DEFAULT_LIKELY_SERVER_PORTS
+        # conn.log's counters: content gap bytes, and the ConnSize analyzer's packets and IP bytes
+        # per side (counted by the caller, `count`, for packets with a good checksum)
+        self.missed = 0
+        self.orig_pkts = self.orig_ip_bytes = self.resp_pkts = self.resp_ip_bytes = 0
         self.removed_at = -1
 
     # ---- creation (IPBasedAnalyzer::NewConn + TCPAnalyzer::WantConnection)
@@ -404,6 +408,16 @@ class ZeekConn:
         if port in LONG_INACTIVITY_PORTS:
             self.inactivity = LONG_INACTIVITY_TIMEOUT
 
+    def count(self, is_orig: cython.bint, ip_len: cython.longlong) -> None:
+        """One more packet of `ip_len` IP bytes for the ConnSize analyzer (conn.log's orig_pkts,
+        orig_ip_bytes, resp_pkts, resp_ip_bytes), after `process` decided who sent it."""
+        if is_orig:
+            self.orig_pkts += 1
+            self.orig_ip_bytes += ip_len
+        else:
+            self.resp_pkts += 1
+            self.resp_ip_bytes += ip_len
+
     # ---- UpdateStateMachine
 
     def _state_machine(self, t: cython.longlong, ep: ZeekEndpoint, peer: ZeekEndpoint, seq: cython.longlong,
@@ -488,6 +502,8 @@ class ZeekConn:
         fps = self.first_packet_seen
         self.first_packet_seen = ((fps & 1) << 1) | ((fps & 2) >> 1)
         self.is_partial = False
+        self.orig_pkts, self.resp_pkts = self.resp_pkts, self.orig_pkts  # ConnSize_Analyzer::FlipRoles
+        self.orig_ip_bytes, self.resp_ip_bytes = self.resp_ip_bytes, self.orig_ip_bytes
         if len(self.hist) < HISTORY_MAX:
             self.hist.append(94)  # "^"
 
@@ -571,16 +587,17 @@ class ZeekConn:
         while ep.blocks and ep.blocks[0][0] < up_to:
             b = ep.blocks[0]
             if b[0] > ep.reassem:
-                self._gap(ep, peer)
+                self._gap(ep, peer, b[0] - ep.reassem)
                 ep.reassem = b[0]
             self._deliver(ep)
         if up_to > ep.reassem:
-            self._gap(ep, peer)
+            self._gap(ep, peer, up_to - ep.reassem)
             ep.reassem = up_to
 
-    def _gap(self, ep: ZeekEndpoint, peer: ZeekEndpoint) -> None:
+    def _gap(self, ep: ZeekEndpoint, peer: ZeekEndpoint, n: cython.longlong) -> None:
         if _clean(ep) and _clean(peer):
             self._scaled(ep, "G", 3)
+            self.missed += n  # the content_gap event: conn.log's missed_bytes
 
     # ---- session rules
 

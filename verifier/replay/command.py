@@ -111,6 +111,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--zeek-sessions", action="store_true",
                    help="group packets as Zeek does (its connection reuse and timers split rows; every interface "
                         "counts) instead of one row per attempt")
+    p.add_argument("--zeek-log", choices=("tsv", "json"), metavar="FORMAT",
+                   help="print Zeek's conn.log instead of our rows: tsv (Zeek's ASCII log with its # header lines) "
+                        "or json (Zeek's JSON lines); rows as Zeek groups them (implies --zeek-sessions)")
     p.add_argument("--checksums", action="store_true",
                    help="drop segments with bad checksums like Zeek without -C (off by default: captures taken on "
                         "the sending host carry offloaded, unfinished checksums)")
@@ -244,7 +247,8 @@ def run_replay(args) -> int:
     from verifier.replay.scan import Scan
 
     try:
-        sc = Scan(args.file, grouping="zeek" if args.zeek_sessions else "attempt", checksums=args.checksums,
+        sc = Scan(args.file, grouping="zeek" if args.zeek_sessions or args.zeek_log else "attempt",
+                  checksums=args.checksums,
                   likely_server_ports=frozenset() if args.zeek_bare else DEFAULT_LIKELY_SERVER_PORTS,
                   linger_s=args.linger, max_connections=args.max_connections or DEFAULT_MAX_CONNECTIONS)
     except ValueError as exc:
@@ -267,7 +271,8 @@ def _replay(args, sc, evals) -> int:
     from verifier.pcap import CaptureFormatError
 
     out = sys.stdout
-    table = None if args.json else _Table(out, lambda: sc.grouper.first_ns)
+    zlog = getattr(args, "zeek_log", None)
+    table = None if args.json or zlog else _Table(out, lambda: sc.grouper.first_ns)
     # JSON lines go out as bytes, a chunk at a time; a text stream without a buffer (a test's
     # StringIO) gets them decoded
     raw = getattr(out, "buffer", None)
@@ -276,6 +281,7 @@ def _replay(args, sc, evals) -> int:
     shown = None
     listed = 0  # attempts with --port, when it is given
     closed = False  # the reader of stdout went away
+    zeek_started = False
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -292,7 +298,10 @@ def _replay(args, sc, evals) -> int:
                 if closed:
                     continue
                 try:
-                    if table is None:
+                    if zlog:
+                        emit(_zeek_rows(chunk, port, zlog, not zeek_started))
+                        zeek_started = True
+                    elif table is None:
                         emit(json_lines(chunk, -1 if port is None else port))
                     else:
                         table.add_all(chunk, port)
@@ -326,6 +335,8 @@ def _replay(args, sc, evals) -> int:
     vout = out if table is not None else sys.stderr  # where the table's companions go
     if table is not None:
         _guarded(table.close)
+    if zlog and not closed:
+        _guarded(lambda: emit(_zeek_rows([], port, zlog, not zeek_started) + _zeek_close(zlog)))
     if table is not None or not errors:  # bad input on stderr is one line, without the summary
         _say(_summary(args.file, st), vout)
     _warn_all(caught)
@@ -344,6 +355,32 @@ def _replay(args, sc, evals) -> int:
             _say(v.text(), vout)
     _guarded(out.flush)
     return status
+
+
+def _zeek_time_now() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime())
+
+
+def _zeek_rows(chunk, port, fmt: str, first: bool) -> bytes:
+    """conn.log lines of the attempts of `chunk` (Zeek's header first when `first` and TSV)."""
+    from verifier.analysis import zeeklog
+
+    parts = [zeeklog.header(_zeek_time_now()).encode()] if first and fmt == "tsv" else []
+    for a in chunk:
+        if port is not None and port not in (a.c_port, a.s_port):
+            continue
+        d = zeeklog.row(a)
+        if d:
+            parts.append(zeeklog.tsv_row(d).encode() if fmt == "tsv" else zeeklog.json_row(d))
+    return b"".join(parts)
+
+
+def _zeek_close(fmt: str) -> bytes:
+    from verifier.analysis import zeeklog
+
+    return zeeklog.close_line(_zeek_time_now()).encode() if fmt == "tsv" else b""
 
 
 def _guarded(write) -> None:

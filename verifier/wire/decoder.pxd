@@ -29,7 +29,7 @@ cdef class Packet:
     cdef public long long index, ts_ns, seq, ack
     cdef public int iface, linktype, kind, family, sport, dport, flags, window, checksum
     cdef public bint src_low
-    cdef public Py_ssize_t payload_len, l4_off, l3_off, captured
+    cdef public Py_ssize_t payload_len, l4_off, l3_off, captured, ip_len
     cdef public int ttl
     cdef public object iface_name, direction, key, mss, wscale, sack_ok, tsval, tsecr
     cdef public object icmp_type, icmp_code, mtu, quoted, tunnel, error

@@ -159,6 +159,7 @@ class Packet:
         self.l3_off = 0
         self.ttl = 0
         self.captured = 0
+        self.ip_len = 0  # the IP packet's length as its headers give it (Zeek's IP total length)
         self.checksum = 0
         # object fields: None unless set
         self.iface_name = None
@@ -529,6 +530,7 @@ class Decoder:
             pk.l3_off = self.l3 - self.start
             pk.ttl = self.ttl
             pk.captured = end - pos - doff
+            pk.ip_len = wire_end - self.l3
             pk.tunnel = self.tunnel
             if self.sll_dir is not None:
                 pk.direction = self.sll_dir
