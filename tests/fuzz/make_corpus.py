@@ -45,7 +45,8 @@ ZEEK_SEEDS = [
     "tunnels__teredo_bubble_with_payload.pcap", "tunnels__vxlan-encapsulated-http.pcap",
 ]
 # The link types decoder.LINKTYPES reads, sorted: the frame target's first byte indexes this list.
-LINKTYPES = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276]
+LINKTYPES = [0, 1, 6, 9, 10, 12, 14, 50, 51, 101, 104, 105, 107, 108, 109, 113, 117, 119, 127, 138, 163, 192, 204, 226, 228,
+             229, 239, 276]
 MAX_RECORD_LEN = 256 * 1024 * 1024  # verifier.pcap.records.MAX_RECORD_LEN
 
 SHB, IDB, PB, SPB, NRB, ISB, EPB, DSB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6, 0x0A
