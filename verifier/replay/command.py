@@ -1,6 +1,7 @@
 """`verifier replay` and `verifier show`: a capture file through the one core, on the command line.
 
     verifier replay FILE [--json] [--expect COND]... [--port N] [--show ID] [--zeek-sessions] ...
+    verifier replay DIR/ [--json | --zeek-log tsv|json] [--jobs N | --dask SCHEDULER] ...   (corpus mode)
     verifier replay FILE --against TESTBED --connection ID      (re-drive, root)
     verifier show FILE [--port N] [--json] [--max-events N]
 
@@ -40,6 +41,16 @@ _WIDTH_SAMPLE = 1000  # rows that set the table's column widths before it stream
 
 _SEND_PORT = argtypes.int_in(1, 65535, "a port to send to")  # --to-port: a segment cannot go to port 0
 _MAX_CONNECTIONS = argtypes.int_in(2, None, "max_connections")
+_JOBS = argtypes.int_in(1, 4096, "--jobs")
+
+
+def _dask_address(text: str) -> str:
+    """argparse type of --dask: a scheduler address, SCHEME://HOST:PORT or HOST:PORT."""
+    rest = text.split("://", 1)[1] if "://" in text else text
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"--dask: not a scheduler address (tcp://HOST:PORT): {text!r}")
+    return text
 
 
 def _testbed_name(text: str) -> str:
@@ -97,8 +108,9 @@ def add_parsers(subparsers) -> None:
             note="An expectation that fails decides over damage (1, not 3). A closed output pipe (| head) ends "
                  "the command quietly: with 0, or with --expect the verdict, the rest read without output."), 100),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="pcap or pcapng file (Ethernet, Linux cooked, raw IP, loopback; VLAN, MPLS, "
-                                "PPPoE, tunnels)")
+    p.add_argument("file", help="pcap or pcapng file (Ethernet, Linux cooked, raw IP, loopback, PPP, 802.11, ...; VLAN, "
+                                "MPLS, PPPoE, tunnels), or a directory of them (corpus mode: every capture under it, "
+                                "in parallel, one summary)")
     p.add_argument("--json", action="store_true",
                    help="JSON Lines: one object per TCP connection attempt (orig_h, orig_p, resp_h, resp_p, outcome, "
                         "detail, syn_count, conn_state, history, ...), printed as each one finishes; the summary "
@@ -125,6 +137,11 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--max-connections", type=_MAX_CONNECTIONS, default=None, metavar="N",
                    help="live attempts held at most (default 60000, about 100 MB); when full, idle ones are "
                         "finished, then the oldest half-open ones evicted, each counted")
+    p.add_argument("--jobs", type=_JOBS, metavar="N",
+                   help="with a directory: replay its captures in N processes at once (default: every core)")
+    p.add_argument("--dask", type=_dask_address, metavar="SCHEDULER",
+                   help="with a directory: replay its captures on a dask.distributed cluster (e.g. tcp://host:8786; "
+                        "the optional dependency tcp-verifier[dask]; the workers must see the files at the same path)")
     p.add_argument("--against", metavar="TESTBED", type=_testbed_name,
                    help="re-drive against this named testbed (verifier testbed up)")
     p.add_argument("--connection", type=argtypes.count, metavar="ID",
@@ -227,6 +244,11 @@ def _warn_all(caught) -> None:
 
 def run_replay(args) -> int:
     """`verifier replay` with parsed arguments; returns the exit status."""
+    if os.path.isdir(args.file):
+        return _run_corpus(args)
+    if args.jobs is not None or args.dask is not None:
+        _err(f"--jobs and --dask are for a directory of captures; {args.file} is one file")
+        return EXIT_BAD_INPUT
     bad = _check_file(args.file)
     if bad:
         _err(bad)
@@ -264,6 +286,32 @@ def run_replay(args) -> int:
     finally:
         if gc_was:
             gc.enable()
+
+
+def _run_corpus(args) -> int:
+    """`verifier replay DIR/`: every capture of a directory (verifier.replay.corpus)."""
+    for opt, given in (("--expect", args.expect), ("--show", args.show is not None),
+                       ("--against/--connection", args.against is not None or args.connection is not None)):
+        if given:
+            _err(f"{opt} reads one capture, not a directory ({args.file}): give a file")
+            return EXIT_BAD_INPUT
+    from verifier.analysis.grouper import DEFAULT_MAX_CONNECTIONS
+    from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS
+    from verifier.replay.corpus import run_corpus
+
+    options = dict(grouping="zeek" if args.zeek_sessions or args.zeek_log else "attempt", checksums=args.checksums,
+                   likely_server_ports=frozenset() if args.zeek_bare else DEFAULT_LIKELY_SERVER_PORTS,
+                   linger_s=args.linger, max_connections=args.max_connections or DEFAULT_MAX_CONNECTIONS,
+                   output=f"zeek-{args.zeek_log}" if args.zeek_log else "json" if args.json else "lines",
+                   port=args.port)
+    try:
+        return run_corpus(args.file, options, jobs=args.jobs, dask=args.dask)
+    except BrokenPipeError:
+        quiet_pipe()
+        return EXIT_OK
+    except (RuntimeError, OSError) as exc:  # no dask, or the scheduler cannot be reached
+        _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return EXIT_BAD_INPUT
 
 
 def _replay(args, sc, evals) -> int:
