@@ -86,6 +86,7 @@ bench: setup
 	@$(PY) bench/replay.py
 	@$(PY) bench/suite.py
 	@$(PY) bench/capture.py
+	@$(PY) bench/corpus.py
 
 clean-leftovers: root $(STAMP)
 	@$(VENV)/bin/verifier clean

@@ -113,7 +113,7 @@ def test_dask_local_cluster_gives_what_the_pool_gives(corpus, tmp_path):
     options = {"output": "json"}
     pool_out, pool_err = io.StringIO(), io.StringIO()
     pool_status = run_corpus(str(corpus), options, jobs=2, out=pool_out, err=pool_err)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1",
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0", host="127.0.0.1",
                       local_directory=str(tmp_path)) as cluster, Client(cluster) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         dask_out, dask_err = io.StringIO(), io.StringIO()

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from scapy.all import TCP
 
+from verifier.analysis import zeeklog
+
 from .crafted import C, S, handshake, tcp
 from .test_attempt import IC, IS, SP, full_exchange, pad, records
 
@@ -278,8 +280,9 @@ def test_fin_and_rst_together_is_i_and_other_multi_flag_packets_are_q():
 def test_no_x_letter_without_protocol_analyzers():
     """'X' is Connection::CheckHistory(HIST_UNKNOWN_PKT, 'X') where an analyzer hits a configurable
     limit (Tunnel::max_depth, DNS, MIME, FTP... limits, Analyzer::LimitReachedWeird). The tool runs
-    no protocol analyzer, so it never writes an X: on the deepest nesting the decoder reads the TCP
-    history is plain. The JSON of --zeek-log says so in its `verifier_differences` field."""
+    no protocol analyzer, so it never writes an X (nor a service): its conn.log rows say so in
+    `verifier_differences` ("service", the code README's list explains)."""
     frames = established() + [("eth0", 400 + k, tcp(C, S, SP, DP, "PA", IC + 11 + k, IS + 1, b"y")) for k in range(5)]
-    (h,) = {r[1] for r in rows(frames)}
-    assert "x" not in h.lower()
+    (r,) = records(frames, grouping="zeek")
+    assert "x" not in r.history.lower()
+    assert "service" in zeeklog.row(r)["verifier_differences"] and "service" in zeeklog.DIFFERENCES

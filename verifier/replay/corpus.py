@@ -137,7 +137,9 @@ def _pool_map(jobs: list, workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
+    # fork: the workers start as copies of this process, the engine already imported (this
+    # command runs no thread that a fork could break)
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as ex:
         yield from ex.map(replay_file, *zip(*jobs), chunksize=1)
 
