@@ -140,8 +140,22 @@ def _pool_map(jobs: list, workers: int):
     # fork: the workers start as copies of this process, the engine already imported (this
     # command runs no thread that a fork could break)
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    import collections
+
+    ahead = 2 * workers  # files handed out ahead of the one written next: bounds what waits in memory
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as ex:
-        yield from ex.map(replay_file, *zip(*jobs), chunksize=1)
+        pending: collections.deque = collections.deque()
+        todo = iter(jobs)
+        for j in todo:
+            pending.append(ex.submit(replay_file, *j))
+            if len(pending) >= ahead:
+                break
+        while pending:
+            r = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(ex.submit(replay_file, *nxt))
+            yield r
 
 
 def _dask_map(jobs: list, scheduler):
