@@ -39,15 +39,15 @@ sys.path.insert(0, str(ROOT))
 from replay import Measure, _verifier_cmd, generate  # noqa: E402  (bench/replay.py)
 
 
-def cpu_seconds(argv: list[str]) -> float:
-    """User + system CPU of `argv` and of the processes it waited for (a pool's workers; not a dask
+def cpu_seconds(argv: list[str]) -> tuple[float, float]:
+    """(user, system) CPU of `argv` and of the processes it waited for (a pool's workers; not a dask
     cluster's, which are not its children), stdout to /dev/null."""
     with open(os.devnull, "wb") as devnull:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=devnull, stderr=subprocess.DEVNULL)
         _, status, ru = os.wait4(p.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(argv)}: exit status {os.waitstatus_to_exitcode(status)}")
-    return ru.ru_utime + ru.ru_stime
+    return ru.ru_utime, ru.ru_stime
 
 
 def _corpus(root: Path, files: int, packets: int, say) -> int:
@@ -119,14 +119,17 @@ def main() -> int:
         for _ in range(a.runs):
             for m in rows:
                 m.run()
-        cpu = {m.label: min(cpu_seconds(m.argv) for _ in range(2)) for m in rows[:3]}
+        split = {m.label: min((cpu_seconds(m.argv) for _ in range(2)), key=sum) for m in rows[:3]}
+        lines_cpu = {j: min((cpu_seconds([verifier, "replay", d, "--jobs", j]) for _ in range(2)), key=sum)
+                     for j in ("1", "2")}
+        cpu = {k: sum(v) for k, v in split.items()}
     finally:
         for c in clusters:
             c.close()
     single_pps = (packets / a.files) / rows[0].best_s
     base = rows[1].best_s
     out = {"cores": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "files": a.files, "packets": packets,
-           "dask_startup_s": startup, "rows": []}
+           "dask_startup_s": startup, "cpu_user_sys_s": split, "cpu_without_json_user_sys_s": lines_cpu, "rows": []}
     for k, m in enumerate(rows):
         n_pk = packets / a.files if k == 0 else packets
         cores = 2 if "2 " in m.label else 1
@@ -146,6 +149,9 @@ def main() -> int:
         sp = "" if r["speedup_vs_1_core"] is None else f"{r['speedup_vs_1_core']:.2f}x"
         say(f"{m.label:38} {m.best_s:8.2f} {r['packets_per_s']:11,.0f} {sp:>9} {r['per_core_vs_single_file']:21.2f} "
             f"{m.peak_rss_mb:11.0f} " + (f"{r['packets_per_cpu_s']:13,.0f}" if r["packets_per_cpu_s"] else ""))
+    say("CPU, user + system: " + ", ".join(f"{k} {u:.2f} + {y:.2f} s" for k, (u, y) in split.items()))
+    say("CPU without --json (one line per capture): " + ", ".join(f"--jobs {j} {u:.2f} + {y:.2f} s"
+                                                                   for j, (u, y) in lines_cpu.items()))
     if startup:
         say("dask cluster start-up (not in the times): " + ", ".join(f"{n} worker(s) {s:.1f} s" for n, s in startup.items()))
     return 0
