@@ -286,3 +286,23 @@ def test_no_x_letter_without_protocol_analyzers():
     (r,) = records(frames, grouping="zeek")
     assert "x" not in r.history.lower()
     assert "service" in zeeklog.row(r)["verifier_differences"] and "service" in zeeklog.DIFFERENCES
+
+
+def test_where_the_reading_hits_its_bounds_the_records_say_so():
+    """Zeek's history is unbounded (a std::string) and its reassembler holds any number of holes;
+    ours keep HISTORY_MAX (127) letters and MAX_BLOCKS (8) holes per direction. Past either bound
+    the reading may differ from Zeek's, and the JSON record names the bound (`zeek_differences`),
+    as the conn.log row does (`verifier_differences`). Here 140 FINs with new sequence numbers (each
+    an F: update_history repeats F when the FIN's sequence number moves), and 10 data segments
+    with a hole before each."""
+    fins = handshake("eth0", 0, SP, DP, IC, IS)[:2]
+    fins += [("eth0", 300 + k, tcp(C, S, SP, DP, "FA", IC + 1 + k, IS + 1)) for k in range(140)]
+    (r,) = records(fins, grouping="zeek")
+    assert len(r.history) == 127 and r.history.startswith("ShF") and r.as_json()["zeek_differences"] == ["history_limit"]
+    assert "history_limit" in zeeklog.row(r)["verifier_differences"]
+    holes = handshake("eth0", 0, SP, DP, IC, IS) + [
+        ("eth0", 300 + k, tcp(C, S, SP, DP, "PA", IC + 1 + 20 * k + 10, IS + 1, b"z" * 10)) for k in range(10)]
+    (r,) = records(holes, grouping="zeek")
+    assert r.as_json()["zeek_differences"] == ["reassembly_limit"]
+    (plain,) = records(established(), grouping="zeek")
+    assert "zeek_differences" not in plain.as_json()

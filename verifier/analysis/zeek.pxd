@@ -68,4 +68,5 @@ cdef class ZeekConn:
     cpdef bint is_reuse(self, long long flags, long long seq) except -1
     cpdef bint expired_by(self, long long t) except -1
     cdef bint _fire(self, long long when, int kind) except -1
+    cpdef list limits(self)
     cpdef str conn_state(self)

@@ -670,6 +670,19 @@ class ZeekConn:
 
     # ---- results
 
+    def limits(self):
+        """Where this reading hit one of its fixed bounds and so may differ from Zeek's: a list of
+        "history_limit" (HISTORY_MAX letters kept) and "reassembly_limit" (MAX_BLOCKS holes in one
+        direction), or None."""
+        out = None
+        if len(self.hist) >= HISTORY_MAX:
+            out = ["history_limit"]
+        o: ZeekEndpoint = self.orig
+        r: ZeekEndpoint = self.resp
+        if (o.blocks is not None and len(o.blocks) >= MAX_BLOCKS) or (r.blocks is not None and len(r.blocks) >= MAX_BLOCKS):
+            out = (out or []) + ["reassembly_limit"]
+        return out
+
     def conn_state(self) -> str:
         """conn_state() of scripts/base/protocols/conn/main.zeek."""
         os_, rs = self.orig.state, self.resp.state

@@ -78,12 +78,7 @@ def row(a) -> dict:
         d["history"] = z.history
     d.update({"orig_pkts": z.orig_pkts, "orig_ip_bytes": z.orig_ip_bytes, "resp_pkts": z.resp_pkts,
               "resp_ip_bytes": z.resp_ip_bytes, "ip_proto": 6})
-    diff = ["uid", "service"]
-    if len(z.history) >= 127:
-        diff.append("history_limit")
-    if any(ep.blocks is not None and len(ep.blocks) >= 8 for ep in (z.orig, z.resp)):
-        diff.append("reassembly_limit")
-    d["verifier_differences"] = diff
+    d["verifier_differences"] = ["uid", "service"] + (z.limits() or [])
     return d
 
 
