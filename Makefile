@@ -58,7 +58,7 @@ $(STAMP): pyproject.toml $(ENGINE_SOURCES) | root apt
 	@echo "setup: installing the package and its pinned dependencies into $(VENV), compiling the engine"
 	@# compat: the project folder on sys.path through a .pth line, not an import-hook finder (which
 	@# costs every command 8 ms of imports at start-up)
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test,dask]' --config-settings editable_mode=compat
 	@touch $(STAMP)
 
 demo: setup
@@ -87,6 +87,7 @@ bench: setup
 	@$(PY) bench/suite.py
 	@$(PY) bench/capture.py
 	@$(PY) bench/scapy.py
+	@$(PY) bench/corpus.py
 
 clean-leftovers: root $(STAMP)
 	@$(VENV)/bin/verifier clean

@@ -10,6 +10,8 @@
     verifier show FILE [--json]           list the TCP connections in a capture, with their exchanges
     verifier replay FILE [--json] [--expect COND]...   classify every TCP connection attempt (no root)
     verifier replay FILE --against TESTBED --connection ID   re-drive one connection against a live stack
+    verifier replay FILE|DIR/ --zeek-log tsv|json   Zeek's conn.log (a directory: every capture in it,
+                                          in parallel: --jobs N, or --dask SCHEDULER)
     verifier clean [--dry-run] [--json]   remove namespaces (and their processes) left by dead runs
 
 Errors are one line on stderr and a non-zero exit, never a traceback; the exit statuses are one

@@ -45,7 +45,8 @@ ZEEK_SEEDS = [
     "tunnels__teredo_bubble_with_payload.pcap", "tunnels__vxlan-encapsulated-http.pcap",
 ]
 # The link types decoder.LINKTYPES reads, sorted: the frame target's first byte indexes this list.
-LINKTYPES = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276]
+LINKTYPES = [0, 1, 6, 9, 10, 12, 14, 50, 51, 101, 104, 105, 107, 108, 109, 113, 117, 119, 127, 138, 163, 192, 204, 226, 228,
+             229, 239, 276]
 MAX_RECORD_LEN = 256 * 1024 * 1024  # verifier.pcap.records.MAX_RECORD_LEN
 
 SHB, IDB, PB, SPB, NRB, ISB, EPB, DSB = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6, 0x0A
@@ -425,6 +426,10 @@ def amsdu(ips: list) -> bytes:
     return out
 
 
+def _et(ip: bytes) -> int:
+    return 0x0800 if ip[0] >> 4 == 4 else 0x86DD
+
+
 def ppp(ip: bytes, *, acfc: bool = False, pfc: bool = False) -> bytes:
     proto = 0x21 if ip[0] >> 4 == 4 else 0x57
     head = b"" if acfc else b"\xff\x03"
@@ -507,6 +512,31 @@ ENCAPS = {
     "gtp": (1, lambda ip: eth(in4(17, udp(2152, 2152, gtp(ip))))),
     "gtp-ext": (1, lambda ip: eth(in4(17, udp(2152, 2152, gtp(ip, ext=True))))),
     "ayiya": (1, lambda ip: eth(in4(17, udp(5072, 5072, ayiya(ip))))),
+    # the other link types that carry IP (tests/unit/test_linktypes.py has each header's layout)
+    "dot3-snap": (1, lambda ip: MAC_B + MAC_A + struct.pack("!H", len(snap(ip))) + snap(ip)),
+    "ppp9": (9, lambda ip: ppp(ip)),
+    "ppp9-acfc-pfc": (9, lambda ip: ppp(ip, acfc=True, pfc=True)),
+    "ppp-hdlc50": (50, lambda ip: ppp(ip)),
+    "chdlc50": (50, lambda ip: b"\x0f\x00" + struct.pack("!H", _et(ip)) + ip),
+    "pppoe51": (51, lambda ip: struct.pack("!BBHH", 0x11, 0, 1, len(ip) + 2) + ppp(ip, acfc=True)),
+    "ppp-dir204": (204, lambda ip: b"\x01" + ppp(ip)),
+    "chdlc104": (104, lambda ip: b"\x8f\x00" + struct.pack("!H", _et(ip)) + ip),
+    "fddi10": (10, lambda ip: b"\x50" + MAC_B + MAC_A + snap(ip)),
+    "tokenring6": (6, lambda ip: b"\x10\x40" + MAC_B + MAC_A + snap(ip)),
+    "tokenring6-rif": (6, lambda ip: b"\x10\x40" + MAC_B + bytes([MAC_A[0] | 0x80]) + MAC_A[1:] + b"\x02\x00" + snap(ip)),
+    "fr107": (107, lambda ip: b"\x18\x41\x03" + (b"\xcc" if ip[0] >> 4 == 4 else b"\x8e") + ip),
+    "fr107-snap": (107, lambda ip: b"\x18\x41\x03\x00\x80\x00\x00\x00" + struct.pack("!H", _et(ip)) + ip),
+    "enc109": (109, lambda ip: struct.pack("<I", 2 if ip[0] >> 4 == 4 else 24) + b"\0" * 8 + ip),
+    "pflog117": (117, lambda ip: bytes([61, 2 if ip[0] >> 4 == 4 else 24, 0, 0]) + b"\0" * 60 + ip),
+    "ipnet226": (226, lambda ip: struct.pack(">BBHIIIII", 1, 2 if ip[0] >> 4 == 4 else 26, 0, len(ip), 1, 0, 0, 0) + ip),
+    "ip1394-138": (138, lambda ip: b"\x01" * 8 + b"\x02" * 8 + struct.pack("!H", _et(ip)) + ip),
+    "nflog239": (239, lambda ip: bytes([2 if ip[0] >> 4 == 4 else 10, 0, 0, 1]) + struct.pack("<HH", 8, 10) + b"ab\0\0"
+                 + struct.pack("<HH", 4 + len(ip), 9) + ip),
+    "wlan105": (105, lambda ip: wlan(snap(ip))),
+    "radiotap127": (127, lambda ip: struct.pack("<BBHI", 0, 0, 8, 0) + wlan(snap(ip), qos=True)),
+    "prism119": (119, lambda ip: struct.pack("<II", 0x41, 144) + b"\0" * 136 + wlan(snap(ip))),
+    "avs163": (163, lambda ip: struct.pack(">II", 0x80211001, 64) + b"\0" * 56 + wlan(snap(ip))),
+    "ppi192": (192, lambda ip: struct.pack("<BBHI", 0, 0, 8, 105) + wlan(snap(ip))),
 }
 # Teredo carries IPv6 only
 TEREDO = {

@@ -190,7 +190,8 @@ def _unreadable(tmp_path) -> tuple[Path, tuple[str, ...]]:
 FILE_CASES = {
     "missing file": (lambda t: [str(t / "missing.pcap")], "no such file"),
     "a path through a file": (lambda t: [C3 + "/x.pcap"], "a part of its path is not a directory"),
-    "a directory": (lambda t: [str(t)], "is a directory"),
+    "a directory": (lambda t: [str(t)], "is a directory"),  # show; replay reads a directory (corpus mode)
+    "a directory without captures": (lambda t: [str(t)], "no pcap or pcapng files in this directory"),
     "an empty file": (lambda t: [str(_write(t / "empty.pcap", b""))], "empty.pcap"),
     "not a capture": (lambda t: [str(_write(t / "page.pcap", b"<html>not a capture</html>"))],
                       "not a pcap or pcapng file"),
@@ -198,7 +199,8 @@ FILE_CASES = {
     "no connection with the port": (lambda t: [C3, "--port", "5002"], "no connection with port 5002"),
 }
 FILE_RUNS = [(cmd, case) for cmd in ("show", "replay") for case in sorted(FILE_CASES)
-             if not (cmd == "show" and case == "no such connection")]  # show has no --show
+             if not (cmd == "show" and case in ("no such connection", "a directory without captures"))  # no --show
+             and not (cmd == "replay" and case == "a directory")]
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -357,14 +359,15 @@ def _other_link_types(path: Path, linktypes: dict[int, int], with_tcp: bool) -> 
 @pytest.mark.parametrize("command", ["show", "replay"])
 @pytest.mark.parametrize("json_out", [False, True])
 def test_frames_of_link_types_not_read_are_named_and_status_3(command, json_out, tmp_path):
-    # IPoIB (242), ARCNET (7), PPP (9), Juniper Ethernet (178), and 32, which libpcap has no name for
-    kinds = {242: 2, 7: 3, 9: 1, 178: 4, 32: 5}
+    # IPoIB (242), ARCNET (7), Linux USB (220), Juniper Ethernet (178), and 32, which libpcap has no name for
+    kinds = {242: 2, 7: 3, 220: 1, 178: 4, 32: 5}
     path = _other_link_types(tmp_path / "other.pcapng", kinds, with_tcp=True)
     res = run([command, str(path), *(["--json"] if json_out else [])], tmp_path)
     assert res.returncode == exits.DAMAGED and "Traceback" not in res.stderr, res.stderr
     (warning,) = [line for line in res.stderr.splitlines() if "not read" in line and line.startswith("verifier:")]
     assert "15 frame(s) not read" in warning
-    for part in ("7 (ARCNET: BSD ARCNET): 3", "9 (PPP): 1", "178 (JUNIPER_ETHER: Juniper Ethernet): 4",
+    for part in ("7 (ARCNET: BSD ARCNET): 3", "220 (USB_LINUX_MMAPPED: USB with padded Linux header): 1",
+                 "178 (JUNIPER_ETHER: Juniper Ethernet): 4",
                  "242 (IPOIB: RFC 4391 IP-over-Infiniband): 2", "32: 5"):
         assert part in warning, warning
     # what could be read is still there: the Ethernet interface's refused attempt
@@ -380,7 +383,7 @@ def test_a_capture_with_only_frames_not_read_is_not_silently_empty(tmp_path):
 
 
 def test_an_expectation_that_fails_decides_over_frames_not_read(tmp_path):
-    path = _other_link_types(tmp_path / "mixed.pcapng", {9: 2}, with_tcp=True)
+    path = _other_link_types(tmp_path / "mixed.pcapng", {220: 2}, with_tcp=True)
     assert run(["replay", str(path), "--expect", "port 5001 refused"], tmp_path).returncode == exits.DAMAGED
     assert run(["replay", str(path), "--expect", "port 5001 closed"], tmp_path).returncode == exits.FAILED
 

@@ -403,7 +403,8 @@ def test_every_link_type(decoders, name):
 
 
 def test_every_link_type_the_decoder_claims_is_tested():
-    assert {v[0] for v in LINKTYPES.values()} == set(compiled_decoder.LINKTYPES) == {0, 1, 12, 14, 101, 108, 113,
+    assert {v[0] for v in LINKTYPES.values()} <= set(compiled_decoder.LINKTYPES)  # the others: test_linktypes.py
+    assert {v[0] for v in LINKTYPES.values()} == {0, 1, 12, 14, 101, 108, 113,
                                                                                      228, 229, 276}
 
 
@@ -422,7 +423,7 @@ def test_scapy_loopback_layer(decoders):
     assert_tcp_as_scapy(decoders.one(0, frame), Loopback(frame), frame)
 
 
-@pytest.mark.parametrize("linktype", [2, 9, 105, 127, 147, 192, 239, 0xFFFF])
+@pytest.mark.parametrize("linktype", [2, 3, 147, 162, 220, 0xFFFF])
 def test_unsupported_link_types_give_one_packet_naming_the_link_type(decoders, linktype):
     frame = bytes(eth() / IP() / TCP())
     (p,) = decoders.frame(linktype, frame)

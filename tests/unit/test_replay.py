@@ -842,7 +842,7 @@ def test_exit_status_3_for_a_truncated_capture_with_its_attempts_and_a_warning(t
 
 BAD_INPUT = {
     "missing file": (lambda t: [str(t / "missing.pcap")], "no such file"),
-    "directory": (lambda t: [str(t)], "is a directory"),
+    "directory without captures": (lambda t: [str(t)], "no pcap or pcapng files in this directory"),
     "not a capture": (lambda t: [str(_garbage(t))], "not a pcap or pcapng file"),
     "bad expectation": (lambda t: [str(_refused_and_closed(t)), "--expect", "port five refused"],
                         "cannot parse expectation"),

@@ -173,6 +173,8 @@ def _record_dict(r: Record) -> dict:
         del d["zeek_orig"]
     if d["readings_differ"] is None:
         del d["readings_differ"]
+    if d["zeek_differences"] is None:
+        del d["zeek_differences"]
     return d
 
 
@@ -436,7 +438,8 @@ class Attempt(Machine):
                       "client" if s == 10 else "server" if s == 11 else None, self.nsyn, syns, self.start_ns,
                       self.last_ns, (self.last_ns - self.start_ns) / 1e9, self.npackets, conn_state, history, icmp,
                       self.iface_name, self.partial, None if self.rtt_ns < 0 else self.rtt_ns / 1e9, STATES[s],
-                      self.lost, self.evicted, m.ignored_rsts, m.challenged_rsts, m.misses, zeek_orig, differ)
+                      self.lost, self.evicted, m.ignored_rsts, m.challenged_rsts, m.misses, zeek_orig, differ,
+                      z.limits() if z is not None else None)
 
     def as_json(self) -> dict:
         """The attempt as one JSON object (what `verifier replay --json` prints on its line)."""
@@ -821,6 +824,8 @@ class Grouper:
         is_orig: cython.bint = pk.src_low == zc.orig_low
         zc.process(is_orig, t, flags, pk.seq, pk.ack, pk.payload_len, pk.window, pk.captured >= pk.payload_len,
                    csum_ok)
+        if csum_ok:
+            zc.count(pk.src_low == zc.orig_low, pk.ip_len)
         if self.keep:
             self._keep(a, pk, ev)
 

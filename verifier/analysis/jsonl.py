@@ -2,8 +2,10 @@
 
 msgspec was chosen by benchmark (bench/replay.py, the JSON output of the 1 M-packet capture): it
 encodes a list of these structs to JSON Lines in one call several times faster than building the
-text field by field. The field order is the line's key order; `zeek_orig` and `readings_differ` are
-left out when they have nothing to say.
+text field by field. The field order is the line's key order; `zeek_orig`, `readings_differ` and
+`zeek_differences` (where the Zeek reading hit one of its bounds: "history_limit",
+"reassembly_limit"; see verifier.analysis.zeeklog.DIFFERENCES) are left out when they have nothing
+to say.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Record(msgspec.Struct, omit_defaults=True):
     unexpected: int
     zeek_orig: str | None = None
     readings_differ: str | None = None
+    zeek_differences: list | None = None
 
 
 ENCODER = msgspec.json.Encoder()

@@ -5,11 +5,12 @@ cdef int ACK, FIN, RST, SYN
 cdef int INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET
 cdef long long HIST_SYN_PKT, HIST_FIN_PKT, HIST_RST_PKT, HIST_FIN_RST_PKT, HIST_DATA_PKT, HIST_ACK_PKT, HIST_MULTI_FLAG_PKT
 cdef long long M32, TOO_LARGE_SEQ_DELTA, TCP_ATTEMPT_DELAY, TCP_SYN_TIMEOUT, TCP_SESSION_TIMER, TCP_CONNECTION_LINGER
-cdef long long TCP_CLOSE_DELAY, TCP_INACTIVITY_TIMEOUT, LONG_INACTIVITY_TIMEOUT, TCP_MAX_INITIAL_WINDOW
+cdef long long TCP_CLOSE_DELAY, TCP_INACTIVITY_TIMEOUT, UDP_INACTIVITY_TIMEOUT, LONG_INACTIVITY_TIMEOUT, TCP_MAX_INITIAL_WINDOW
 cdef int MAX_BLOCKS, T_ATTEMPT, T_EXPIRE, T_DELETE
 
 cpdef long long seq_delta(long long a, long long b)
 cdef bint _clean(ZeekEndpoint a)
+cdef bint _handshake(int state)
 cdef int _key_port(bytes key, bint low)
 cdef bint _wants_flip(long long flags, long long sport, long long dport, frozenset likely) except -1
 cdef ZeekEndpoint _endpoint(bint is_orig)
@@ -40,7 +41,9 @@ cdef class ZeekConn:
     cdef public bytes key
     cdef public bytearray hist
     cdef public long long hist_seen, last_time, start_time, inactivity, removed_at
-    cdef public bint is_partial, is_active, orig_low
+    cdef public bint is_partial, is_active, orig_low, handshaking, established
+    cdef public frozenset likely
+    cdef public long long missed, orig_pkts, orig_ip_bytes, resp_pkts, resp_ip_bytes
     cdef public int first_packet_seen
     cdef public list timers
 
@@ -53,14 +56,17 @@ cdef class ZeekConn:
     cdef int _state_machine(self, long long t, ZeekEndpoint ep, ZeekEndpoint peer, long long seq, long long ack,
                             long long plen, bint is_orig, int flags) except -1
     cdef _flip(self)
+    cdef _port_inactivity(self)
     cdef _closed(self, ZeekEndpoint ep, ZeekEndpoint peer, bint gen_event)
     cdef _data_sent(self, ZeekEndpoint ep, ZeekEndpoint peer, long long seq, long long plen)
     cdef _deliver(self, ZeekEndpoint ep)
     cdef _ack_received(self, ZeekEndpoint ep, long long seq)
     cdef _trim(self, ZeekEndpoint ep, ZeekEndpoint peer, long long seq)
     cdef _undelivered(self, ZeekEndpoint ep, ZeekEndpoint peer, long long up_to)
-    cdef _gap(self, ZeekEndpoint ep, ZeekEndpoint peer)
+    cdef _gap(self, ZeekEndpoint ep, ZeekEndpoint peer, long long n)
+    cpdef count(self, bint is_orig, long long ip_len)
     cpdef bint is_reuse(self, long long flags, long long seq) except -1
     cpdef bint expired_by(self, long long t) except -1
     cdef bint _fire(self, long long when, int kind) except -1
+    cpdef list limits(self)
     cpdef str conn_state(self)

@@ -51,6 +51,10 @@ TCP_SESSION_TIMER = 6 * _S
 TCP_CONNECTION_LINGER = 5 * _S
 TCP_CLOSE_DELAY = 5 * _S
 TCP_INACTIVITY_TIMEOUT = 300 * _S
+# A new connection starts with udp_inactivity_timeout (TCPAnalyzer::MakeSessionAdapter) and gets
+# tcp_inactivity_timeout when an endpoint first leaves the handshake states (TCP_Endpoint::SetState).
+UDP_INACTIVITY_TIMEOUT = 60 * _S
+# Conn::port_inactivity_timeouts (base/protocols/conn/inactivity.zeek), set on connection_established
 LONG_INACTIVITY_PORTS = frozenset((21, 22, 23, 513))  # ftp, ssh, telnet, rlogin: 1 h
 LONG_INACTIVITY_TIMEOUT = 3600 * _S
 TCP_MAX_INITIAL_WINDOW = 16384
@@ -184,8 +188,14 @@ class ZeekConn:
         # does not ask when Zeek would end the connection (`timed` False: conn_state and history
         # do not depend on the timers, only `expired_by` does)
         self.timers = [(t + TCP_SYN_TIMEOUT, T_EXPIRE)] if timed else None
-        self.inactivity = LONG_INACTIVITY_TIMEOUT if timed and _key_port(key, not orig_low) in LONG_INACTIVITY_PORTS \
-            else TCP_INACTIVITY_TIMEOUT
+        self.inactivity = UDP_INACTIVITY_TIMEOUT
+        self.handshaking = True  # both endpoints still in INACTIVE, SYN_SENT or SYN_ACK_SENT
+        self.established = False  # a connection_established event is due after this packet
+        self.likely = DEFAULT_LIKELY_SERVER_PORTS
+        # conn.log's counters: content gap bytes, and the ConnSize analyzer's packets and IP bytes
+        # per side (counted by the caller, `count`, for packets with a good checksum)
+        self.missed = 0
+        self.orig_pkts = self.orig_ip_bytes = self.resp_pkts = self.resp_ip_bytes = 0
         self.removed_at = -1
 
     # ---- creation (IPBasedAnalyzer::NewConn + TCPAnalyzer::WantConnection)
@@ -379,6 +389,34 @@ class ZeekConn:
 
         if do_close:
             self._closed(ep, peer, gen_event)
+        if self.handshaking and not (_handshake(self.orig.state) and _handshake(self.resp.state)):
+            self.handshaking = False  # TCP_Endpoint::SetState: the handshake is over
+            self.inactivity = TCP_INACTIVITY_TIMEOUT
+        if self.established:
+            self.established = False
+            self._port_inactivity()
+
+    def _port_inactivity(self) -> None:
+        """connection_established in base/protocols/conn/inactivity.zeek: the responder's port (or,
+        for a half-established connection, the originator's, if only it is a likely server port)
+        picks Conn::port_inactivity_timeouts."""
+        port: cython.int = _key_port(self.key, not self.orig_low)
+        if self.orig.state == INACTIVE:
+            o_port: cython.int = _key_port(self.key, self.orig_low)
+            if port not in self.likely and o_port in self.likely:
+                port = o_port
+        if port in LONG_INACTIVITY_PORTS:
+            self.inactivity = LONG_INACTIVITY_TIMEOUT
+
+    def count(self, is_orig: cython.bint, ip_len: cython.longlong) -> None:
+        """One more packet of `ip_len` IP bytes for the ConnSize analyzer (conn.log's orig_pkts,
+        orig_ip_bytes, resp_pkts, resp_ip_bytes), after `process` decided who sent it."""
+        if is_orig:
+            self.orig_pkts += 1
+            self.orig_ip_bytes += ip_len
+        else:
+            self.resp_pkts += 1
+            self.resp_ip_bytes += ip_len
 
     # ---- UpdateStateMachine
 
@@ -405,6 +443,8 @@ class ZeekConn:
                     if peer.state == SYN_SENT:
                         peer.set_state(ESTABLISHED)
                     ep.set_state(ESTABLISHED)
+                    if peer.state != PARTIAL:
+                        self.established = True  # Event(connection_established)
             if flags & FIN:
                 ep.set_state(CLOSED)
                 do_close = gen_event = True
@@ -462,6 +502,8 @@ class ZeekConn:
         fps = self.first_packet_seen
         self.first_packet_seen = ((fps & 1) << 1) | ((fps & 2) >> 1)
         self.is_partial = False
+        self.orig_pkts, self.resp_pkts = self.resp_pkts, self.orig_pkts  # ConnSize_Analyzer::FlipRoles
+        self.orig_ip_bytes, self.resp_ip_bytes = self.resp_ip_bytes, self.orig_ip_bytes
         if len(self.hist) < HISTORY_MAX:
             self.hist.append(94)  # "^"
 
@@ -545,16 +587,17 @@ class ZeekConn:
         while ep.blocks and ep.blocks[0][0] < up_to:
             b = ep.blocks[0]
             if b[0] > ep.reassem:
-                self._gap(ep, peer)
+                self._gap(ep, peer, b[0] - ep.reassem)
                 ep.reassem = b[0]
             self._deliver(ep)
         if up_to > ep.reassem:
-            self._gap(ep, peer)
+            self._gap(ep, peer, up_to - ep.reassem)
             ep.reassem = up_to
 
-    def _gap(self, ep: ZeekEndpoint, peer: ZeekEndpoint) -> None:
+    def _gap(self, ep: ZeekEndpoint, peer: ZeekEndpoint, n: cython.longlong) -> None:
         if _clean(ep) and _clean(peer):
             self._scaled(ep, "G", 3)
+            self.missed += n  # the content_gap event: conn.log's missed_bytes
 
     # ---- session rules
 
@@ -627,6 +670,19 @@ class ZeekConn:
 
     # ---- results
 
+    def limits(self):
+        """Where this reading hit one of its fixed bounds and so may differ from Zeek's: a list of
+        "history_limit" (HISTORY_MAX letters kept) and "reassembly_limit" (MAX_BLOCKS holes in one
+        direction), or None."""
+        out = None
+        if len(self.hist) >= HISTORY_MAX:
+            out = ["history_limit"]
+        o: ZeekEndpoint = self.orig
+        r: ZeekEndpoint = self.resp
+        if (o.blocks is not None and len(o.blocks) >= MAX_BLOCKS) or (r.blocks is not None and len(r.blocks) >= MAX_BLOCKS):
+            out = (out or []) + ["reassembly_limit"]
+        return out
+
     def conn_state(self) -> str:
         """conn_state() of scripts/base/protocols/conn/main.zeek."""
         os_, rs = self.orig.state, self.resp.state
@@ -680,6 +736,7 @@ def zeek_connection(key: bytes, src_low: cython.bint, flags: cython.longlong, t:
         z._init(key, not src_low, t, True, timed)
     else:
         z._init(key, src_low, t, False, timed)
+    z.likely = likely
     return z
 
 
@@ -687,6 +744,11 @@ def _endpoint(is_orig: cython.bint) -> ZeekEndpoint:
     ep: ZeekEndpoint = ZeekEndpoint.__new__(ZeekEndpoint)
     ep._init(is_orig)
     return ep
+
+
+def _handshake(state: cython.int) -> cython.bint:
+    """is_handshake() of TCP_Endpoint.cc."""
+    return state == INACTIVE or state == SYN_SENT or state == SYN_ACK_SENT
 
 
 def _clean(a: ZeekEndpoint) -> cython.bint:

@@ -1,6 +1,7 @@
 """`verifier replay` and `verifier show`: a capture file through the one core, on the command line.
 
     verifier replay FILE [--json] [--expect COND]... [--port N] [--show ID] [--zeek-sessions] [--html OUT] ...
+    verifier replay DIR/ [--json | --zeek-log tsv|json] [--jobs N | --dask SCHEDULER] ...   (corpus mode)
     verifier replay FILE --against TESTBED --connection ID      (re-drive, root)
     verifier show FILE [--port N] [--json] [--max-events N] [--html OUT]
 
@@ -46,6 +47,16 @@ MAX_HTML_LADDERS = 200  # ladders on a --html page; the other connections are co
 MAX_HTML_ROWS = 5000  # rows of replay's table on a --html page
 _SEND_PORT = argtypes.int_in(1, 65535, "a port to send to")  # --to-port: a segment cannot go to port 0
 _MAX_CONNECTIONS = argtypes.int_in(2, None, "max_connections")
+_JOBS = argtypes.int_in(1, 4096, "--jobs")
+
+
+def _dask_address(text: str) -> str:
+    """argparse type of --dask: a scheduler address, SCHEME://HOST:PORT or HOST:PORT."""
+    rest = text.split("://", 1)[1] if "://" in text else text
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"--dask: not a scheduler address (tcp://HOST:PORT): {text!r}")
+    return text
 
 
 def _testbed_name(text: str) -> str:
@@ -103,8 +114,9 @@ def add_parsers(subparsers) -> None:
             note="An expectation that fails decides over damage (1, not 3). A closed output pipe (| head) ends "
                  "the command quietly: with 0, or with --expect the verdict, the rest read without output."), 100),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", help="pcap or pcapng file (Ethernet, Linux cooked, raw IP, loopback; VLAN, MPLS, "
-                                "PPPoE, tunnels)")
+    p.add_argument("file", help="pcap or pcapng file (Ethernet, Linux cooked, raw IP, loopback, PPP, 802.11, ...; VLAN, "
+                                "MPLS, PPPoE, tunnels), or a directory of them (corpus mode: every capture under it, "
+                                "in parallel, one summary)")
     p.add_argument("--json", action="store_true",
                    help="JSON Lines: one object per TCP connection attempt (orig_h, orig_p, resp_h, resp_p, outcome, "
                         "detail, syn_count, conn_state, history, ...), printed as each one finishes; the summary "
@@ -117,6 +129,9 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--zeek-sessions", action="store_true",
                    help="group packets as Zeek does (its connection reuse and timers split rows; every interface "
                         "counts) instead of one row per attempt")
+    p.add_argument("--zeek-log", choices=("tsv", "json"), metavar="FORMAT",
+                   help="print Zeek's conn.log instead of our rows: tsv (Zeek's ASCII log with its # header lines) "
+                        "or json (Zeek's JSON lines); rows as Zeek groups them (implies --zeek-sessions)")
     p.add_argument("--checksums", action="store_true",
                    help="drop segments with bad checksums like Zeek without -C (off by default: captures taken on "
                         "the sending host carry offloaded, unfinished checksums)")
@@ -128,6 +143,11 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--max-connections", type=_MAX_CONNECTIONS, default=None, metavar="N",
                    help="live attempts held at most (default 60000, about 100 MB); when full, idle ones are "
                         "finished, then the oldest half-open ones evicted, each counted")
+    p.add_argument("--jobs", type=_JOBS, metavar="N",
+                   help="with a directory: replay its captures in N processes at once (default: every core)")
+    p.add_argument("--dask", type=_dask_address, metavar="SCHEDULER",
+                   help="with a directory: replay its captures on a dask.distributed cluster (e.g. tcp://host:8786; "
+                        "the optional dependency tcp-verifier[dask]; the workers must see the files at the same path)")
     p.add_argument("--against", metavar="TESTBED", type=_testbed_name,
                    help="re-drive against this named testbed (verifier testbed up)")
     p.add_argument("--connection", type=argtypes.count, metavar="ID",
@@ -236,6 +256,11 @@ def _warn_all(caught) -> None:
 
 def run_replay(args) -> int:
     """`verifier replay` with parsed arguments; returns the exit status."""
+    if os.path.isdir(args.file):
+        return _run_corpus(args)
+    if args.jobs is not None or args.dask is not None:
+        _err(f"--jobs and --dask are for a directory of captures; {args.file} is one file")
+        return EXIT_BAD_INPUT
     bad = _check_file(args.file)
     if bad:
         _err(bad)
@@ -262,7 +287,8 @@ def run_replay(args) -> int:
     from verifier.replay.scan import Scan
 
     try:
-        sc = Scan(args.file, grouping="zeek" if args.zeek_sessions else "attempt", checksums=args.checksums,
+        sc = Scan(args.file, grouping="zeek" if args.zeek_sessions or args.zeek_log else "attempt",
+                  checksums=args.checksums,
                   likely_server_ports=frozenset() if args.zeek_bare else DEFAULT_LIKELY_SERVER_PORTS,
                   linger_s=args.linger, max_connections=args.max_connections or DEFAULT_MAX_CONNECTIONS)
     except ValueError as exc:
@@ -279,12 +305,39 @@ def run_replay(args) -> int:
             gc.enable()
 
 
+def _run_corpus(args) -> int:
+    """`verifier replay DIR/`: every capture of a directory (verifier.replay.corpus)."""
+    for opt, given in (("--expect", args.expect), ("--show", args.show is not None), ("--html", args.html is not None),
+                       ("--against/--connection", args.against is not None or args.connection is not None)):
+        if given:
+            _err(f"{opt} reads one capture, not a directory ({args.file}): give a file")
+            return EXIT_BAD_INPUT
+    from verifier.analysis.grouper import DEFAULT_MAX_CONNECTIONS
+    from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS
+    from verifier.replay.corpus import run_corpus
+
+    options = dict(grouping="zeek" if args.zeek_sessions or args.zeek_log else "attempt", checksums=args.checksums,
+                   likely_server_ports=frozenset() if args.zeek_bare else DEFAULT_LIKELY_SERVER_PORTS,
+                   linger_s=args.linger, max_connections=args.max_connections or DEFAULT_MAX_CONNECTIONS,
+                   output=f"zeek-{args.zeek_log}" if args.zeek_log else "json" if args.json else "lines",
+                   port=args.port)
+    try:
+        return run_corpus(args.file, options, jobs=args.jobs, dask=args.dask)
+    except BrokenPipeError:
+        quiet_pipe()
+        return EXIT_OK
+    except (RuntimeError, OSError) as exc:  # no dask, or the scheduler cannot be reached
+        _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return EXIT_BAD_INPUT
+
+
 def _replay(args, sc, conds) -> int:
     from verifier.analysis.grouper import json_lines
     from verifier.pcap import CaptureFormatError
 
     out = sys.stdout
-    table = None if args.json else _Table(out, lambda: sc.grouper.first_ns)
+    zlog = getattr(args, "zeek_log", None)
+    table = None if args.json or zlog else _Table(out, lambda: sc.grouper.first_ns)
     # JSON lines go out as bytes, a chunk at a time; a text stream without a buffer (a test's
     # StringIO) gets them decoded
     raw = getattr(out, "buffer", None)
@@ -294,6 +347,7 @@ def _replay(args, sc, conds) -> int:
     html_rows: list | None = [] if args.html is not None else None
     listed = 0  # attempts with --port, when it is given
     closed = False  # the reader of stdout went away
+    zeek_started = False
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -318,7 +372,10 @@ def _replay(args, sc, conds) -> int:
                 if closed:
                     continue
                 try:
-                    if table is None:
+                    if zlog:
+                        emit(_zeek_rows(chunk, port, zlog, not zeek_started))
+                        zeek_started = True
+                    elif table is None:
                         emit(json_lines(chunk, -1 if port is None else port))
                     else:
                         table.add_all(chunk, port)
@@ -352,6 +409,8 @@ def _replay(args, sc, conds) -> int:
     vout = out if table is not None else sys.stderr  # where the table's companions go
     if table is not None:
         _guarded(table.close)
+    if zlog and not closed:
+        _guarded(lambda: emit(_zeek_rows([], port, zlog, not zeek_started) + _zeek_close(zlog)))
     if table is not None or not errors:  # bad input on stderr is one line, without the summary
         _say(_summary(args.file, st), vout)
     _warn_all(caught)
@@ -372,6 +431,32 @@ def _replay(args, sc, conds) -> int:
         _say(_replay_html(args, sc, html_rows, listed if port is not None else st.connections), vout)
     _guarded(out.flush)
     return status
+
+
+def _zeek_time_now() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime())
+
+
+def _zeek_rows(chunk, port, fmt: str, first: bool) -> bytes:
+    """conn.log lines of the attempts of `chunk` (Zeek's header first when `first` and TSV)."""
+    from verifier.analysis import zeeklog
+
+    parts = [zeeklog.header(_zeek_time_now()).encode()] if first and fmt == "tsv" else []
+    for a in chunk:
+        if port is not None and port not in (a.c_port, a.s_port):
+            continue
+        d = zeeklog.row(a)
+        if d:
+            parts.append(zeeklog.tsv_row(d).encode() if fmt == "tsv" else zeeklog.json_row(d))
+    return b"".join(parts)
+
+
+def _zeek_close(fmt: str) -> bytes:
+    from verifier.analysis import zeeklog
+
+    return zeeklog.close_line(_zeek_time_now()).encode() if fmt == "tsv" else b""
 
 
 def _guarded(write) -> None:

@@ -29,7 +29,7 @@ cdef class Packet:
     cdef public long long index, ts_ns, seq, ack
     cdef public int iface, linktype, kind, family, sport, dport, flags, window, checksum
     cdef public bint src_low
-    cdef public Py_ssize_t payload_len, l4_off, l3_off, captured
+    cdef public Py_ssize_t payload_len, l4_off, l3_off, captured, ip_len
     cdef public int ttl
     cdef public object iface_name, direction, key, mss, wscale, sack_ok, tsval, tsecr
     cdef public object icmp_type, icmp_code, mtu, quoted, tunnel, error
@@ -39,6 +39,7 @@ cpdef str address_text(bytes b)
 cdef bint _flow_key(Packet pk, const unsigned char *d, Py_ssize_t src, Py_ssize_t dst, Py_ssize_t alen, Py_ssize_t ports) except -1
 cdef inline unsigned int _u16(const unsigned char *p, Py_ssize_t i) noexcept nogil
 cdef inline unsigned int _u32(const unsigned char *p, Py_ssize_t i) noexcept nogil
+cdef inline unsigned int _u32le(const unsigned char *p, Py_ssize_t i) noexcept nogil
 cdef bint _is_af_inet6(unsigned int v) noexcept
 cdef object _sll_direction(unsigned int packet_type)
 cdef void _syn_options(Packet pk, const unsigned char *d, Py_ssize_t pos, Py_ssize_t end) noexcept
@@ -56,6 +57,8 @@ cdef class Decoder:
     cdef _simple(self, int kind, object error)
     cdef _malformed(self, str what, Py_ssize_t pos)
     cdef _link(self, int lt, Py_ssize_t off, Py_ssize_t n)
+    cdef _l2(self, int lt, Py_ssize_t off, Py_ssize_t n, bint outer)
+    cdef _ppp(self, Py_ssize_t off, Py_ssize_t n, int depth)
     cdef _ethertype(self, unsigned int et, Py_ssize_t pos, Py_ssize_t n, int depth)
     cdef _ether(self, Py_ssize_t pos, Py_ssize_t n, int depth)
     cdef _ip_any(self, Py_ssize_t pos, Py_ssize_t n, int depth)

@@ -8,8 +8,11 @@ or ICMP-error packet with the capture context set. Live traces, `verifier show`,
 the fault agent and re-driving all read frames through this module.
 
 Link layers: Ethernet (VLAN/QinQ 802.1Q/ad and the 0x9100/0x9200 tags, MPLS, PPPoE, 802.1ah PBB,
-VN-Tag, Cisco FabricPath), Linux cooked v1 and v2, raw IPv4/IPv6 (101, 12, 14, 228, 229), BSD
-loopback (0, 108). Tunnels are decapsulated as Zeek does: IP-in-IP (4, 41), GRE (with ERSPAN II/III,
+VN-Tag, Cisco FabricPath, 802.3 with LLC/SNAP), Linux cooked v1 and v2, raw IPv4/IPv6 (101, 12, 14,
+228, 229), BSD loopback (0, 108), PPP (9, 50, 51, 204), Cisco HDLC (104), FDDI (10),
+Token Ring (6), Frame Relay (107), OpenBSD enc (109) and pflog (117), Solaris ipnet (226), IP over
+IEEE 1394 (138), Linux NFLOG (239), 802.11 data frames bare (105) or under
+radiotap (127), Prism (119), AVS (163) or PPI (192): the link types of `LINKTYPES`. Tunnels are decapsulated as Zeek does: IP-in-IP (4, 41), GRE (with ERSPAN II/III,
 transparent Ethernet, PPP, Aruba 802.11 with A-MSDU), GRE over UDP (RFC 8086, port 4754), VXLAN,
 Geneve, GTP-U, Teredo (by port or by content) and AYIYA, at most `MAX_DEPTH` deep. IPv4/IPv6
 fragments are not reassembled (kind FRAGMENT). TCP options are parsed on SYN segments (MSS, window
@@ -51,7 +54,10 @@ if not cython.compiled:  # compiled, these are a cpdef enum of decoder.pxd, with
 KIND_NAMES = ("other", "tcp", "icmp", "fragment", "malformed", "bad-checksum", "unsupported-link-type")
 
 MAX_DEPTH = 6  # nested encapsulations
-LINKTYPES = frozenset((0, 1, 12, 14, 101, 108, 113, 228, 229, 276))
+#: The link types read (LINKTYPE_* numbers of the pcap/pcapng link-layer header registry): the
+#: ones that carry IP and that tshark reads too. Frames of any other are counted (UNSUPPORTED).
+LINKTYPES = frozenset((0, 1, 6, 9, 10, 12, 14, 50, 51, 101, 104, 105, 107, 108, 109, 113, 117, 119, 127, 138,
+                       163, 192, 204, 226, 228, 229, 239, 276))
 
 _TUNNEL_PORTS = {4789: "vxlan", 6081: "geneve", 2152: "gtp", 3544: "teredo", 5072: "ayiya", 4754: "gre"}
 
@@ -159,6 +165,7 @@ class Packet:
         self.l3_off = 0
         self.ttl = 0
         self.captured = 0
+        self.ip_len = 0  # the IP packet's length as its headers give it (Zeek's IP total length)
         self.checksum = 0
         # object fields: None unless set
         self.iface_name = None
@@ -262,6 +269,10 @@ def _u16(p: cython.p_const_uchar, i: cython.Py_ssize_t) -> cython.uint:
     return (cython.cast(cython.uint, p[i]) << 8) | p[i + 1]
 
 
+def _u32le(p: cython.p_const_uchar, i: cython.Py_ssize_t) -> cython.uint:
+    return p[i] | (p[i + 1] << 8) | (p[i + 2] << 16) | (cython.cast(cython.uint, p[i + 3]) << 24)
+
+
 def _u32(p: cython.p_const_uchar, i: cython.Py_ssize_t) -> cython.uint:
     return ((cython.cast(cython.uint, p[i]) << 24) | (cython.cast(cython.uint, p[i + 1]) << 16)
             | (cython.cast(cython.uint, p[i + 2]) << 8) | p[i + 3])
@@ -316,9 +327,14 @@ class Decoder:
     # ---- link layers
 
     def _link(self, lt: cython.int, off: cython.Py_ssize_t, n: cython.Py_ssize_t) -> None:
-        d: cython.p_const_uchar = self.p
         self.start = off
         self.sll_dir = None
+        self._l2(lt, off, n, True)
+
+    def _l2(self, lt: cython.int, off: cython.Py_ssize_t, n: cython.Py_ssize_t, outer: cython.bint) -> None:
+        """The link-layer header of type `lt` at `off` (`outer`: not inside a PPI header)."""
+        d: cython.p_const_uchar = self.p
+        hl: cython.Py_ssize_t
         if lt == 1:
             if n - off >= 14:
                 self._ethertype(_u16(d, off + 12), off + 14, n, 0)
@@ -344,8 +360,109 @@ class Decoder:
                     self._ip4(off + 4, n, 0)
                 elif _is_af_inet6(le) or _is_af_inet6(be):
                     self._ip6(off + 4, n, 0)
+        elif lt == 9 or lt == 50 or lt == 204:
+            # PPP (9), PPP in HDLC framing (50, which also holds Cisco HDLC frames), PPP with a
+            # direction byte first (204)
+            if lt == 204:
+                off += 1
+            if lt == 50 and n - off >= 4 and (d[off] == 0x0F or d[off] == 0x8F):
+                self._ethertype(_u16(d, off + 2), off + 4, n, 0)
+            else:
+                self._ppp(off, n, 0)
+        elif lt == 104:  # Cisco HDLC: address, control, an ethertype
+            if n - off >= 4:
+                self._ethertype(_u16(d, off + 2), off + 4, n, 0)
+        elif lt == 51:  # PPPoE (session header, then PPP's protocol)
+            if n - off >= 6:
+                self._ppp(off + 6, n, 0)
+        elif lt == 10:  # FDDI: frame control and two MAC addresses, then LLC/SNAP
+            if n - off >= 13:
+                self._snap(off + 13, n, 0)
+        elif lt == 6:  # Token Ring: access and frame control, two MACs, a source route if flagged
+            if n - off >= 14:
+                hl = 14
+                if d[off + 8] & 0x80 and n - off >= 15:
+                    hl += d[off + 14] & 0x1F
+                self._snap(off + hl, n, 0)
+        elif lt == 107:  # Frame Relay: Q.922 address, then RFC 2427 (control 3, NLPID)
+            if n - off >= 4 and d[off + 2] == 0x03:
+                q: cython.Py_ssize_t = off + 3
+                if d[q] == 0x00 and n - q >= 2:  # padding
+                    q += 1
+                if d[q] == 0xCC:
+                    self._ip4(q + 1, n, 0)
+                elif d[q] == 0x8E:
+                    self._ip6(q + 1, n, 0)
+                elif d[q] == 0x80 and n - q >= 6:  # SNAP: OUI, then an ethertype
+                    self._ethertype(_u16(d, q + 4), q + 6, n, 0)
+        elif lt == 109:  # OpenBSD enc: address family, SPI, flags (12 bytes)
+            if n - off >= 12:
+                self._ip_any(off + 12, n, 0)
+        elif lt == 117:  # OpenBSD/FreeBSD pflog: its header's length (padded to 4 bytes) first
+            if n - off >= 4:
+                self._ip_any(off + ((d[off] + 3) & ~3), n, 0)
+        elif lt == 226:  # Solaris ipnet: a 24-byte header
+            if n - off >= 24:
+                self._ip_any(off + 24, n, 0)
+        elif lt == 138:  # Apple IP over IEEE 1394: two 8-byte addresses and an ethertype
+            if n - off >= 18:
+                self._ethertype(_u16(d, off + 16), off + 18, n, 0)
+        elif lt == 239:  # Linux NFLOG: family, version, resource id, then TLVs; the packet is type 9
+            if n - off >= 4:
+                q = off + 4
+                while n - q >= 4:
+                    tlv_len: cython.Py_ssize_t = d[q] | (d[q + 1] << 8)
+                    tlv_type: cython.uint = (d[q + 2] | (d[q + 3] << 8)) & 0x7FFF
+                    if tlv_len < 4:
+                        break
+                    if tlv_type == 9:
+                        end: cython.Py_ssize_t = q + tlv_len
+                        self._ip_any(q + 4, end if end < n else n, 0)
+                        break
+                    q += (tlv_len + 3) & ~3
+        elif lt == 105:  # IEEE 802.11
+            self._wlan(off, n, 0)
+        elif lt == 127:  # radiotap (little-endian length of its header), then 802.11
+            if n - off >= 4:
+                self._wlan(off + (d[off + 2] | (d[off + 3] << 8)), n, 0)
+        elif lt == 119:  # Prism monitor header (its length at offset 4, host order: little-endian)
+            if n - off >= 8:
+                self._wlan(off + _u32le(d, off + 4), n, 0)
+        elif lt == 163:  # AVS monitor header (its length at offset 4, big-endian)
+            if n - off >= 8:
+                self._wlan(off + _u32(d, off + 4), n, 0)
+        elif lt == 192 and outer:  # PPI: its length and the link type of what follows (little-endian)
+            if n - off >= 8:
+                inner: cython.int = cython.cast(cython.int, _u32le(d, off + 4) & 0x7FFFFFFF)
+                hl = d[off + 2] | (d[off + 3] << 8)
+                if inner in LINKTYPES and inner != 192:
+                    self._l2(inner, off + hl, n, False)
+                else:
+                    self._simple(UNSUPPORTED, f"link type {inner} inside PPI")
         else:
             self._simple(UNSUPPORTED, f"link type {lt}")
+
+    def _ppp(self, off: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        """A PPP frame: the optional HDLC address and control bytes (FF 03), a one- or two-byte
+        protocol, then IPv4 (0x21) or IPv6 (0x57)."""
+        d: cython.p_const_uchar = self.p
+        if n - off >= 2 and d[off] == 0xFF and d[off + 1] == 0x03:
+            off += 2
+        if n - off < 1:
+            return
+        p: cython.uint
+        if d[off] & 1:  # a one-byte protocol field
+            p = d[off]
+            off += 1
+        else:
+            if n - off < 2:
+                return
+            p = _u16(d, off)
+            off += 2
+        if p == 0x21:
+            self._ip4(off, n, depth)
+        elif p == 0x57:
+            self._ip6(off, n, depth)
 
     def _ethertype(self, et: cython.uint, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
         d: cython.p_const_uchar = self.p
@@ -376,6 +493,8 @@ class Decoder:
             self._ip4(pos, n, depth)
         elif et == 0x86DD:
             self._ip6(pos, n, depth)
+        elif et <= 1500 or et == 0x0004:  # an 802.3 length (or Linux cooked's 802.2): LLC/SNAP
+            self._snap(pos, n, depth)
         elif et == 0x8847 or et == 0x8848:  # MPLS: labels to the bottom of the stack, then IP by version
             while True:
                 if n - pos < 4:
@@ -529,6 +648,7 @@ class Decoder:
             pk.l3_off = self.l3 - self.start
             pk.ttl = self.ttl
             pk.captured = end - pos - doff
+            pk.ip_len = wire_end - self.l3
             pk.tunnel = self.tunnel
             if self.sll_dir is not None:
                 pk.direction = self.sll_dir
@@ -734,23 +854,7 @@ class Decoder:
                 return
             self._ether(off + 12 + extra, n, depth)
         elif proto == 0x880B:  # PPP
-            if n - off >= 2 and d[off] == 0xFF and d[off + 1] == 0x03:
-                off += 2
-            if n - off < 1:
-                return
-            p: cython.uint
-            if d[off] & 1:  # a one-byte protocol field
-                p = d[off]
-                off += 1
-            else:
-                if n - off < 2:
-                    return
-                p = _u16(d, off)
-                off += 2
-            if p == 0x21:
-                self._ip4(off, n, depth)
-            elif p == 0x57:
-                self._ip6(off, n, depth)
+            self._ppp(off, n, depth)
         elif 0x8200 <= proto <= 0x8FFF:  # Aruba: an 802.11 frame
             self._wlan(off, n, depth)
         else:
