@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv tshark socat tcpdump
+APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv tshark socat tcpdump \
+  qemu-system-x86 busybox-static kmod zstd
 PYTEST_ARGS ?=
 DEMO_DIR := captures/demo
 
