@@ -666,6 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
 
+    from verifier.kernels.command import add_parsers as add_kernel_parsers
+
+    add_kernel_parsers(sub)
+
     c = sub.add_parser("clean", help="remove namespaces left behind by runs whose process is gone",
                        description="Remove the network namespaces (and processes inside them) of runs whose "
                                    "owning process is gone. Only names of this project's scheme (tv<pid><n>-<host>) "

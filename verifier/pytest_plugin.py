@@ -97,7 +97,7 @@ def pytest_cmdline_main(config):
         return None
     from verifier.kernels.session import session_main
 
-    return session_main(config)
+    return session_main(config, captures_dir(config))
 
 
 def pytest_generate_tests(metafunc):

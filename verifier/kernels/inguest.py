@@ -46,7 +46,17 @@ def measure(samples: int = SAMPLES, interval_s: float = INTERVAL_S, load: bool =
     return {"samples": samples, "interval_ms": interval_s * 1e3,
             "load": f"{cpus} CPU(s) busy starting processes" if load else "idle",
             "median_ms": round(statistics.median(late), 3), "p90_ms": round(late[int(0.9 * (len(late) - 1))], 3),
-            "max_ms": round(late[-1], 3), "kernel": os.uname().release}
+            "max_ms": round(late[-1], 3), "kernel": os.uname().release, "sysctls": sysctls_present()}
+
+
+#: The SYN-related sysctls whose presence tells kernels apart (verifier.analysis.schedules models each).
+SYSCTLS = ("net.ipv4.tcp_syn_retries", "net.ipv4.tcp_syn_linear_timeouts", "net.ipv4.tcp_rto_max_ms",
+           "net.ipv4.tcp_rto_min_us", "net.ipv4.tcp_syncookies", "net.ipv4.tcp_abort_on_overflow")
+
+
+def sysctls_present() -> dict[str, bool]:
+    """Which of `SYSCTLS` this kernel has (in the initial namespace; the testbeds' are the same set)."""
+    return {name: Path("/proc/sys", *name.split(".")).exists() for name in SYSCTLS}
 
 
 def main(argv: list[str] | None = None) -> int:

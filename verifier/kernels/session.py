@@ -8,6 +8,7 @@ on the host (their folders are shared at the same paths), and its exit status is
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -59,19 +60,19 @@ def in_guest() -> bool:
     return "VERIFIER_GUEST_DIR" in os.environ
 
 
-def session_main(config) -> int | None:
-    """The plugin's pytest_cmdline_main: None (go on as usual) unless --verifier-kernel is given."""
+def session_main(config, captures: Path) -> int | None:
+    """The plugin's pytest_cmdline_main: None (go on as usual) unless --verifier-kernel is given.
+    `captures`: the session's capture folder. With --verifier-report R, what the guest measured (boot
+    time, timer lateness, which SYN sysctls the kernel has) is written to R's ``.guest.json`` twin."""
     spec = config.getoption("verifier_kernel")
     if not spec or in_guest():
         return None
-    from verifier.pytest_plugin import captures_dir
-
     try:
         kernel = resolve(spec, config.getoption("verifier_kernel_modules"))
     except KernelError as exc:
         print(f"pytest: --verifier-kernel {spec}: {exc}", file=sys.stderr)
         return 4  # pytest's ExitCode.USAGE_ERROR
-    outputs = [captures_dir(config).resolve()]
+    outputs = [Path(captures).resolve()]
     report = config.getoption("verifier_report")
     if report:
         outputs.append(Path(report).resolve().parent)
@@ -86,4 +87,9 @@ def session_main(config) -> int | None:
         return NOT_RUN
     boot = f"booted in {result.boot_s:.1f} s, " if result.boot_s is not None else ""
     print(f"verifier: guest Linux {kernel.release}: {boot}{result.wall_s:.1f} s in all; {result.why()}", flush=True)
+    if report:
+        facts = {"kernel": kernel.release, "source": kernel.package or str(kernel.image), "boot_s": result.boot_s,
+                 "wall_s": round(result.wall_s, 2), "status": result.status, "ended": result.why(),
+                 "probe": guest.probe_of(result)}
+        Path(report).resolve().with_suffix(".guest.json").write_text(json.dumps(facts, indent=2) + "\n")
     return result.status if result.status is not None and result.status != 125 else NOT_RUN
