@@ -27,10 +27,22 @@ INTERVAL_S = 0.02
 SLACK_ENV = "VERIFIER_TIMER_SLACK_S"
 
 
+def process_start_ms(n: int = 10) -> float:
+    """The median time to start and reap a process (/bin/true), in ms: how fast this machine runs
+    what the tests do most; under emulation many times the host's figure."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(["/bin/true"])
+        times.append((time.perf_counter() - t0) * 1e3)
+    return round(statistics.median(times), 2)
+
+
 def measure(samples: int = SAMPLES, interval_s: float = INTERVAL_S, load: bool = True) -> dict:
     """The lateness of `samples` sleeps of `interval_s` (ms: median, p90, max), with every CPU busy
     starting processes when `load` (a test's testbed setup does that)."""
     cpus = os.cpu_count() or 1
+    start_ms = process_start_ms()
     loaders = [subprocess.Popen(["/bin/sh", "-c", "while :; do /bin/true; done"]) for _ in range(cpus if load else 0)]
     late = []
     try:
@@ -46,7 +58,8 @@ def measure(samples: int = SAMPLES, interval_s: float = INTERVAL_S, load: bool =
     return {"samples": samples, "interval_ms": interval_s * 1e3,
             "load": f"{cpus} CPU(s) busy starting processes" if load else "idle",
             "median_ms": round(statistics.median(late), 3), "p90_ms": round(late[int(0.9 * (len(late) - 1))], 3),
-            "max_ms": round(late[-1], 3), "kernel": os.uname().release, "sysctls": sysctls_present()}
+            "max_ms": round(late[-1], 3), "kernel": os.uname().release, "sysctls": sysctls_present(),
+            "process_start_ms": start_ms}
 
 
 #: The SYN-related sysctls whose presence tells kernels apart (verifier.analysis.schedules models each).

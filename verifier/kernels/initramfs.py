@@ -112,7 +112,7 @@ def init_script(*, release: str, modules: list[str], modules_dir: Path, shares: 
         "# verifier guest init, written for one run by verifier/kernels/initramfs.py",
         "/bin/busybox --install -s /bin",
         "export PATH=/bin",
-        'fail() { echo "verifier-guest: $*"; echo 125 > /newroot' + q(str(status)) + "; sync; poweroff -f; }",
+        'fail() { echo "verifier-guest: $*"; echo 125 > ' + q(f"/newroot{status}") + "; sync; poweroff -f; }",
         "mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t devtmpfs devtmpfs /dev",
     ]
     lines += [f"insmod {q(initramfs_path(m))} || fail 'cannot load {m}'" for m in modules]
@@ -129,14 +129,16 @@ def init_script(*, release: str, modules: list[str], modules_dir: Path, shares: 
     ]
     target = f"/lib/modules/{release}"
     if str(modules_dir) != target:
-        lines.append(f"mkdir -p /newroot{q(target)} && mount --bind /newroot{q(str(modules_dir))} /newroot{q(target)}"
+        lines.append(f"mkdir -p {q('/newroot' + target)} && mount --bind {q(f'/newroot{modules_dir}')} "
+                     f"{q('/newroot' + target)}"
                      " || fail 'cannot mount the modules folder'")
     if config:
         lines.append(f"mkdir -p /newroot/boot && cp /boot-config /newroot/boot/config-{q(release)}")
     for share in shares:
         mode = "rw" if share.writable else "ro"
-        lines.append(f"mkdir -p /newroot{q(str(share.path))} && mount -t 9p -o {MOUNT_9P},{mode} {share.tag} "
-                     f"/newroot{q(str(share.path))} || fail 'cannot mount {share.path}'")
+        where = q(f"/newroot{share.path}")
+        lines.append(f"mkdir -p {where} && mount -t 9p -o {MOUNT_9P},{mode} {share.tag} {where}"
+                     f" || fail {q(f'cannot mount {share.path}')}")
     # The kernel runs its module loader (kernel.modprobe) from the initramfs root: hand it to the
     # host's kmod modprobe inside the new root, which reads /lib/modules/RELEASE there.
     lines.append("echo /bin/modprobe-in-root > /proc/sys/kernel/modprobe")
@@ -144,8 +146,8 @@ def init_script(*, release: str, modules: list[str], modules_dir: Path, shares: 
     envs = " ".join(q(f"{k}={v}") for k, v in env.items())
     job = f"cd {q(str(cwd))} && exec {' '.join(q(a) for a in argv)}"
     lines.append(f"chroot /newroot /usr/bin/env -i {envs} /bin/sh -c {q(job)} </dev/null")
-    lines.append(f"echo $? > /newroot{q(str(status))}")
-    lines.append("umount /newroot" + q(str(status.parent)) + " 2>/dev/null; sync; poweroff -f")
+    lines.append(f"echo $? > {q(f'/newroot{status}')}")
+    lines.append(f"umount {q(f'/newroot{status.parent}')} 2>/dev/null; sync; poweroff -f")
     return "\n".join(lines) + "\n"
 
 

@@ -51,8 +51,12 @@ def run_pytest(kernel: Kernel, args: list[str], *, cwd: Path, outputs: list[Path
     for o in outputs:
         Path(o).mkdir(parents=True, exist_ok=True)
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    if echo is not None:
+        return guest.run(kernel, guest_pytest_argv(args), cwd=cwd, env=env, outputs=outputs, deadline_s=deadline_s,
+                         cpus=cpus, on_line=echo)
     return guest.run(kernel, guest_pytest_argv(args), cwd=cwd, env=env, outputs=outputs, deadline_s=deadline_s,
-                     cpus=cpus, on_line=echo or (lambda line: print(line, flush=True)))
+                     cpus=cpus, on_line=lambda line: print(line, flush=True),
+                     on_partial=lambda text: print(text, end="", flush=True))
 
 
 def in_guest() -> bool:
