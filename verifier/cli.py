@@ -702,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = _offline_parser() if argv and argv[0] in _OFFLINE else build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            print("verifier: give a command: testbed, capture, inject, show, replay or clean "
+            print("verifier: give a command: testbed, capture, inject, show, replay, kernels or clean "
                   "(see 'verifier --help')", file=sys.stderr)
             return exits.BAD_INPUT
         return args.func(args)
