@@ -52,7 +52,8 @@ def add_parsers(subparsers) -> None:
                    help=f"host, {', '.join(DEBIAN)}, or a vmlinuz/vmlinux path (default: {' '.join(DEFAULT)})")
     p.add_argument("--out", default="captures/kernels", metavar="DIR",
                    help="the report and one folder of captures per kernel (default captures/kernels)")
-    p.add_argument("--jobs", type=positive, default=2, help="kernels run at once (default 2: one per core)")
+    p.add_argument("--jobs", type=positive, default=2,
+                   help="guests run at once (default 2: one per core); the host's own run goes beside them")
     p.add_argument("--workers", type=positive, default=2, help="pytest-xdist workers per kernel (default 2)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=cmd_kernels)
@@ -74,7 +75,12 @@ def cmd_kernels(args) -> int:
         print(f"verifier kernels: {why}", file=sys.stderr)
         return exits.BAD_INPUT
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
+    from .compare import label_of
+
+    for spec in specs:  # only what this command writes: the kernels' folders and the report
+        shutil.rmtree(out / label_of(spec), ignore_errors=True)
+    for name in ("report.md", "report.json"):
+        (out / name).unlink(missing_ok=True)
     try:
         runs = run_all(specs, out, jobs=args.jobs, workers=args.workers,
                        progress=(lambda line: print(line, file=sys.stderr, flush=True)))
