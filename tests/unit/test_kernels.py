@@ -17,6 +17,7 @@ import pytest
 from verifier.kernels import compare, guest, initramfs, session
 from verifier.kernels.image import Kernel, KernelError, bzimage_release, extract_vmlinux
 from verifier.kernels.initramfs import Share
+from verifier.pytest_plugin import require
 
 
 # -- the QEMU command line ---------------------------------------------------------------------------
@@ -85,8 +86,7 @@ def test_newc_round_trip_and_busybox_reads_it(tmp_path):
 
 
 def test_initramfs_holds_busybox_init_decompressed_modules_and_config(tmp_path):
-    if not Path(initramfs.BUSYBOX).is_file():
-        pytest.skip("busybox-static is not installed (sudo make setup installs it)")
+    require(Path(initramfs.BUSYBOX).is_file(), "busybox-static is not installed (sudo make setup installs it)")
     mods = modules_dir(tmp_path)
     order = initramfs.module_order(mods)
     config = tmp_path / "config"
@@ -269,3 +269,27 @@ def test_comparison_lists_a_check_that_cannot_run(tmp_path):
                                        compare.KernelRun("6.1", tmp_path / "6.1", 0)], tmp_path)
     row = report["rows"][0]
     assert row["kernels"]["6.1"]["verdict"] == "cannot run" and "cannot run on 6.1: needs tcp_foo" in row["why"]
+
+
+# -- bad input: one line, a non-zero status, nothing booted ---------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("spec, says", [("5.99", "unknown kernel '5.99'"),
+                                        ("/nonexistent/vmlinuz", "/nonexistent/vmlinuz: no such kernel image")])
+def test_pytest_with_an_unknown_kernel_says_so_in_one_line(spec, says):
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--verifier-kernel", spec,
+                          "tests/unit/test_one_model.py"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 4, res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in res.stderr + res.stdout
+
+
+def test_verifier_kernels_refuses_an_unknown_kernel_at_parse_time():
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "verifier.cli", "kernels", "host", "5.99"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "'5.99' is not a kernel" in res.stderr and "Traceback" not in res.stderr
