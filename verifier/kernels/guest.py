@@ -13,6 +13,7 @@ failure or Ctrl-C; QEMU is killed (its whole process group) at the run's deadlin
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
@@ -117,13 +118,13 @@ def read_result(share_dir: Path) -> tuple[int | None, dict[str, str]]:
 
 def run(kernel: Kernel, argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
         outputs: list[Path] = (), deadline_s: float = 600, memory_mb: int = 1024, cpus: int = 2,
-        on_line=None, on_partial=None) -> GuestResult:
+        on_line=None, on_text=None) -> GuestResult:
     """Boot `kernel`, run `argv` in `cwd` (a host path) as root inside it, and return how it ended.
 
     `env` is added to `BASE_ENV`; ``VERIFIER_GUEST_DIR`` names the run's shared folder, where the
     job may leave small result files. `outputs` are host folders (they must exist) the job may write
-    into at the same paths. `on_line` gets each console line as it comes (progress), `on_partial`
-    the text of a line not yet ended (then it is not given to `on_line` again). The guest is
+    into at the same paths. `on_line` gets each console line once it has ended, `on_text` the console's
+    text as it comes (progress: pytest's dots before their line ends). The guest is
     killed `deadline_s` seconds after QEMU starts."""
     why = available()
     if why:
@@ -156,24 +157,25 @@ def run(kernel: Kernel, argv: list[str], *, cwd: Path, env: dict[str, str] | Non
         up: list[float] = []
 
         def pump() -> None:
-            # Chunks, not lines: pytest's progress dots end their line only at the end of the run, and
-            # `on_line` (the user's progress) should see them as they come.
-            partial = ""
+            # Read chunks, not lines: pytest's progress dots end their line only at the end of the run,
+            # and `on_text` (the user's progress) should see them as they come.
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            buf = ""
             while chunk := os.read(proc.stdout.fileno(), 65536):
-                partial += chunk.decode(errors="replace").replace("\r\n", "\n")
-                *done, partial = partial.split("\n")
+                text = decoder.decode(chunk)
+                if on_text is not None:
+                    on_text(text.replace("\r\n", "\n"))
+                buf += text
+                *done, buf = buf.split("\n")
                 for line in done:
+                    line = line.rstrip("\r")
                     if UP_MARK in line and not up:
                         up.append(time.monotonic() - started)
                     lines.append(line)
                     if on_line is not None:
                         on_line(line)
-                if partial and on_partial is not None:
-                    on_partial(partial)
-                    lines.append(partial)
-                    partial = ""
-            if partial:
-                lines.append(partial)
+            if buf:
+                lines.append(buf)
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()

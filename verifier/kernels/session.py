@@ -55,8 +55,7 @@ def run_pytest(kernel: Kernel, args: list[str], *, cwd: Path, outputs: list[Path
         return guest.run(kernel, guest_pytest_argv(args), cwd=cwd, env=env, outputs=outputs, deadline_s=deadline_s,
                          cpus=cpus, on_line=echo)
     return guest.run(kernel, guest_pytest_argv(args), cwd=cwd, env=env, outputs=outputs, deadline_s=deadline_s,
-                     cpus=cpus, on_line=lambda line: print(line, flush=True),
-                     on_partial=lambda text: print(text, end="", flush=True))
+                     cpus=cpus, on_text=lambda text: print(text, end="", flush=True))
 
 
 def in_guest() -> bool:
