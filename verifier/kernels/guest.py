@@ -118,13 +118,14 @@ def read_result(share_dir: Path) -> tuple[int | None, dict[str, str]]:
 
 def run(kernel: Kernel, argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
         outputs: list[Path] = (), deadline_s: float = 600, memory_mb: int = 1024, cpus: int = 2,
-        on_line=None, on_text=None) -> GuestResult:
+        on_line=None, on_text=None, nice: int = 0) -> GuestResult:
     """Boot `kernel`, run `argv` in `cwd` (a host path) as root inside it, and return how it ended.
 
     `env` is added to `BASE_ENV`; ``VERIFIER_GUEST_DIR`` names the run's shared folder, where the
     job may leave small result files. `outputs` are host folders (they must exist) the job may write
     into at the same paths. `on_line` gets each console line once it has ended, `on_text` the console's
-    text as it comes (progress: pytest's dots before their line ends). The guest is
+    text as it comes (progress: pytest's dots before their line ends). `nice` lowers QEMU's CPU
+    priority (a guest run beside timing checks on the host leaves them the CPU first). The guest is
     killed `deadline_s` seconds after QEMU starts."""
     why = available()
     if why:
@@ -151,6 +152,8 @@ def run(kernel: Kernel, argv: list[str], *, cwd: Path, env: dict[str, str] | Non
                        config=kernel.config)
         cmd = qemu_command(vmlinux=vmlinux, initrd=initrd, shares=shares, memory_mb=memory_mb, cpus=cpus)
         started = time.monotonic()
+        if nice:
+            cmd = ["nice", "-n", str(nice), *cmd]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         lines: list[str] = []

@@ -45,17 +45,18 @@ def guest_pytest_argv(args: list[str], python: str = sys.executable) -> list[str
 
 
 def run_pytest(kernel: Kernel, args: list[str], *, cwd: Path, outputs: list[Path], deadline_s: float = 900,
-               echo=None, cpus: int = 2) -> guest.GuestResult:
+               echo=None, cpus: int = 2, nice: int = 0) -> guest.GuestResult:
     """Run pytest with `args` in a guest of `kernel`; `outputs`: host folders it writes into
-    (created here); `echo` gets each console line (default: printed)."""
+    (created here); `echo` gets each console line (default: the console text is printed as it
+    comes); `cpus` and `nice`: the guest's CPUs and QEMU's nice value (see `guest.run`)."""
     for o in outputs:
         Path(o).mkdir(parents=True, exist_ok=True)
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
     if echo is not None:
         return guest.run(kernel, guest_pytest_argv(args), cwd=cwd, env=env, outputs=outputs, deadline_s=deadline_s,
-                         cpus=cpus, on_line=echo)
+                         cpus=cpus, on_line=echo, nice=nice)
     return guest.run(kernel, guest_pytest_argv(args), cwd=cwd, env=env, outputs=outputs, deadline_s=deadline_s,
-                     cpus=cpus, on_text=lambda text: print(text, end="", flush=True))
+                     cpus=cpus, on_text=lambda text: print(text, end="", flush=True), nice=nice)
 
 
 def in_guest() -> bool:
