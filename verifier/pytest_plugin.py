@@ -80,6 +80,8 @@ def pytest_addoption(parser):
                          "beside the image, then /lib/modules/RELEASE)")
     group.addoption("--verifier-kernel-deadline", metavar="S", type=float, default=900.0,
                     help="kill the guest of --verifier-kernel after this many seconds (default 900)")
+    group.addoption("--verifier-kernel-cpus", metavar="N", type=int, default=1, choices=range(1, 9),
+                    help="CPUs of the guest of --verifier-kernel (1-8, default 1: one emulated CPU runs faster than two on a shared host)")
 
 
 def pytest_configure(config):

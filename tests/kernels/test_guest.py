@@ -92,3 +92,21 @@ def test_c3_and_the_c2_syn_schedule_on_6_1_in_a_guest(tmp_path):
     host.update({"net.ipv4.tcp_syn_retries": 2, "net.ipv4.tcp_syn_linear_timeouts": 1})
     here = LinuxProfile.from_sysctls(host).schedule()
     assert (here.syn_count, list(here.syn_times)) != (3, [0, 1, 3]), here
+
+
+def test_a_hung_guest_is_killed_at_its_deadline_and_leaves_nothing(tmp_path):
+    require_root("the guest's testbeds and the host's sysctls")
+    why = guest.available()
+    require(why is None, why or "")
+    try:
+        kernel = debian_kernel("6.1", progress=lambda line: None)
+    except (KernelError, OSError) as exc:
+        require(False, f"Debian's 6.1 kernel could not be had: {exc}")
+    deadline = 15
+    result = guest.run(kernel, ["/bin/sh", "-c", "echo hanging; sleep 600"], cwd=REPO, deadline_s=deadline,
+                       cpus=1, nice=10)
+    assert result.timed_out and result.status is None, result.why()
+    assert deadline <= result.wall_s < deadline + 10
+    assert "did not finish by its deadline" in result.why()
+    assert not Path(f"/proc/{result.qemu_pid}").exists(), "QEMU is still running"
+    assert result.run_dir is not None and not result.run_dir.exists()

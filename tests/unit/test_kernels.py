@@ -206,7 +206,7 @@ def test_kernel_from_path_finds_modules_beside_the_image_and_says_what_is_missin
 # -- the session ---------------------------------------------------------------------------------------
 def test_kernel_options_are_not_passed_into_the_guest():
     args = ["tests/conformance", "--verifier-kernel", "6.1", "-q", "--verifier-kernel-modules=/m",
-            "--verifier-kernel-deadline", "60", "-k", "c3"]
+            "--verifier-kernel-deadline", "60", "-k", "c3", "--verifier-kernel-cpus=1"]
     assert session.strip_kernel_options(args) == ["tests/conformance", "-q", "-k", "c3"]
     argv = session.guest_pytest_argv(["-q"], python="/v/bin/python")
     assert argv == ["/v/bin/python", "-m", "verifier.kernels.inguest", "--", "/v/bin/python", "-m", "pytest", "-q"]

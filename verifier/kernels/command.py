@@ -1,6 +1,6 @@
 """`verifier kernels`: the conformance suite on several kernels side by side (``sudo make kernels``).
 
-    verifier kernels [KERNEL ...] [--out DIR] [--jobs N] [--workers N] [--json]
+    verifier kernels [KERNEL ...] [--out DIR] [--jobs N] [--workers N] [--guest-cpus N] [--json]
 
 KERNEL is ``host`` (the running kernel), ``6.1`` or ``6.12`` (Debian's, fetched into .cache/kernels
 once), or the path of a vmlinuz/vmlinux (its modules folder beside it, as a package unpacks, or in
@@ -55,6 +55,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--jobs", type=positive, default=2,
                    help="guests run at once (default 2: one per core); the host's own run goes beside them")
     p.add_argument("--workers", type=positive, default=2, help="pytest-xdist workers per kernel (default 2)")
+    p.add_argument("--guest-cpus", type=positive, default=1, help="CPUs of each guest (default 1)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=cmd_kernels)
 
@@ -82,7 +83,7 @@ def cmd_kernels(args) -> int:
     for name in ("report.md", "report.json"):
         (out / name).unlink(missing_ok=True)
     try:
-        runs = run_all(specs, out, jobs=args.jobs, workers=args.workers,
+        runs = run_all(specs, out, jobs=args.jobs, workers=args.workers, guest_cpus=args.guest_cpus,
                        progress=(lambda line: print(line, file=sys.stderr, flush=True)))
     except KernelError as exc:
         print(f"verifier kernels: {exc}", file=sys.stderr)

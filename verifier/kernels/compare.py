@@ -58,16 +58,16 @@ class KernelRun:
         return label_of(self.spec)
 
 
-def suite_command(spec: str, folder: Path, workers: int, extra: list[str] = ()) -> list[str]:
+def suite_command(spec: str, folder: Path, workers: int, extra: list[str] = (), guest_cpus: int = 1) -> list[str]:
     """The pytest command line that runs the conformance suite on `spec` into `folder`."""
     cmd = [sys.executable, "-m", "pytest", "tests/conformance", "-p", "no:cacheprovider", "-q", "-n", str(workers),
            "--keep-captures", "--verifier-captures", str(folder), "--verifier-report", str(folder / "report.md"),
            *extra]
-    return cmd if spec == "host" else cmd + ["--verifier-kernel", spec]
+    return cmd if spec == "host" else cmd + ["--verifier-kernel", spec, "--verifier-kernel-cpus", str(guest_cpus)]
 
 
-def run_all(specs: list[str], out: Path, *, jobs: int = 2, workers: int = 2, cwd: Path | None = None,
-            progress=print) -> list[KernelRun]:
+def run_all(specs: list[str], out: Path, *, jobs: int = 2, workers: int = 2, guest_cpus: int = 1,
+            cwd: Path | None = None, progress=print) -> list[KernelRun]:
     """Run the suite on every kernel of `specs` ("host", "6.1", "6.12" or paths): at most `jobs`
     guests at a time (each emulates its CPUs on a host core), the host's own run beside them."""
     cwd = cwd or Path(__file__).resolve().parents[2]
@@ -96,8 +96,9 @@ def run_all(specs: list[str], out: Path, *, jobs: int = 2, workers: int = 2, cwd
         progress(f"kernels: {run.label}: the conformance suite started (log: {run.folder / 'log.txt'})")
         started = time.monotonic()
         with open(run.folder / "log.txt", "w") as log:
-            run.status = subprocess.run(suite_command(run.spec, run.folder, workers), cwd=cwd, stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+            cmd = suite_command(run.spec, run.folder, workers, guest_cpus=guest_cpus)
+            run.status = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL).returncode
         run.wall_s = time.monotonic() - started
         with lock:
             running.pop(run.label, None)

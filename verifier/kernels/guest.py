@@ -63,6 +63,8 @@ class GuestResult:
     wall_s: float
     timed_out: bool = False
     files: dict[str, str] = field(default_factory=dict)
+    qemu_pid: int | None = None  # the QEMU process the run started (gone when `run` returns)
+    run_dir: Path | None = None  # the run's temporary folder (removed when `run` returns)
 
     @property
     def ok(self) -> bool:
@@ -85,7 +87,7 @@ def _opt(path: Path | str) -> str:
     return str(path).replace(",", ",,")  # QEMU's option syntax doubles a literal comma
 
 
-def qemu_command(*, vmlinux: Path, initrd: Path, shares: list[Share], memory_mb: int = 1024, cpus: int = 2,
+def qemu_command(*, vmlinux: Path, initrd: Path, shares: list[Share], memory_mb: int = 1024, cpus: int = 1,
                  append: str = APPEND) -> list[str]:
     """The QEMU command line of a run: TCG on the `pc` machine (microvm hangs under load), the kernel
     and initramfs given directly (PVH entry of the uncompressed vmlinux), the host root read-only as
@@ -117,7 +119,7 @@ def read_result(share_dir: Path) -> tuple[int | None, dict[str, str]]:
 
 
 def run(kernel: Kernel, argv: list[str], *, cwd: Path, env: dict[str, str] | None = None,
-        outputs: list[Path] = (), deadline_s: float = 600, memory_mb: int = 1024, cpus: int = 2,
+        outputs: list[Path] = (), deadline_s: float = 600, memory_mb: int = 1024, cpus: int = 1,
         on_line=None, on_text=None, nice: int = 0) -> GuestResult:
     """Boot `kernel`, run `argv` in `cwd` (a host path) as root inside it, and return how it ended.
 
@@ -193,7 +195,7 @@ def run(kernel: Kernel, argv: list[str], *, cwd: Path, env: dict[str, str] | Non
         wall = time.monotonic() - started
         status, files = read_result(share_dir)
         return GuestResult(None if timed_out else status, "\n".join(lines), up[0] if up else None, wall,
-                           timed_out, files)
+                           timed_out, files, proc.pid, tmp)
     finally:
         if proc is not None:
             _kill(proc)

@@ -19,7 +19,8 @@ from .image import Kernel, KernelError, resolve
 __all__ = ["KERNEL_OPTIONS", "guest_pytest_argv", "run_pytest", "strip_kernel_options"]
 
 #: The plugin's options that choose the kernel; they are not passed on into the guest.
-KERNEL_OPTIONS = ("--verifier-kernel", "--verifier-kernel-modules", "--verifier-kernel-deadline")
+KERNEL_OPTIONS = ("--verifier-kernel", "--verifier-kernel-modules", "--verifier-kernel-deadline",
+                  "--verifier-kernel-cpus")
 #: Environment variables passed on into the guest (the guest's environment is otherwise clean).
 PASSED_ENV = ("VERIFIER_REQUIRE_ROOT", "PYTEST_ADDOPTS")
 #: A pytest exit status for "the run could not happen" (pytest's ExitCode.INTERNAL_ERROR).
@@ -45,7 +46,7 @@ def guest_pytest_argv(args: list[str], python: str = sys.executable) -> list[str
 
 
 def run_pytest(kernel: Kernel, args: list[str], *, cwd: Path, outputs: list[Path], deadline_s: float = 900,
-               echo=None, cpus: int = 2, nice: int = 0) -> guest.GuestResult:
+               echo=None, cpus: int = 1, nice: int = 0) -> guest.GuestResult:
     """Run pytest with `args` in a guest of `kernel`; `outputs`: host folders it writes into
     (created here); `echo` gets each console line (default: the console text is printed as it
     comes); `cpus` and `nice`: the guest's CPUs and QEMU's nice value (see `guest.run`)."""
@@ -85,7 +86,8 @@ def session_main(config, captures: Path) -> int | None:
           flush=True)
     try:
         result = run_pytest(kernel, args, cwd=Path(config.invocation_params.dir), outputs=outputs,
-                            deadline_s=config.getoption("verifier_kernel_deadline"))
+                            deadline_s=config.getoption("verifier_kernel_deadline"),
+                            cpus=config.getoption("verifier_kernel_cpus"))
     except KernelError as exc:
         print(f"pytest: --verifier-kernel {spec}: {exc}", file=sys.stderr)
         return NOT_RUN
