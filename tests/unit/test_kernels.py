@@ -293,3 +293,21 @@ def test_verifier_kernels_refuses_an_unknown_kernel_at_parse_time():
     res = subprocess.run([sys.executable, "-m", "verifier.cli", "kernels", "host", "5.99"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "'5.99' is not a kernel" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_failed_sweep_still_shows_its_schedule_from_the_kept_captures(tmp_path):
+    """A C2 sweep that failed on a kernel records no phrase: the SYNs come from its kept capture."""
+    c2 = "tests/conformance/test_c2_syn_timeout.py::test_c2_syn_schedule_follows_the_kernel_rule"
+    golden = REPO / "captures" / "golden" / "c2_syn_timeout_linear1_retries2_ipv4.pcapng"
+    write_kernel(tmp_path / "host", "6.18", [{"nodeid": c2, "claim": "C2", "outcome": "passed", "observed": C2_OLD}])
+    kept = tmp_path / "6.12" / "test_c2_syn_timeout.test_c2_syn_schedule_follows_the_kernel_rule.ipv4-linear1-retries2.pcapng"
+    write_kernel(tmp_path / "6.12", "6.12", [{"nodeid": c2, "claim": "C2", "outcome": "failed", "observed": None,
+                                              "message": "Failed: === ipv4-linear1-retries2: SYN 3",
+                                              "captures": [str(kept)]}])
+    shutil.copyfile(golden, kept)
+    assert compare.capture_syns([str(kept)])["ipv4-linear1-retries2"][0][:2] == [0.0, pytest.approx(1.0, abs=0.1)]
+    report = compare.write_comparison([compare.KernelRun("host", tmp_path / "host", 0),
+                                       compare.KernelRun("6.12", tmp_path / "6.12", 1)], tmp_path)
+    why = " ".join(report["rows"][0]["why"])
+    assert "ipv4-linear1-retries2: host: 3 SYNs at 0, 1.04, 3.06 s, ETIMEDOUT 7.21 s; 6.12: 4 SYNs at 0, 1" in why
+    assert "(from the capture)" in why and "fails on 6.12: Failed: === ipv4-linear1-retries2: SYN 3" in why

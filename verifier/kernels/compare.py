@@ -38,6 +38,11 @@ SYSCTL_EFFECT = {
 }
 
 
+#: The sysctls whose absence changes the SYN schedule of the suite's C2 cases (the RTO cap and floor
+#: do not, at their defaults).
+SYN_COUNT_SYSCTLS = ("net.ipv4.tcp_syn_linear_timeouts",)
+
+
 def label_of(spec: str) -> str:
     """The column name (and folder) of a kernel: host, 6.1, 6.12, or a path's file name."""
     return spec if spec == "host" or spec in DEBIAN else Path(spec).name
@@ -148,9 +153,31 @@ def behaviour_signature(phrase: str) -> str:
 _SYNS = re.compile(r"([\w.+-]+): SYNs at ([\d., ]+?) s, ETIMEDOUT at ([\d.]+) s")
 
 
-def syn_counts(phrase: str) -> dict[str, tuple[list[float], float]]:
+def syn_counts(phrase: str) -> dict[str, tuple[list[float], float | None]]:
     """For C2's phrase: each case's SYN times and its ETIMEDOUT time."""
     return {m[1]: ([float(x) for x in m[2].split(",")], float(m[3])) for m in _SYNS.finditer(phrase or "")}
+
+
+def capture_syns(paths: list[str]) -> dict[str, tuple[list[float], float | None]]:
+    """Each case's SYN times (s after the first) read from the kept captures of a check that names its
+    cases in the file name (``TEST.CASE.pcapng``, as C2's sweep keeps them): the schedule is shown
+    from the packets even when the check failed and recorded no phrase. No ETIMEDOUT time (that is a
+    call's return, not a packet)."""
+    from verifier.analysis.trace import load_trace
+
+    out = {}
+    for path in paths:
+        parts = Path(path).name.split(".")
+        if len(parts) < 4 or not Path(path).is_file():
+            continue
+        try:
+            conns = [c for c in load_trace(path).connections if c.syns()]
+        except Exception:  # a capture that cannot be read shows no schedule; the cell still links it
+            continue
+        if len(conns) == 1:
+            syns = conns[0].syns()
+            out[parts[-2]] = ([round((e.ts_ns - syns[0].ts_ns) / 1e9, 2) for e in syns], None)
+    return out
 
 
 def _verdict(r: dict | None, ended: str) -> str:
@@ -163,22 +190,24 @@ def _explain(row: dict[str, dict | None], facts: dict[str, dict]) -> list[str]:
     """Why the kernels' cells of a row differ, by mechanism where the evidence says it."""
     why = []
     missing = {label: [s for s, there in f.get("sysctls", {}).items() if not there] for label, f in facts.items()}
-    counts = {label: syn_counts((r or {}).get("observed") or "") for label, r in row.items()}
+    counts = {label: syn_counts((r or {}).get("observed") or "") or capture_syns((r or {}).get("captures", []))
+              for label, r in row.items()}
     cases = sorted({c for per in counts.values() for c in per})
     diffs = []
     for case in cases:
         seen = {label: len(per[case][0]) for label, per in counts.items() if case in per}
         if len(set(seen.values())) > 1:
-            times = "; ".join(f"{label}: {seen[label]} SYNs at {', '.join(f'{t:g}' for t in counts[label][case][0])} s, "
-                              f"ETIMEDOUT {counts[label][case][1]:g} s" for label in seen)
+            times = "; ".join(f"{label}: {seen[label]} SYNs at {', '.join(f'{t:g}' for t in counts[label][case][0])} s"
+                              + (f", ETIMEDOUT {counts[label][case][1]:g} s" if counts[label][case][1] is not None
+                                 else " (from the capture)") for label in seen)
             diffs.append(f"{case}: {times}")
     if diffs:
         why.append("SYN count differs: " + " | ".join(diffs[:4]) + (f" (and {len(diffs) - 4} more cases)"
                                                                    if len(diffs) > 4 else ""))
-    if diffs:  # a different SYN schedule: the sysctls of the SYN rule that some kernels lack and others have
+    if diffs:  # a different SYN schedule: the sysctl of the SYN rule that some kernels lack and others have
         for label, names in missing.items():
             for name in names:
-                if name in SYSCTL_EFFECT and any(name not in m for m in missing.values()):
+                if name in SYN_COUNT_SYSCTLS and any(name not in m for m in missing.values()):
                     why.append(f"{label} has no {name}: {SYSCTL_EFFECT[name]}")
     for label, r in row.items():
         if r and r["outcome"] == "failed":
@@ -277,7 +306,7 @@ def _markdown(report: dict) -> str:
     for i, row in differing:
         lines += [f"<a id=\"d{i}\"></a>", f"- `{row['nodeid'].split('::', 1)[-1]}` ({row['claim']}: "
                   f"{CLAIMS[row['claim']].title if row['claim'] in CLAIMS else ''}): "
-                  + ("; ".join(_cell(w, 600) for w in row["why"]) or "the phrases differ (see the cells)")]
+                  + ("; ".join(_cell(w, 1500) for w in row["why"]) or "the phrases differ (see the cells)")]
     lines += ["", f"{len(report['rows'])} claim checks over {len(report['claims'])} claims on {len(labels)} kernels; "
                   f"{len(differing)} differ between kernels."]
     return "\n".join(lines) + "\n"
