@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from verifier import LinuxProfile, load_trace
+from verifier import LinuxProfile, Tolerance, load_trace
 from verifier.analysis.schedules import LINUX_SYSCTLS
 from verifier.kernels import guest, session
 from verifier.kernels.image import KernelError, debian_kernel
@@ -83,7 +83,12 @@ def test_c3_and_the_c2_syn_schedule_on_6_1_in_a_guest(tmp_path):
     syns = [(e.ts_ns - conn.syns()[0].ts_ns) / 1e9 for e in conn.syns()]
     old = LinuxProfile.from_sysctls({"net.ipv4.tcp_syn_retries": 2}).schedule()  # 6.1's rule: plain doubling
     assert list(old.syn_times) == [0, 1, 3]
-    assert len(syns) == 3 and all(abs(t - p) < 0.3 for t, p in zip(syns, old.syn_times)), syns
+    # within the tolerance the suite used in the guest: the host's model plus the lateness measured at boot
+    slack, base = probe["max_ms"] / 1e3, Tolerance()
+    tolerance = Tolerance(hz=kernel.hz(), sent_s=base.sent_s + slack, absolute_s=base.absolute_s + slack,
+                          early_s=base.early_s + slack)
+    comparison = old.compare(syns, None, tolerance)
+    assert all(i.ok for i in comparison.items if i.name.startswith("SYN")), comparison.report()
     # The host's rule for the same case (tcp_syn_linear_timeouts=1, tcp_syn_retries=2), from the host's
     # own sysctls, gives another schedule.
     host = host_sysctls()

@@ -311,3 +311,15 @@ def test_a_failed_sweep_still_shows_its_schedule_from_the_kept_captures(tmp_path
     why = " ".join(report["rows"][0]["why"])
     assert "ipv4-linear1-retries2: host: 3 SYNs at 0, 1.04, 3.06 s, ETIMEDOUT 7.21 s; 6.12: 4 SYNs at 0, 1" in why
     assert "(from the capture)" in why and "fails on 6.12: Failed: === ipv4-linear1-retries2: SYN 3" in why
+
+
+def test_stale_run_folders_of_dead_runners_are_removed(tmp_path):
+    import os
+
+    dead = 4_194_305  # above PID_MAX_LIMIT (2**22): no such process
+    mine, gone, other = (tmp_path / f"verifier-guest-{os.getpid()}-abc", tmp_path / f"verifier-guest-{dead}-x",
+                         tmp_path / "verifier-guest-notapid")
+    for d in (mine, gone, other):
+        (d / "share").mkdir(parents=True)
+    assert guest.remove_stale(str(tmp_path)) == [gone]
+    assert mine.exists() and other.exists() and not gone.exists()

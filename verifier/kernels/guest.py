@@ -14,6 +14,7 @@ failure or Ctrl-C; QEMU is killed (its whole process group) at the run's deadlin
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import os
 import shutil
@@ -136,7 +137,8 @@ def run(kernel: Kernel, argv: list[str], *, cwd: Path, env: dict[str, str] | Non
     for o in outputs:
         if not o.is_dir():
             raise KernelError(f"{o}: an output folder of the guest must exist")
-    tmp = Path(tempfile.mkdtemp(prefix="verifier-guest-"))
+    remove_stale()
+    tmp = Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-"))
     proc = None
     try:
         boot, share_dir = tmp / "boot", tmp / "share"
@@ -157,7 +159,7 @@ def run(kernel: Kernel, argv: list[str], *, cwd: Path, env: dict[str, str] | Non
         if nice:
             cmd = ["nice", "-n", str(nice), *cmd]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         lines: list[str] = []
         up: list[float] = []
 
@@ -186,7 +188,8 @@ def run(kernel: Kernel, argv: list[str], *, cwd: Path, env: dict[str, str] | Non
         reader.start()
         timed_out = False
         try:
-            proc.wait(timeout=deadline_s)
+            with _terminate_as_interrupt():
+                proc.wait(timeout=deadline_s)
         except subprocess.TimeoutExpired:
             timed_out = True
         finally:
@@ -200,6 +203,50 @@ def run(kernel: Kernel, argv: list[str], *, cwd: Path, env: dict[str, str] | Non
         if proc is not None:
             _kill(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+RUN_PREFIX = "verifier-guest-"
+
+
+def remove_stale(tmpdir: str | None = None) -> list[Path]:
+    """Remove the run folders (``verifier-guest-PID-*`` in the temporary directory) of runners that
+    are gone: killed outright (SIGKILL), they could not remove their own. Their QEMU died with them
+    (`_die_with_parent`). Returns what was removed."""
+    removed = []
+    for d in Path(tmpdir or tempfile.gettempdir()).glob(f"{RUN_PREFIX}*-*"):
+        pid = d.name[len(RUN_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def _die_with_parent() -> None:
+    """In QEMU's process before exec: the kernel sends it SIGKILL if the process that started it dies
+    (prctl PR_SET_PDEATHSIG), so a runner killed outright leaves no guest running."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt while the guest runs (in the main thread), so that
+    the guest is killed and its folder removed on the way out, as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _kill(proc: subprocess.Popen) -> None:

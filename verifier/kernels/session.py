@@ -91,6 +91,9 @@ def session_main(config, captures: Path) -> int | None:
     except KernelError as exc:
         print(f"pytest: --verifier-kernel {spec}: {exc}", file=sys.stderr)
         return NOT_RUN
+    except KeyboardInterrupt:  # the guest was killed and its folder removed on the way out
+        print("\npytest: interrupted: the guest was stopped", file=sys.stderr)
+        return 2  # pytest's ExitCode.INTERRUPTED
     boot = f"booted in {result.boot_s:.1f} s, " if result.boot_s is not None else ""
     print(f"verifier: guest Linux {kernel.release}: {boot}{result.wall_s:.1f} s in all; {result.why()}", flush=True)
     if report:
