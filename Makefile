@@ -7,25 +7,27 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv tshark socat tcpdump chromium chromium-driver
+APT_PACKAGES := libpcap0.8 nftables gcc libc6-dev iproute2 python3-venv tshark socat tcpdump \
+  chromium chromium-driver qemu-system-x86 busybox-static kmod zstd
 PYTEST_ARGS ?=
 DEMO_DIR := captures/demo
 
 # Refuse early, in one line, when a goal needs root and we are not root.
-ROOT_GOALS := setup apt demo test bench clean-leftovers root
+ROOT_GOALS := setup apt demo test bench clean-leftovers root kernels
 ifneq ($(filter $(ROOT_GOALS),$(or $(MAKECMDGOALS),help)),)
 ifneq ($(shell id -u),0)
 $(error this needs root (apt packages, network namespaces): run 'sudo make $(MAKECMDGOALS)')
 endif
 endif
 
-.PHONY: help setup apt demo test lint unit bench fuzz clean-leftovers root
+.PHONY: help setup apt demo test lint unit bench fuzz clean-leftovers root kernels
 
 help:
 	@echo "sudo make demo   - set up, run the conformance suite on this kernel, write the report and captures"
 	@echo "sudo make test   - set up, check the layers (make lint), run every test"
 	@echo "make lint        - check the import contracts of pyproject.toml (the layers) with lint-imports"
 	@echo "sudo make bench  - set up, run the benchmarks and print the figures"
+	@echo "sudo make kernels - the conformance suite on the host kernel, 6.1 and 6.12 (QEMU guests): captures/kernels/report.md"
 	@echo "make fuzz        - fuzz the decoder and reader for FUZZ_SECONDS (default 60); crashers kept in tests/data/fuzz/crashers/"
 	@echo "sudo make clean-leftovers - remove namespaces left by killed runs (only this project's names)"
 
@@ -88,6 +90,12 @@ bench: setup
 	@$(PY) bench/capture.py
 	@$(PY) bench/scapy.py
 	@$(PY) bench/corpus.py
+
+# The conformance suite on several kernels side by side (README, Kernels under test). KERNELS: host,
+# 6.1, 6.12 (Debian's, fetched into .cache/kernels once) or vmlinuz/vmlinux paths.
+KERNELS ?= host 6.1 6.12
+kernels: setup
+	@$(VENV)/bin/verifier kernels $(KERNELS)
 
 clean-leftovers: root $(STAMP)
 	@$(VENV)/bin/verifier clean

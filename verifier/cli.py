@@ -668,6 +668,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
 
+    from verifier.kernels.command import add_parsers as add_kernel_parsers
+
+    add_kernel_parsers(sub)
+
     c = sub.add_parser("clean", help="remove namespaces left behind by runs whose process is gone",
                        description="Remove the network namespaces (and processes inside them) of runs whose "
                                    "owning process is gone. Only names of this project's scheme (tv<pid><n>-<host>) "
@@ -700,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = _offline_parser() if argv and argv[0] in _OFFLINE else build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
-            print("verifier: give a command: testbed, capture, inject, show, replay or clean "
+            print("verifier: give a command: testbed, capture, inject, show, replay, kernels or clean "
                   "(see 'verifier --help')", file=sys.stderr)
             return exits.BAD_INPUT
         return args.func(args)

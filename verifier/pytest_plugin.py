@@ -86,6 +86,16 @@ def pytest_addoption(parser):
                     help="your own server in place of ours where a check only needs a listener that accepts "
                          "(placeholders: {port}, {family} = 4 or 6, {addr} = the wildcard address), e.g. "
                          "'socat TCP{family}-LISTEN:{port},reuseaddr,fork EXEC:cat'")
+    group.addoption("--verifier-kernel", metavar="KERNEL", default=None,
+                    help="run the session on another Linux kernel, in a QEMU guest: 6.1 or 6.12 (Debian's, fetched "
+                         "into .cache/kernels once) or the path of a vmlinuz/vmlinux (see README, Kernels under test)")
+    group.addoption("--verifier-kernel-modules", metavar="DIR", default=None,
+                    help="the modules folder (lib/modules/RELEASE) of a --verifier-kernel PATH (default: found "
+                         "beside the image, then /lib/modules/RELEASE)")
+    group.addoption("--verifier-kernel-deadline", metavar="S", type=float, default=900.0,
+                    help="kill the guest of --verifier-kernel after this many seconds (default 900)")
+    group.addoption("--verifier-kernel-cpus", metavar="N", type=int, default=1, choices=range(1, 9),
+                    help="CPUs of the guest of --verifier-kernel (1-8, default 1: one emulated CPU runs faster than two on a shared host)")
 
 
 def pytest_configure(config):
@@ -94,6 +104,16 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "topology(name): testbed topology for this test (pair, routed)")
     config.addinivalue_line("markers", "claim(id): the claim (C1..C14) this test gives evidence for")
     config.addinivalue_line("markers", "needs_root: the test needs root (network namespaces)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """With --verifier-kernel, the whole session runs in a guest of that kernel (verifier.kernels.session)."""
+    if config.getoption("verifier_kernel", None) is None:
+        return None
+    from verifier.kernels.session import session_main
+
+    return session_main(config, captures_dir(config))
 
 
 def pytest_generate_tests(metafunc):
