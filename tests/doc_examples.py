@@ -42,8 +42,6 @@ UNMARKED_ILLUSTRATIVE = {
     ("README.md", "sudo verifier testbed up --name lab"):
         "an interactive session of background jobs ended by Ctrl-C, on a fixed testbed name; each command "
         "runs in tests/testbed/test_cli.py",
-    ("README.md", "from verifier.faults import Drop, IcmpUnreachable, Syn"):
-        "fragments with `...` and an undefined `bed`",
 }
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
