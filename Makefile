@@ -72,6 +72,7 @@ demo: setup
 
 test: setup
 	@$(MAKE) --no-print-directory lint
+	@$(PY) -m tests.corpora
 	@$(PY) -m pytest -p no:cacheprovider -n 4 $(PYTEST_ARGS)
 
 # The layers of [tool.importlinter] in pyproject.toml. No root needed; the venv must exist.

@@ -25,6 +25,7 @@ from .crafted import C, S
 from .test_decoder import LINKTYPES as BASIC_LINKTYPES
 from .test_decoder import Decoders, pure_decoder  # noqa: F401 (the fixture)
 
+MPLS_LABEL = struct.pack(">I", 16 << 12 | 1 << 8 | 64)  # label 16, bottom of stack, TTL 64
 INNER = bytes(IP(src=C, dst=S) / TCP(sport=40000, dport=80, flags="PA", seq=1000, ack=77) / Raw(b"hello"))
 SNAP_IP = b"\xaa\xaa\x03\x00\x00\x00\x08\x00"
 MAC1, MAC2 = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
@@ -72,6 +73,12 @@ FRAMES = {
     "ppp-hdlc-cisco": (50, b"\x0f\x00\x08\x00" + INNER),
     "ppp-ether": (51, b"\x11\x00\x00\x01" + struct.pack(">H", len(INNER) + 2) + b"\x00\x21" + INNER),
     "ppp-with-dir": (204, b"\x01\xff\x03\x00\x21" + INNER),
+    # PPP protocol 0x0281 / 0x0283: MPLS unicast / multicast (RFC 3032 4.3), one label (16, bottom of stack)
+    "ppp-mpls": (9, b"\xff\x03\x02\x81" + MPLS_LABEL + INNER),
+    "ppp-mpls-multicast": (9, b"\xff\x03\x02\x83" + MPLS_LABEL + INNER),
+    "ppp-ether-mpls": (51, b"\x11\x00\x00\x01" + struct.pack(">H", len(INNER) + 6) + b"\x02\x81" + MPLS_LABEL + INNER),
+    "ipoib": (242, b"\x00" * 16 + b"\x2f\xa3\x00\x0a" + b"\x80\x00\x05\x50" + b"\xfe\x80" + b"\x00" * 14
+              + b"\x08\x00\x00\x00" + INNER),
     "c-hdlc": (104, b"\x0f\x00\x08\x00" + INNER),
     "fddi": (10, b"\x50" + MAC1 + MAC2 + SNAP_IP + INNER),
     "token-ring": (6, b"\x10\x40" + MAC1 + MAC2 + SNAP_IP + INNER),

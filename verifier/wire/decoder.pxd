@@ -59,6 +59,7 @@ cdef class Decoder:
     cdef _link(self, int lt, Py_ssize_t off, Py_ssize_t n)
     cdef _l2(self, int lt, Py_ssize_t off, Py_ssize_t n, bint outer)
     cdef _ppp(self, Py_ssize_t off, Py_ssize_t n, int depth)
+    cdef _ppp_protocol(self, unsigned int p, Py_ssize_t off, Py_ssize_t n, int depth)
     cdef _ethertype(self, unsigned int et, Py_ssize_t pos, Py_ssize_t n, int depth)
     cdef _ether(self, Py_ssize_t pos, Py_ssize_t n, int depth)
     cdef _ip_any(self, Py_ssize_t pos, Py_ssize_t n, int depth)

@@ -9,7 +9,7 @@ the fault agent and re-driving all read frames through this module.
 
 Link layers: Ethernet (VLAN/QinQ 802.1Q/ad and the 0x9100/0x9200 tags, MPLS, PPPoE, 802.1ah PBB,
 VN-Tag, Cisco FabricPath, 802.3 with LLC/SNAP), Linux cooked v1 and v2, raw IPv4/IPv6 (101, 12, 14,
-228, 229), BSD loopback (0, 108), PPP (9, 50, 51, 204), Cisco HDLC (104), FDDI (10),
+228, 229), BSD loopback (0, 108), PPP (9, 50, 51, 204), IP over InfiniBand (242), Cisco HDLC (104), FDDI (10),
 Token Ring (6), Frame Relay (107), OpenBSD enc (109) and pflog (117), Solaris ipnet (226), IP over
 IEEE 1394 (138), Linux NFLOG (239), 802.11 data frames bare (105) or under
 radiotap (127), Prism (119), AVS (163) or PPI (192): the link types of `LINKTYPES`. Tunnels are decapsulated as Zeek does: IP-in-IP (4, 41), GRE (with ERSPAN II/III,
@@ -57,7 +57,7 @@ MAX_DEPTH = 6  # nested encapsulations
 #: The link types read (LINKTYPE_* numbers of the pcap/pcapng link-layer header registry): the
 #: ones that carry IP and that tshark reads too. Frames of any other are counted (UNSUPPORTED).
 LINKTYPES = frozenset((0, 1, 6, 9, 10, 12, 14, 50, 51, 101, 104, 105, 107, 108, 109, 113, 117, 119, 127, 138,
-                       163, 192, 204, 226, 228, 229, 239, 276))
+                       163, 192, 204, 226, 228, 229, 239, 242, 276))
 
 _TUNNEL_PORTS = {4789: "vxlan", 6081: "geneve", 2152: "gtp", 3544: "teredo", 5072: "ayiya", 4754: "gre"}
 
@@ -372,6 +372,9 @@ class Decoder:
         elif lt == 104:  # Cisco HDLC: address, control, an ethertype
             if n - off >= 4:
                 self._ethertype(_u16(d, off + 2), off + 4, n, 0)
+        elif lt == 242:  # IP over InfiniBand (RFC 4391): a 40-byte address header, the ethertype, 2 reserved
+            if n - off >= 44:
+                self._ethertype(_u16(d, off + 40), off + 44, n, 0)
         elif lt == 51:  # PPPoE (session header, then PPP's protocol)
             if n - off >= 6:
                 self._ppp(off + 6, n, 0)
@@ -444,7 +447,7 @@ class Decoder:
 
     def _ppp(self, off: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
         """A PPP frame: the optional HDLC address and control bytes (FF 03), a one- or two-byte
-        protocol, then IPv4 (0x21) or IPv6 (0x57)."""
+        protocol, then what it carries (`_ppp_protocol`)."""
         d: cython.p_const_uchar = self.p
         if n - off >= 2 and d[off] == 0xFF and d[off + 1] == 0x03:
             off += 2
@@ -459,10 +462,18 @@ class Decoder:
                 return
             p = _u16(d, off)
             off += 2
+        self._ppp_protocol(p, off, n, depth)
+
+    def _ppp_protocol(self, p: cython.uint, off: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
+        """What a PPP protocol number (RFC 1661; PPP and PPPoE sessions) carries: IPv4 (0x21),
+        IPv6 (0x57), or MPLS (0x281 unicast, 0x283 multicast; RFC 3032 section 4.3), read as
+        the ethertype 0x8847 is."""
         if p == 0x21:
             self._ip4(off, n, depth)
         elif p == 0x57:
             self._ip6(off, n, depth)
+        elif p == 0x281 or p == 0x283:
+            self._ethertype(0x8847, off, n, depth)
 
     def _ethertype(self, et: cython.uint, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
         d: cython.p_const_uchar = self.p
@@ -507,11 +518,7 @@ class Decoder:
         elif et == 0x8864:  # PPPoE session
             if n - pos < 8:
                 return
-            proto = _u16(d, pos + 6)
-            if proto == 0x0021:
-                self._ip4(pos + 8, n, depth)
-            elif proto == 0x0057:
-                self._ip6(pos + 8, n, depth)
+            self._ppp_protocol(_u16(d, pos + 6), pos + 8, n, depth)
 
     def _ether(self, pos: cython.Py_ssize_t, n: cython.Py_ssize_t, depth: cython.int) -> None:
         """An Ethernet frame starting at `pos` (inside a tunnel)."""
