@@ -669,8 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_parsers(sub)
 
     from verifier.kernels.command import add_parsers as add_kernel_parsers
+    from verifier.report import write_kernels_html
 
-    add_kernel_parsers(sub)
+    add_kernel_parsers(sub, write_html=write_kernels_html)
 
     c = sub.add_parser("clean", help="remove namespaces left behind by runs whose process is gone",
                        description="Remove the network namespaces (and processes inside them) of runs whose "

@@ -97,6 +97,21 @@ def write_html(path: Path, results: list[dict], kernel: str | None = None) -> No
     path.write_text(report_page(doc))
 
 
+def write_kernels_html(out: Path, columns: dict[str, Path]) -> Path:
+    """OUT/report.html for `verifier kernels`: the claim report with one column of verdicts and
+    ladders per kernel (`merged_document`), from each kernel's own report.json (label -> its path;
+    a kernel whose run wrote none has an empty column). Returns the path."""
+    from verifier.draw.page import report_page
+
+    results = {}
+    for label, rj in columns.items():
+        data = json.loads(rj.read_text()) if rj.exists() else {"results": []}
+        results[label] = data.get("results", [])
+    path = out / "report.html"
+    path.write_text(report_page(merged_document(results, base=out, title=f"TCP socket claims on {', '.join(columns)}")))
+    return path
+
+
 def merged_document(columns: dict[str, list[dict]], *, base: Path, title: str | None = None) -> dict:
     """The plain data of a report with one column per kernel (column name -> that kernel's results):
     each claim and check once, with a cell (verdicts, ladders) per column where it ran. For

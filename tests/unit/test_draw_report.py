@@ -185,3 +185,25 @@ def test_a_report_over_two_kernels_has_a_column_of_ladders_each(tmp_path):
     assert "IPv6" in section and "<h4>6.1</h4>" in section and "<h4>6.18</h4>" in section
     c1 = html.split('data-claim="C1"')[1].split("</section>")[0]
     assert "not run" in c1  # C1 did not run on 6.18: its cell says so
+
+
+def test_the_kernels_report_is_written_with_a_column_per_kernel(tmp_path):
+    """`verifier kernels` hands each kernel's own report.json to write_kernels_html (a kernel whose
+    run wrote none still gets its column)."""
+    import json
+
+    from verifier.report import write_kernels_html
+
+    host, old = tmp_path / "host", tmp_path / "6.1"
+    for folder, results in ((host, [result("C3", "t.py::test_c3[ipv4]", GOLDEN / "c3_refused_ipv4.pcapng")]),
+                            (old, [result("C3", "t.py::test_c3[ipv4]", GOLDEN / "c3_refused_ipv6.pcapng")])):
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps({"kernel": folder.name, "results": results}))
+    path = write_kernels_html(tmp_path, {"host": host / "report.json", "6.1": old / "report.json",
+                                         "6.12": tmp_path / "6.12" / "report.json"})
+    assert path == tmp_path / "report.html"
+    html = path.read_text()
+    assert "TCP socket claims on host, 6.1, 6.12" in html
+    section = html.split('data-claim="C3"')[1].split("</section>")[0]
+    assert section.count('class="ladder"') == 2
+    assert "<h4>host</h4>" in section and "<h4>6.1</h4>" in section and "<h4>6.12</h4>" in section

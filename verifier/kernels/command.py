@@ -39,8 +39,10 @@ def positive(text: str) -> int:
     return argtypes.int_in(1, 8, "the count")(text)
 
 
-def add_parsers(subparsers) -> None:
-    """Register `kernels` on the `verifier` command's subparsers."""
+def add_parsers(subparsers, *, write_html=None) -> None:
+    """Register `kernels` on the `verifier` command's subparsers. `write_html(out, {label: the
+    kernel's report.json})` writes the HTML report (`verifier.report.write_kernels_html`, handed in
+    by the command line, a layer above this one)."""
     p = subparsers.add_parser(
         "kernels", help="run the conformance suite on several kernels (QEMU guests) and compare them",
         description="Run the conformance suite (tests/conformance) on the host kernel and on other kernels booted "
@@ -57,7 +59,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--workers", type=positive, default=2, help="pytest-xdist workers per kernel (default 2)")
     p.add_argument("--guest-cpus", type=positive, default=1, help="CPUs of each guest (default 1)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    p.set_defaults(func=cmd_kernels)
+    p.set_defaults(func=cmd_kernels, write_html=write_html)
 
 
 def cmd_kernels(args) -> int:
@@ -80,7 +82,7 @@ def cmd_kernels(args) -> int:
 
     for spec in specs:  # only what this command writes: the kernels' folders and the report
         shutil.rmtree(out / label_of(spec), ignore_errors=True)
-    for name in ("report.md", "report.json"):
+    for name in ("report.md", "report.json", "report.html"):
         (out / name).unlink(missing_ok=True)
     try:
         runs = run_all(specs, out, jobs=args.jobs, workers=args.workers, guest_cpus=args.guest_cpus,
@@ -89,12 +91,19 @@ def cmd_kernels(args) -> int:
         print(f"verifier kernels: {exc}", file=sys.stderr)
         return exits.BAD_INPUT
     report = write_comparison(runs, out)
+    html = None
+    if args.write_html is not None:
+        try:
+            html = args.write_html(out, {r.label: r.folder / "report.json" for r in runs})
+        except Exception as exc:  # the pictures must not cost the Markdown and JSON reports
+            print(f"verifier kernels: {out / 'report.html'} not written: {type(exc).__name__}: {exc}", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         for label in report["labels"]:
             cells = [r["kernels"][label]["verdict"] for r in report["rows"]]
             print(f"{label:>8}: {cells.count('holds')} of {len(cells)} checks hold")
-        print(f"{sum(r['differs'] for r in report['rows'])} checks differ between kernels; report: {out / 'report.md'}")
+        print(f"{sum(r['differs'] for r in report['rows'])} checks differ between kernels; report: {out / 'report.md'}"
+              + (f" (pictures: {html})" if html else ""))
     bad = any(r.status != 0 for r in runs)
     return exits.FAILED if bad else exits.OK
