@@ -54,6 +54,7 @@ class FileResult:
     conn_states: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     damaged: bool = False
+    spool: str | None = None  # a pool worker's output, in this file instead of `output` (see _pool_map)
 
     @property
     def attempts(self) -> int:
@@ -128,6 +129,18 @@ def _json_str(s: str) -> bytes:
     return json.dumps(s).encode()
 
 
+def _replay_to_spool(path: str, rel: str, options: dict, spool: str) -> FileResult:
+    """replay_file, with the output written to the file `spool` rather than sent back: the parent
+    copies it out with sendfile(), so a worker's output never goes through the pool's pipe (pickled,
+    copied in and out of the kernel twice: measured, that was the cost of a second worker)."""
+    res = replay_file(path, rel, options)
+    if res.output:
+        with open(spool, "wb") as f:
+            f.write(res.output)
+        res.output, res.spool = b"", spool
+    return res
+
+
 def _pool_map(jobs: list, workers: int):
     """replay_file over `jobs` in a process pool; results in the order of `jobs`, as they come."""
     if workers <= 1 or len(jobs) <= 1:
@@ -135,6 +148,8 @@ def _pool_map(jobs: list, workers: int):
             yield replay_file(*j)
         return
     import multiprocessing
+    import shutil
+    import tempfile
     from concurrent.futures import ProcessPoolExecutor
 
     # fork: the workers start as copies of this process, the engine already imported (this
@@ -142,20 +157,24 @@ def _pool_map(jobs: list, workers: int):
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     import collections
 
-    ahead = 2 * workers  # files handed out ahead of the one written next: bounds what waits in memory
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as ex:
-        pending: collections.deque = collections.deque()
-        todo = iter(jobs)
-        for j in todo:
-            pending.append(ex.submit(replay_file, *j))
-            if len(pending) >= ahead:
-                break
-        while pending:
-            r = pending.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append(ex.submit(replay_file, *nxt))
-            yield r
+    ahead = 2 * workers  # files handed out ahead of the one written next: bounds what waits on disk
+    spools = tempfile.mkdtemp(prefix="verifier-corpus-")
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as ex:
+            pending: collections.deque = collections.deque()
+            numbered = ((*j, os.path.join(spools, str(i))) for i, j in enumerate(jobs))
+            for j in numbered:
+                pending.append(ex.submit(_replay_to_spool, *j))
+                if len(pending) >= ahead:
+                    break
+            while pending:
+                r = pending.popleft().result()
+                nxt = next(numbered, None)
+                if nxt is not None:
+                    pending.append(ex.submit(_replay_to_spool, *nxt))
+                yield r
+    finally:
+        shutil.rmtree(spools, ignore_errors=True)
 
 
 def _dask_map(jobs: list, scheduler):
@@ -173,6 +192,34 @@ def _dask_map(jobs: list, scheduler):
     finally:
         if client is not scheduler:
             client.close()
+
+
+def _copy_out(spool: str, raw, emit) -> None:
+    """A worker's spooled output to ours (sendfile() where ours is a file descriptor), then gone."""
+    with open(spool, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        fd = None
+        try:
+            fd = raw.fileno() if raw is not None else None
+        except (AttributeError, OSError, ValueError):  # io.BytesIO and the like
+            fd = None
+        if fd is not None:
+            raw.flush()
+            offset = 0
+            try:
+                while offset < size:
+                    sent = os.sendfile(fd, f.fileno(), offset, size - offset)
+                    if sent == 0:
+                        break
+                    offset += sent
+            except OSError as exc:
+                if isinstance(exc, BrokenPipeError):
+                    raise
+                f.seek(offset)
+                emit(f.read())
+        else:
+            emit(f.read())
+    os.unlink(spool)
 
 
 def run_corpus(root: str, options: dict, *, jobs: int | None = None, dask=None, out=None, err=None) -> int:
@@ -225,6 +272,8 @@ def run_corpus(root: str, options: dict, *, jobs: int | None = None, dask=None, 
                     f"attempt(s)" + (": " + ", ".join(f"{v} {k}" for k, v in sorted(r.outcomes.items()))
                                      if r.outcomes else "") + "\n")
             emit(line.encode())
+        elif r.spool:
+            _copy_out(r.spool, raw, emit)
         elif r.output:
             emit(r.output)
     if kind == "zeek-tsv":
