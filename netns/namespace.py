@@ -243,13 +243,19 @@ def inside(name: str):
         os.close(home)
 
 
+def die_with_parent() -> None:
+    """For `preexec_fn`: the forked child gets SIGKILL when the thread that forked it ends
+    (PR_SET_PDEATHSIG), so a killed harness leaves no orphans behind."""
+    _libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+
+
 def enter_in_child(path: str) -> None:
     """For `preexec_fn`: move the forked child into the namespace, and make it die with its parent."""
     fd = os.open(path, os.O_RDONLY)
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         os._exit(126)
     os.close(fd)
-    _libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: a killed harness leaves no orphans behind
+    die_with_parent()
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,13 @@ import itertools
 import os
 import pickle
 import select
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from typing import TYPE_CHECKING, Any, Iterable
 
-from netns import namespace
 from netns.packet_agent import MARK, frame, read_frame
+from netns.process import start_agent
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns.host import Host
@@ -73,11 +71,7 @@ class PacketAgent:
         if self._proc is not None and self._proc.poll() is None and self._owner == os.getpid():
             return
         self._stderr = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "netns.packet_agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._stderr, bufsize=0, close_fds=True,
-            preexec_fn=lambda: namespace._libc.prctl(1, signal.SIGKILL),
-        )
+        self._proc = start_agent("netns.packet_agent", stderr=self._stderr)
         self._owner = os.getpid()
         self._dead = None
         self.starts += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -175,3 +176,15 @@ class Process:
     def __repr__(self) -> str:
         state = "running" if self.running else f"exit {self._popen.returncode}"
         return f"<Process {self.argv[0]} on {self.host_name} pid={self.pid} {state}>"
+
+
+def start_agent(module: str, *, stderr, text: bool = False) -> subprocess.Popen:
+    """One of the project's long-lived helper processes (``python -m MODULE``: the capture, fault and
+    packet agents), talking on its stdin and stdout (unbuffered bytes, or text), and made to die with
+    the thread that started it (`namespace.die_with_parent`; each agent also ends when its stdin
+    closes, which covers a caller that started it from a short-lived thread)."""
+    from netns import namespace
+
+    return subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=stderr, text=text, bufsize=-1 if text else 0, close_fds=True,
+                            preexec_fn=namespace.die_with_parent)

@@ -23,13 +23,11 @@ import itertools
 import json
 import select
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from netns import namespace
 from verifier.capture import views
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -292,10 +290,9 @@ class _Service:
             return answer
 
     def _spawn(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "verifier.capture.agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
-        )
+        from netns.process import start_agent
+
+        self._proc = start_agent("verifier.capture.agent", stderr=subprocess.PIPE, text=True)
 
     def _reap(self) -> str:
         proc, self._proc = self._proc, None
@@ -318,10 +315,6 @@ class _Service:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-
-def _die_with_parent() -> None:
-    namespace._libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 _service = _Service()

@@ -291,15 +291,9 @@ class FaultAgent:
                 self._proc = None
             self._drop()
             self._stderr = tempfile.TemporaryFile()
-            from netns import namespace
+            from netns.process import start_agent
 
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "verifier.faults.agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=self._stderr, bufsize=0, close_fds=True,
-                # PR_SET_PDEATHSIG fires when the *thread* that forked it ends; the stdin EOF check in
-                # the agent covers a caller that started it from a short-lived thread and lives on.
-                preexec_fn=lambda: namespace._libc.prctl(1, signal.SIGKILL),
-            )
+            self._proc = start_agent("verifier.faults.agent", stderr=self._stderr)
             self._owner = os.getpid()
             self._buf = b""
             self.starts += 1
