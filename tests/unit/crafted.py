@@ -43,6 +43,18 @@ def pure_module(name: str):
     return mod
 
 
+def assert_compiled_beside_pure(name: str, pure) -> None:
+    """The package imports engine module `name` compiled (`verifier.engine.status()` says so, and so
+    does the module's own file, in case status() were wrong), and `pure` is its `.py` source."""
+    from verifier import engine
+
+    st = engine.status()[name]
+    assert st["compiled"], f"{name} is not the compiled module (stale: {engine.stale()})"
+    mod = importlib.import_module(name)
+    assert not mod.__spec__.origin.endswith(".py"), mod.__spec__.origin
+    assert pure.__file__.endswith(name.rsplit(".", 1)[1] + ".py") and pure is not mod
+
+
 def zeek_traces() -> list[dict]:
     """The Zeek oracle's trace index (traces.jsonl), or [] when it is missing."""
     index = ZEEK / "traces.jsonl"

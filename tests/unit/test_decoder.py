@@ -65,14 +65,13 @@ from scapy.contrib.mpls import MPLS
 from scapy.layers.ppp import PPP, PPPoE, PPPoED
 from scapy.layers.vxlan import VXLAN
 
-from verifier import engine
 from verifier.pcap import RawPacket, read_packets
 from verifier.wire import (ACK, BADSUM, FIN, FRAGMENT, ICMP as ICMP_KIND, MALFORMED, OTHER, PSH, RST, SYN,
                            TCP as TCP_KIND, UNSUPPORTED, MalformedPacket, QuotedPacket, decode, decode_frame,
                            flag_str, internet_checksum)
 from verifier.wire import decoder as compiled_decoder
 
-from .crafted import C, C6, R, S, S6, ZEEK, eth, needs_zeek, pure_module, zeek_traces
+from .crafted import C, C6, R, S, S6, ZEEK, assert_compiled_beside_pure, eth, needs_zeek, pure_module, zeek_traces
 
 # --------------------------------------------------------------------------
 # the two engines
@@ -153,11 +152,7 @@ def decoders(pure_decoder) -> Decoders:
 
 
 def test_the_imported_decoder_is_compiled(pure_decoder):
-    st = engine.status()["verifier.wire.decoder"]
-    assert st["compiled"], f"verifier.wire.decoder is not the compiled module (stale: {engine.stale()})"
-    # (and on the module itself, so that this holds even if status() were wrong)
-    assert not compiled_decoder.__spec__.origin.endswith(".py"), compiled_decoder.__spec__.origin
-    assert pure_decoder.__file__.endswith("decoder.py") and pure_decoder is not compiled_decoder
+    assert_compiled_beside_pure("verifier.wire.decoder", pure_decoder)
 
 
 # --------------------------------------------------------------------------

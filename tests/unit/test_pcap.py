@@ -27,7 +27,6 @@ from scapy.utils import PcapNgReader, PcapNgWriter, PcapWriter, RawPcapReader
 
 import verifier
 import verifier.pcap
-from verifier import engine
 from verifier.pcap import (
     MAX_RECORD_LEN,
     CaptureDamagedWarning,
@@ -43,7 +42,7 @@ from verifier.pcap import (
 )
 from verifier.pcap import reader as compiled_reader
 
-from .crafted import C, S, ZEEK, eth, needs_zeek, pure_module, zeek_traces
+from .crafted import C, S, ZEEK, assert_compiled_beside_pure, eth, needs_zeek, pure_module, zeek_traces
 
 T0 = 1_700_000_000_123_456_789  # not crafted.T0: the nanosecond digits show whether readers keep them
 
@@ -117,12 +116,9 @@ def readers(pure_reader) -> Readers:
 
 
 def test_the_imported_reader_is_compiled(pure_reader):
-    st = engine.status()["verifier.pcap.reader"]
-    assert st["compiled"], f"verifier.pcap.reader is not the compiled module (stale: {engine.stale()})"
-    # (and on the module itself, so that this holds even if status() were wrong)
-    assert not compiled_reader.__spec__.origin.endswith(".py"), compiled_reader.__spec__.origin
+    assert_compiled_beside_pure("verifier.pcap.reader", pure_reader)
     assert verifier.pcap.Reader is compiled_reader.Reader
-    assert pure_reader.__file__.endswith("reader.py") and pure_reader.Reader is not compiled_reader.Reader
+    assert pure_reader.Reader is not compiled_reader.Reader
 
 
 # --------------------------------------------------------------------------
