@@ -14,6 +14,8 @@ from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
+from netns.waiting import wait_until
+from tests.testbed.wire import packet_socket_inodes
 from verifier.faults import Drop, KernelRstDrop, Match, Syn
 
 PORT = 5000
@@ -82,8 +84,10 @@ def test_kernel_rst_is_held_back_and_scapy_rst_passes(testbed, capture, fault, f
         assert ans is not None and ans[TCP].flags == "SA"
         # Scapy's own RST (marked by the agent) passes the rule, and ends the server's half-open connection.
         testbed.client.send(IPf(family, dst=dst) / TCP(sport=40126, dport=PORT, flags="R", seq=201))
-        time.sleep(0.1)
-        frames = seen.next(timeout=0.1)
+        frames: list = []
+        deadline = time.monotonic() + 5
+        while not any(_out_rst(p) for p in frames) and time.monotonic() < deadline:
+            frames += seen.next(timeout=0.5)  # returns as soon as a frame is there
     status = drop.status()
     trace = capture.trace()
     (plain,) = trace.find(sport=40125)
@@ -92,7 +96,11 @@ def test_kernel_rst_is_held_back_and_scapy_rst_passes(testbed, capture, fault, f
     rsts = held.select("RST", "c>s")
     assert [(e.flags, e.seq) for e in rsts] == [("R", 1)], held.ladder()  # only Scapy's (seq 201 = ISN + 1)
     assert status["matched"] == status["dropped"] == 1, status  # the kernel's, answering the SYN-ACK
-    assert any(p.haslayer(TCP) and p[TCP].flags == "R" and p.direction == "out" for p in frames)
+    assert any(_out_rst(p) for p in frames)
+
+
+def _out_rst(p) -> bool:
+    return p.haslayer(TCP) and p[TCP].flags == "R" and p.direction == "out"
 
 
 def test_layer2_frames_get_the_namespace_addresses(testbed, family, caplog, monkeypatch):
@@ -128,11 +136,14 @@ def test_sr_several_packets_answered_and_not(testbed, fault, family):
 
 def test_sniff_with_a_filter_and_a_count(testbed, family):
     listen(testbed, family)
+    before = packet_socket_inodes(testbed.server)
     got = {}
     t = threading.Thread(target=lambda: got.setdefault("p", testbed.server.sniff(count=2, timeout=5,
                                                                                   filter=f"tcp port {PORT + 3}")))
     t.start()
-    time.sleep(0.3)  # the sniff begins when its request reaches the agent
+    # The sniff has begun once the agent's packet socket for it is open in the server's namespace.
+    wait_until(lambda: packet_socket_inodes(testbed.server) - before, 10.0,
+               lambda: AssertionError("the sniff's packet socket did not open within 10 s"))
     testbed.client.sr1(IPf(family, dst=testbed.server.addr(family)) / TCP(sport=40129, dport=PORT + 3, flags="S"),
                        timeout=2)
     t.join(10)
