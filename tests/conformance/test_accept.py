@@ -4,10 +4,10 @@ descriptor reference counts, the names a socket reports, and exec handing a sock
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
+from netns.waiting import wait_until
 from verifier.analysis.expect import expect
 
 from .conftest import PORT, finish, run_client, sent_by_server, start_client, start_server, story, wildcard
@@ -61,13 +61,11 @@ def test_c9_handshake_completes_before_accept_is_called(testbed, capture, family
 
 def wait_stopped(proc, timeout: float = 10.0) -> None:
     """Until the process is in the stopped state (T), polled with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def stopped() -> bool:
         with open(f"/proc/{proc.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "T":
-                return
-        assert time.monotonic() < deadline, f"{proc} did not stop within {timeout} s"
-        time.sleep(0.002)
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+    wait_until(stopped, timeout, lambda: AssertionError(f"{proc} did not stop within {timeout} s"))
 
 
 @pytest.mark.claim("C10")

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from netns.waiting import wait_until
 from verifier.faults import (Blackhole, Delay, Drop, FaultError, IcmpUnreachable, Match, Reject, Syn, SynFlood,
                              inject)
 from verifier.faults.base import tag
@@ -32,11 +33,8 @@ def attempt(bed, port: int = PORT, timeout: float = 0.5) -> str:
 
 
 def poll(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (got := check()):
-        assert time.monotonic() < deadline, f"{what} within {timeout} s"
-        time.sleep(0.01)
-    return got
+    """`check()`'s first true value, polled (netns.waiting.wait_until); AssertionError(what) after `timeout`."""
+    return wait_until(check, timeout, lambda: AssertionError(f"{what} within {timeout} s"))
 
 
 # -- counters while the fault acts ----------------------------------------------------------------

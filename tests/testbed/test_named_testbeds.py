@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from netns import namespace, registry
 from netns.namespace import NamespaceError, check_testbed_name
+from netns.waiting import wait_until
 from tests.testbed.wire import read_until
 
 VERIFIER = [sys.executable, "-m", "verifier.cli"]
@@ -35,14 +35,8 @@ def verifier(*args, uid=None, input=None, timeout=60):
 
 
 def wait_for(check, what: str, timeout: float = 30):
-    """Poll `check()` until it is true (bounded); return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.01)
+    """Poll `check()` until it is true (netns.waiting.wait_until); return its value."""
+    return wait_until(check, timeout, lambda: AssertionError(f"no {what} within {timeout} s"))
 
 
 def netns_of(name: str) -> list[str]:
