@@ -11,10 +11,8 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import os
 from pathlib import Path
 
-import pytest
 from scapy.all import IP, TCP, Ether, IPv6, Raw
 
 from verifier.pcap import PcapngWriter
@@ -26,11 +24,6 @@ C, S, R = "192.0.2.1", "198.51.100.2", "192.0.2.254"
 C6, S6 = "2001:db8::1", "2001:db8:1::2"
 
 ZEEK = Path(__file__).resolve().parents[2] / "tests" / "data" / "zeek"
-# Skipped where the shared folder is absent, but never in CI (VERIFIER_REQUIRE_ROOT=1), which has it.
-needs_zeek = pytest.mark.skipif(not (ZEEK / "traces").is_dir() and os.environ.get("VERIFIER_REQUIRE_ROOT") != "1",
-                                reason=f"Zeek oracle traces not found at {ZEEK}")
-
-
 def pure_module(name: str):
     """An engine module (`verifier.wire.decoder`, `verifier.pcap.reader`...) as plain Python: its
     `.py` file loaded on its own, beside the compiled module the package imports, so that one
@@ -56,10 +49,9 @@ def assert_compiled_beside_pure(name: str, pure) -> None:
 
 
 def zeek_traces() -> list[dict]:
-    """The Zeek oracle's trace index (traces.jsonl), or [] when it is missing."""
+    """The Zeek oracle's trace index (traces.jsonl, in the repository: a missing one is an error, not
+    an empty list that would make the tests over it vanish)."""
     index = ZEEK / "traces.jsonl"
-    if not index.exists():
-        return []
     return [json.loads(line) for line in index.read_text().splitlines() if line.strip()]
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from verifier.replay.corpus import find_captures, run_corpus
 
-from .crafted import ZEEK, needs_zeek
+from .crafted import ZEEK
 
 VERIFIER = Path(sys.executable).with_name("verifier")
 
@@ -66,14 +66,12 @@ def _one_by_one(root: Path, *options) -> bytes:
     return b"\n".join(out) + b"\n"
 
 
-@needs_zeek
 def test_captures_are_found_by_magic_sorted(corpus):
     found = [os.path.relpath(p, corpus) for p in find_captures(str(corpus))]
     assert "README.txt" not in found and "b/cut.pcap" in found
     assert found == sorted(found) and len(found) == len(list((ZEEK / "traces").glob("*.pcap*"))) + 1
 
 
-@needs_zeek
 def test_pool_output_is_each_file_alone_in_path_order(corpus):
     alone = _one_by_one(corpus)
     for jobs in ("1", "2"):
@@ -86,7 +84,6 @@ def test_pool_output_is_each_file_alone_in_path_order(corpus):
         assert f"{n} TCP connection attempt(s)" in err.splitlines()[0]
 
 
-@needs_zeek
 def test_zeek_log_of_a_corpus_is_one_conn_log(corpus):
     res = _cli(corpus, "--zeek-log", "tsv", "--jobs", "2")
     lines = res.stdout.decode().splitlines()
@@ -98,14 +95,12 @@ def test_zeek_log_of_a_corpus_is_one_conn_log(corpus):
     assert len(rows) == single > 80
 
 
-@needs_zeek
 def test_both_engines_give_the_same_corpus_output(corpus):
     a = _cli(corpus, "--json", "--jobs", "2")
     b = _cli(corpus, "--json", "--jobs", "2", env={"VERIFIER_PURE": "1"})
     assert a.stdout == b.stdout and b"[python engine" in b.stderr and b"[compiled engine" in a.stderr
 
 
-@needs_zeek
 @needs_dask
 def test_dask_local_cluster_gives_what_the_pool_gives(corpus, tmp_path):
     from dask.distributed import Client, LocalCluster

@@ -71,7 +71,7 @@ from verifier.wire import (ACK, BADSUM, FIN, FRAGMENT, ICMP as ICMP_KIND, MALFOR
                            flag_str, internet_checksum)
 from verifier.wire import decoder as compiled_decoder
 
-from .crafted import C, C6, R, S, S6, ZEEK, assert_compiled_beside_pure, eth, needs_zeek, pure_module, zeek_traces
+from .crafted import C, C6, R, S, S6, ZEEK, assert_compiled_beside_pure, eth, pure_module, zeek_traces
 
 # --------------------------------------------------------------------------
 # the two engines
@@ -1161,7 +1161,6 @@ def _zeek_connections() -> dict:
     return out
 
 
-@needs_zeek
 def test_zeek_traces_decode_to_zeeks_connections(decoders):
     """Every frame of every trace, in both engines: nothing malformed, the TCP flows are exactly the
     connections Zeek reports, and the tunnelled ones (which the old decoder skipped) are found
@@ -1184,7 +1183,6 @@ def test_zeek_traces_decode_to_zeeks_connections(decoders):
         assert tunnels == {TUNNELLED.get(name)}, name
 
 
-@needs_zeek
 @pytest.mark.parametrize("name", ["ftp__ipv6.pcap", "tls__irc-starttls.pcap", "pop3__pop3.pcap", "irc-dcc-send.pcapng",
                                   "pppoe-over-qinq.pcap", "tunnels__vxlan-encapsulated-http.pcap",
                                   "tunnels__gre-sample.pcap", "tunnels__gtp__gtp6_gtp_0x32.pcap"])

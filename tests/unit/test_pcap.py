@@ -42,7 +42,7 @@ from verifier.pcap import (
 )
 from verifier.pcap import reader as compiled_reader
 
-from .crafted import C, S, ZEEK, assert_compiled_beside_pure, eth, needs_zeek, pure_module, zeek_traces
+from .crafted import C, S, ZEEK, assert_compiled_beside_pure, eth, pure_module, zeek_traces
 
 T0 = 1_700_000_000_123_456_789  # not crafted.T0: the nanosecond digits show whether readers keep them
 
@@ -975,7 +975,6 @@ def test_reader_streams_instead_of_loading_everything(reader_module):
 # real captures from Zeek's test suite
 
 
-@needs_zeek
 def test_reads_every_zeek_trace_without_damage(readers):
     traces = zeek_traces()
     assert len(traces) >= 30
@@ -987,7 +986,6 @@ def test_reads_every_zeek_trace_without_damage(readers):
         assert {i.linktype for i in got.interfaces} == set(t["linktypes"]), t["trace"]
 
 
-@needs_zeek
 @pytest.mark.parametrize(
     "name",
     ["tls__irc-starttls.pcap", "irc-dcc-send.pcapng", "ldap__missing_ldap_logs.pcapng", "ftp__ipv6.pcap"],

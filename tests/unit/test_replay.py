@@ -49,7 +49,7 @@ from verifier.wire import ICMP as ICMP_KIND
 from verifier.wire import TCP as TCP_KIND
 from verifier.wire import Decoder, decode_frame
 
-from .crafted import C, C6, S, S6, T0, ZEEK, eth, handshake, needs_zeek, tcp, write
+from .crafted import C, C6, S, S6, T0, ZEEK, eth, handshake, tcp, write
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "captures" / "golden"
@@ -403,7 +403,6 @@ def _real_files() -> list[Path]:
     return files
 
 
-@needs_zeek
 def test_engines_agree_on_every_real_capture():
     jobs = [(str(p), {"grouping": g, "checksums": c}) for p in _real_files() for g in ("attempt", "zeek")
             for c in (False, True)]
@@ -417,7 +416,6 @@ def _pure_cli(*argv, **kw) -> subprocess.CompletedProcess:
                           env={**os.environ, "VERIFIER_PURE": "1"}, **kw)
 
 
-@needs_zeek
 def test_the_command_on_both_engines_prints_the_same():
     """`verifier replay FILE --json` compiled and with VERIFIER_PURE=1: the same lines, summary and exit."""
     for path in _real_files():
@@ -428,7 +426,6 @@ def test_the_command_on_both_engines_prints_the_same():
         assert a.stderr.replace("[compiled engine]", "") == b.stderr.replace("[python engine]", ""), path.name
 
 
-@needs_zeek
 def test_json_line_is_as_json_on_every_attempt_of_every_real_capture():
     checked = 0
     seen_keys: set = set()
@@ -489,7 +486,6 @@ def test_show_and_replay_report_the_same_connections():
         assert ra and ra == rb, path.name
 
 
-@needs_zeek
 def test_scan_and_trace_agree_on_every_real_capture():
     """The streaming scan (`verifier replay`) and `load_trace` (`expect()`, `verifier show`) group
     through the same core: the same attempts with the same verdicts."""
@@ -505,7 +501,6 @@ def test_scan_and_trace_agree_on_every_real_capture():
     assert compared > 50
 
 
-@needs_zeek
 def test_decoder_agrees_with_scapy_on_real_frames():
     from scapy.all import Ether as SEther
 

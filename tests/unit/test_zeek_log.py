@@ -20,7 +20,7 @@ import pytest
 
 from verifier.analysis import zeeklog
 
-from .crafted import ZEEK, needs_zeek, tcp, write
+from .crafted import ZEEK, tcp, write
 from .test_attempt import IC, IS, SP
 from .test_zeek_rules import DP, established
 
@@ -98,7 +98,6 @@ def _compared(d: dict) -> tuple:
                                      "orig_ip_bytes", "resp_pkts", "resp_ip_bytes") else d[f] for f in COMPARED)
 
 
-@needs_zeek
 @pytest.mark.parametrize("trace,options,baseline,expected", BASELINES, ids=[b[0] for b in BASELINES])
 def test_conn_log_matches_zeeks_baseline(trace, options, baseline, expected):
     out = _run(ZEEK / "traces" / trace, *options)
@@ -110,7 +109,6 @@ def test_conn_log_matches_zeeks_baseline(trace, options, baseline, expected):
     assert all(d["proto"] == "tcp" and d["ip_proto"] == 6 and "uid" in d["verifier_differences"] for d in js)
 
 
-@needs_zeek
 def test_both_engines_write_the_same_conn_log():
     for trace, options, _, _ in BASELINES:
         a, b = (_run(ZEEK / "traces" / trace, *options, pure=p) for p in (False, True))
@@ -118,7 +116,6 @@ def test_both_engines_write_the_same_conn_log():
         assert strip(a) == strip(b), trace
 
 
-@needs_zeek
 def test_flipped_at_creation_the_size_counters_are_ours():
     """Zeek's flip-without-syn baseline (core.tcp.flip-without-syn/conn.log) agrees on every
     compared field but the IP byte counters: 456/5371 there, 448/5379 here. The packet counts agree,

@@ -44,12 +44,10 @@ from verifier.analysis.trace import load_trace
 from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS
 from verifier.replay.scan import Scan
 
-from .crafted import ZEEK, needs_zeek, zeek_traces
+from .crafted import ZEEK, zeek_traces
 
 ORACLE_ROWS = 87  # rows of expected.jsonl: all must match
 VERIFIER = Path(sys.executable).with_name("verifier")  # the venv's command
-
-pytestmark = needs_zeek
 
 
 def _expected() -> dict[str, list[dict]]:
