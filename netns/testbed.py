@@ -237,6 +237,11 @@ class Testbed:
                 _write_sysctl("net/ipv6/conf/default/accept_dad", "0")
                 _write_sysctl("net/ipv6/conf/all/accept_dad", "0")
                 _write_sysctl("net/ipv6/conf/default/router_solicitations", "0")
+                if 6 not in self.families:
+                    # An IPv4 testbed sends no IPv6 at all: no link-local addresses, so no MLD
+                    # reports turning up in captures a moment after the links come up.
+                    _write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")
+                    _write_sysctl("net/ipv6/conf/all/disable_ipv6", "1")
                 if name in topo.routers:
                     _write_sysctl("net/ipv4/ip_forward", "1")
                     _write_sysctl("net/ipv6/conf/all/forwarding", "1")

@@ -245,3 +245,19 @@ def test_a_link_that_never_comes_up_is_reported_clearly(root, monkeypatch):
     with pytest.raises(TestbedError, match=r"host \w+: interface \w+ still not up 0.05 s after it was set up"):
         bed.up()
     assert not [n for n in namespace.list_names() if n.startswith(bed.tag + "-")]
+
+
+def test_an_ipv4_testbed_has_no_ipv6_to_chatter_with(root):
+    """No IPv6 address on any interface, so no MLD reports land in a capture started just after `up`
+    (they used to, a moment after the links came up, and took a `--count` capture's places); a
+    program listening on `::` still takes IPv4 connections."""
+    with Testbed.routed("ipv4") as bed:
+        for host in bed.hosts.values():
+            assert host.run(["ip", "-6", "-o", "addr", "show"]).check().stdout == "", host.name
+        server = bed.server.start([sys.executable, "-c", "import socket\ns = socket.socket(socket.AF_INET6)\n"
+                                   "s.bind(('::', 80))\ns.listen()\nprint(s.accept()[1][0])"])
+        bed.server.wait_listen(80)
+        bed.client.run([sys.executable, "-c", "import socket; socket.create_connection(('203.0.113.2', 80))"]).check()
+        assert server.wait(10).stdout.strip() == "::ffff:192.0.2.2"
+    with Testbed.routed("dual") as bed:
+        assert "inet6 fe80::" in bed.client.run(["ip", "-6", "-o", "addr", "show"]).check().stdout
