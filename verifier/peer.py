@@ -14,7 +14,8 @@ the real kernel sends, `seq` counts from its ISN and `ack` from the peer's; in w
 `seq` counts from the peer's ISN and `ack` from the kernel's. By default the peer sends at its
 SND.NXT and acknowledges the kernel's RCV.NXT as seen so far.
 
-Timing: `expect(..., within=(lo, hi))` is a window in seconds after the previous step; `after=GAP`
+Timing: `expect(..., within=(lo, hi))` is a window in seconds after the previous step (a packet, a wait, or a call of
+the real socket such as send() or close()); `after=GAP`
 is a predicted gap checked with a `Tolerance` (the timer model of `verifier.analysis.schedules`).
 A failing step raises `ScriptError` (an AssertionError) whose message holds the expected and the
 observed packet, the ladder so far and the capture file (kept by the pytest plugin with the failed
@@ -495,6 +496,9 @@ class RealSocket:
             value, err = -1, errno_mod.errorcode.get(exc.errno, str(exc.errno)) if exc.errno else type(exc).__name__
         self.peer.note("real", f"{text} = {value if not isinstance(value, bytes) else f'{len(value)} bytes'}"
                                f"{' ' + err if err else ''}", t)
+        # The call is a step: what the kernel sends because of it (the data of a send(), the FIN of a
+        # close()) is timed from when it was made, not from the step before it.
+        self.peer.last_ns = max(self.peer.last_ns, t)
         return value, err
 
     def connect(self, addr: str | None = None, port: int | None = None) -> Call:

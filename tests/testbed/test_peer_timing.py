@@ -1,0 +1,20 @@
+"""The scripted peer's clock: a call of the real socket is a step, and what the kernel sends because of
+it is timed from the call, whatever came before."""
+
+import time
+
+from verifier.peer import ScriptedPeer
+
+
+def test_data_is_timed_from_the_send_call_not_from_the_handshake(root, testbed, capture):
+    with ScriptedPeer(testbed, side="server", family=4, capture=capture, within=(0, 0.1)) as peer:
+        sock = peer.socket()
+        call = sock.connect()
+        peer.expect("S", seq=0)
+        peer.send("SA", seq=0, ack=1)
+        peer.expect("A", seq=1, ack=1)
+        assert call.result() == (0, None), peer.ladder()
+        time.sleep(0.3)  # the program thinks before it writes: longer than the window
+        sock.send(b"x" * 10)
+        data = peer.expect("PA", seq=1, ack=1, payload=10)  # within 0.1 s of the send()
+        assert data.ts_ns - peer.steps[-2].ts_ns < 0.1e9, peer.ladder()
