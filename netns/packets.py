@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from netns.packet_agent import MARK, frame, read_frame
 from netns.process import start_agent
+from netns.waiting import scaled
 
 if TYPE_CHECKING:  # pragma: no cover
     from netns.host import Host
@@ -77,9 +78,9 @@ class PacketAgent:
         self.starts += 1
         _register_atexit()
         fd = self._proc.stdout.fileno()
-        if not select.select([fd], [], [], START_TIMEOUT)[0]:
+        if not select.select([fd], [], [], scaled(START_TIMEOUT))[0]:
             self._proc.kill()
-            raise PacketAgentError(f"the packet agent did not start within {START_TIMEOUT} s{self._tail()}")
+            raise PacketAgentError(f"the packet agent did not start within {scaled(START_TIMEOUT):g} s{self._tail()}")
         hello = read_frame(fd)
         if not hello or hello.get("event") != "hello":
             raise PacketAgentError(f"the packet agent said {hello!r} instead of hello{self._tail()}")
@@ -130,9 +131,9 @@ class PacketAgent:
         except (BrokenPipeError, OSError):
             self._waiting.pop(seq, None)
             raise PacketAgentError(f"the packet agent is gone{self._tail()}") from None
-        if not slot[0].wait(None if wait is None else wait + REQUEST_SLACK_S):
+        if not slot[0].wait(None if wait is None else wait + scaled(REQUEST_SLACK_S)):
             self._waiting.pop(seq, None)
-            raise PacketAgentError(f"the packet agent did not answer {op} within {wait + REQUEST_SLACK_S:g} s")
+            raise PacketAgentError(f"the packet agent did not answer {op} within {wait + scaled(REQUEST_SLACK_S):g} s")
         answer = slot[1]
         if answer is None:
             raise PacketAgentError(self._dead or "the packet agent is gone")

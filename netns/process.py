@@ -97,7 +97,7 @@ class Process:
     def wait_for(self, check: Callable[[], object], what: str, timeout: float = 5.0) -> object:
         """Poll `check()` (bounded) until it returns something true, and return that; fail clearly if the
         program exits first ("exited (1) before <what>") or time runs out."""
-        from .waiting import wait_until
+        from .waiting import scaled, wait_until
 
         def check_alive():
             got = check()
@@ -108,7 +108,7 @@ class Process:
             return got
 
         return wait_until(check_alive, timeout, lambda: ProcessError(
-            f"{self.argv[0]} on {self.host_name}: no {what} within {timeout} s"))
+            f"{self.argv[0]} on {self.host_name}: no {what} within {scaled(timeout):g} s"))
 
     def wait_output(self, predicate: Callable[[str], bool], timeout: float = 5.0, what: str = "output") -> str:
         """Poll the program's stdout until `predicate` holds; fail clearly if it exits or time runs out."""
@@ -131,12 +131,15 @@ class Process:
         self.wait_for(lambda: self.wchan() == wchan, f"blocking in {wchan}", timeout)
 
     def wait(self, timeout: float | None = None) -> Result:
-        """Wait for the program to end and collect its result."""
+        """Wait for the program to end and collect its result (`timeout`: stretched by `waiting.pace()`)."""
         if self._result is None:
+            from .waiting import scaled
+
+            limit = None if timeout is None else scaled(timeout)
             try:
-                rc = self._popen.wait(timeout)
+                rc = self._popen.wait(limit)
             except subprocess.TimeoutExpired:
-                raise ProcessError(f"{' '.join(self.argv)} on {self.host_name} still running after {timeout} s") from None
+                raise ProcessError(f"{' '.join(self.argv)} on {self.host_name} still running after {limit:g} s") from None
             self.ended_ns = time.time_ns()
             self._result = Result(self.argv, rc, self._out_path.read_text(errors="replace"),
                                   self._err_path.read_text(errors="replace"), self.started_ns, self.ended_ns)

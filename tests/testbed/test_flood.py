@@ -145,6 +145,20 @@ def test_flood_sends_exactly_count_from_the_range_at_the_rate(root, tmp_path, fa
     assert span <= nominal * (1 + LATE_FRACTION) + LATE_S, f"{count} SYNs took {span:.3f} s, model {nominal:.3f} s"
 
 
+def test_every_syn_of_a_flood_is_its_own_connection_even_from_a_small_range(root, tmp_path):
+    """2,000 SYNs from the two addresses of a /30: drawn at random, some 15 (address, port) pairs
+    would come twice; none may, so a test can count connections as SYNs."""
+    count = 2000
+    with Testbed.routed("ipv4") as bed:
+        with Capture(bed, tmp_path / "f.pcapng", hosts=["server"]) as cap:
+            report = syn_flood(bed.client, bed.server.addr(4), PORT, count=count, rate_pps=20_000,
+                               sources="198.51.100.0/30", seed=1)
+        assert not cap.lost
+    assert report.sent == count, report.describe()
+    syns = _server_syns(cap.path, 4)
+    assert len(syns) == count and len({c.client for _, c in syns}) == count
+
+
 def test_flood_stops_at_its_time_limit(root, tmp_path):
     rate, limit = 2000.0, 0.3
     with Testbed.routed("ipv4") as bed:

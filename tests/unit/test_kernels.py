@@ -323,3 +323,32 @@ def test_stale_run_folders_of_dead_runners_are_removed(tmp_path):
         (d / "share").mkdir(parents=True)
     assert guest.remove_stale(str(tmp_path)) == [gone]
     assert mine.exists() and other.exists() and not gone.exists()
+
+
+@pytest.mark.parametrize("guest_ms, host_ms, pace", [
+    (60.0, "3", 20.0), (2.0, "3", 1.0), (60.0, None, 1.0), (60.0, "zero", 1.0), (60.0, "0", 1.0)])
+def test_the_guests_pace_is_its_process_start_time_over_the_hosts(guest_ms, host_ms, pace):
+    from verifier.kernels import inguest
+
+    assert inguest.pace_of(guest_ms, host_ms) == pace
+
+
+def test_every_deadline_is_stretched_by_the_pace_the_guest_measured(monkeypatch):
+    import time
+
+    from netns import waiting
+    from verifier.kernels import inguest
+
+    assert inguest.PACE_ENV == waiting.PACE_ENV
+    monkeypatch.delenv(waiting.PACE_ENV, raising=False)
+    assert waiting.pace() == 1.0 and waiting.scaled(5) == 5
+    monkeypatch.setenv(waiting.PACE_ENV, "not a number")
+    assert waiting.pace() == 1.0
+    monkeypatch.setenv(waiting.PACE_ENV, "0.5")  # never shorter than written
+    assert waiting.pace() == 1.0
+    monkeypatch.setenv(waiting.PACE_ENV, "4")
+    assert waiting.scaled(5) == 20
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        waiting.wait_until(lambda: False, 0.05, TimeoutError)
+    assert time.monotonic() - t0 >= 0.2  # 0.05 s written, four times that waited

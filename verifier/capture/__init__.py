@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from netns.waiting import scaled
 from verifier.capture import views
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -281,10 +282,12 @@ class _Service:
                 proc.stdin.flush()
             except (BrokenPipeError, OSError):
                 return {"error": f"the capture process is gone: {self._reap()}", "gone": True}
-            ready, _, _ = select.select([proc.stdout], [], [], AGENT_TIMEOUT)
+            limit = scaled(AGENT_TIMEOUT)
+            ready, _, _ = select.select([proc.stdout], [], [], limit)
             line = proc.stdout.readline() if ready else ""
             if not line:
-                return {"error": f"no answer from the capture process: {self._reap()}", "gone": True}
+                late = "" if ready else f" within {limit:g} s"
+                return {"error": f"no answer from the capture process{late}: {self._reap()}", "gone": True}
             answer = json.loads(line)
             answer.setdefault("id", req["id"])
             return answer
@@ -307,7 +310,7 @@ class _Service:
             proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             try:
-                proc.communicate(timeout=AGENT_TIMEOUT)  # EOF on stdin ends it
+                proc.communicate(timeout=scaled(AGENT_TIMEOUT))  # EOF on stdin ends it
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()

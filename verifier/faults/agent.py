@@ -48,6 +48,7 @@ import threading
 import time
 from typing import Any
 
+from netns.waiting import scaled
 from verifier.faults.arm import ARM_KINDS, Arm
 
 ANC = socket.CMSG_SPACE(16)
@@ -325,13 +326,14 @@ class FaultAgent:
     def _read_line(self, timeout: float, what: str) -> dict:
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             ready = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
             if not ready:
                 self._kill()
-                raise AgentError(f"the fault agent did not answer {what} within {timeout} s{self._stderr_tail()}")
+                raise AgentError(f"the fault agent did not answer {what} within {timeout:g} s{self._stderr_tail()}")
             chunk = os.read(fd, 65536)
             if not chunk:
                 self._proc.wait()

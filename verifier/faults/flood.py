@@ -202,7 +202,8 @@ def syn_flood(host: "Host", dst: str, dport: int, *, count: int, rate_pps: float
               stop: threading.Event | None = None, progress: dict | None = None) -> FloodReport:
     """Send `count` SYNs to `dst`:`dport` from random addresses of `sources`, at `rate_pps`, from `host`.
 
-    Source ports are random in 1024..65535, ISNs random 32-bit. `time_limit` (default: the schedule's
+    Source addresses and ports (1024..65535) are random, no (address, port) twice, so every SYN is a
+    connection of its own; ISNs are random 32-bit. `time_limit` (default: the schedule's
     length plus half of it and 0.5 s, never more than `MAX_SECONDS`) is a hard wall-clock bound: the
     flood stops there even if packets remain. `stop` (an Event) ends it early. Runs in the calling
     thread; the raw socket is opened inside the host's namespace and bound to it. `progress` (a dict),
@@ -246,6 +247,7 @@ def syn_flood(host: "Host", dst: str, dport: int, *, count: int, rate_pps: float
     target = (str(dst_ip), 0)
     sent = errors = 0
     ports: list[int] = []
+    used: set[tuple[bytes, int]] = set()
     first_ns = last_ns = None
     stopped_by = "count"
     started_ns = time.time_ns()
@@ -267,8 +269,11 @@ def syn_flood(host: "Host", dst: str, dport: int, *, count: int, rate_pps: float
                 time.sleep(max(0.0, wake - now))
                 continue
             while sent < due:
-                sport = rng.randint(1024, 65535)
-                pkt = builder.build(pick_src(), sport, rng.getrandbits(32), rng.getrandbits(16) or 1)
+                src, sport = pick_src(), rng.randint(1024, 65535)
+                while (src, sport) in used:  # each SYN its own connection: no 4-tuple twice
+                    src, sport = pick_src(), rng.randint(1024, 65535)
+                used.add((src, sport))
+                pkt = builder.build(src, sport, rng.getrandbits(32), rng.getrandbits(16) or 1)
                 try:
                     sock.sendto(pkt, target)
                 except OSError as exc:

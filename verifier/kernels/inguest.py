@@ -10,6 +10,11 @@ the largest lateness seen. It writes the figures to ``$VERIFIER_GUEST_DIR/probe.
 folder, read back by the host and shown in the kernels report) and hands the command the lateness
 as ``VERIFIER_TIMER_SLACK_S``, which tests/kernel.py adds to the timer tolerance. On the host
 nothing sets it, and the tolerance is the host's.
+
+It also measures how much slower the guest runs programs than the host: the time to start and reap
+a process here, against the same figure measured on the host just before the boot (handed in as
+``VERIFIER_HOST_PROCESS_START_MS``). The ratio goes to the command as ``VERIFIER_PACE``, by which
+`netns.waiting` stretches every deadline (how long to wait for a program, an agent, a socket).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from pathlib import Path
 SAMPLES = 100
 INTERVAL_S = 0.02
 SLACK_ENV = "VERIFIER_TIMER_SLACK_S"
+HOST_START_ENV = "VERIFIER_HOST_PROCESS_START_MS"
+PACE_ENV = "VERIFIER_PACE"  # read by netns.waiting.pace (this module imports no netns: the contract)
 
 
 def process_start_ms(n: int = 10) -> float:
@@ -72,6 +79,16 @@ def sysctls_present() -> dict[str, bool]:
     return {name: Path("/proc/sys", *name.split(".")).exists() for name in SYSCTLS}
 
 
+def pace_of(guest_ms: float, host_ms: str | None) -> float:
+    """How many times slower the guest starts a process than the host (>= 1, one decimal); 1 when
+    the host's figure is missing or not a positive number."""
+    try:
+        host = float(host_ms) if host_ms is not None else 0.0
+    except ValueError:
+        host = 0.0
+    return round(max(1.0, guest_ms / host), 1) if host > 0 else 1.0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:
@@ -80,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m verifier.kernels.inguest -- COMMAND...", file=sys.stderr)
         return 2
     figures = measure()
+    figures["pace"] = pace_of(figures["process_start_ms"], os.environ.get(HOST_START_ENV))
     out = os.environ.get("VERIFIER_GUEST_DIR")
     if out:
         (Path(out) / "probe.json").write_text(json.dumps(figures))
     print(f"verifier-guest: timer lateness at boot: median {figures['median_ms']:.2f} ms, max {figures['max_ms']:.2f} ms "
-          f"over {figures['samples']} sleeps of {figures['interval_ms']:g} ms", flush=True)
-    env = {**os.environ, SLACK_ENV: f"{figures['max_ms'] / 1e3:.6f}"}
+          f"over {figures['samples']} sleeps of {figures['interval_ms']:g} ms; a process starts in "
+          f"{figures['process_start_ms']:g} ms, {figures['pace']:g} times the host's", flush=True)
+    env = {**os.environ, SLACK_ENV: f"{figures['max_ms'] / 1e3:.6f}", PACE_ENV: f"{figures['pace']:g}"}
     os.execvpe(argv[0], argv, env)
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import guest
+from . import guest, inguest
 from .image import Kernel, KernelError, resolve
 
 __all__ = ["KERNEL_OPTIONS", "guest_pytest_argv", "run_pytest", "strip_kernel_options"]
@@ -53,6 +53,8 @@ def run_pytest(kernel: Kernel, args: list[str], *, cwd: Path, outputs: list[Path
     for o in outputs:
         Path(o).mkdir(parents=True, exist_ok=True)
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    # The host's own figure, measured now, for the guest's pace (verifier.kernels.inguest).
+    env[inguest.HOST_START_ENV] = f"{inguest.process_start_ms():g}"
     if echo is not None:
         return guest.run(kernel, guest_pytest_argv(args), cwd=cwd, env=env, outputs=outputs, deadline_s=deadline_s,
                          cpus=cpus, on_line=echo, nice=nice)
