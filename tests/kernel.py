@@ -32,17 +32,39 @@ def kernel_hz() -> int | None:
 
 
 def guest_slack_s() -> float:
-    """How late this kernel's timers were measured to fire at boot when it runs in an emulated guest
-    (`verifier.kernels.inguest` sets VERIFIER_TIMER_SLACK_S); 0 on the host, where nothing sets it."""
+    """How late this kernel's timers were measured to fire when it runs in an emulated guest: the larger
+    of the figure measured at boot (`verifier.kernels.inguest` sets VERIFIER_TIMER_SLACK_S) and the
+    live one, the largest lateness of the last 30 s as the guest's monitor measures it now
+    (VERIFIER_LATENESS_FILE). 0 on the host, where nothing sets either."""
+    from verifier.kernels.inguest import LATENESS_ENV, live_lateness_s
+
     try:
-        return max(0.0, float(os.environ.get("VERIFIER_TIMER_SLACK_S", "0")))
+        boot = max(0.0, float(os.environ.get("VERIFIER_TIMER_SLACK_S", "0")))
     except ValueError:
-        return 0.0
+        boot = 0.0
+    return max(boot, live_lateness_s(os.environ.get(LATENESS_ENV)))
 
 
-#: The timer tolerance for this kernel: one model, used by every check of a kernel timer. In a guest
-#: the lateness measured at boot is added to what a packet or a woken process may be late by, and to
-#: how early one may be (each event is timed from the previous one, which may itself have been late).
-_base, _slack = Tolerance(), guest_slack_s()
-TOLERANCE = Tolerance(hz=kernel_hz(), sent_s=_base.sent_s + _slack, absolute_s=_base.absolute_s + _slack,
-                      early_s=_base.early_s + _slack)
+def tolerance() -> Tolerance:
+    """The timer tolerance for this kernel, now: one model, used by every check of a kernel timer. In
+    a guest the lateness measured (`guest_slack_s`) is added to what a packet or a woken process may
+    be late by, and to how early one may be (each event is timed from the previous one, which may
+    itself have been late)."""
+    base, slack = Tolerance(), guest_slack_s()
+    return Tolerance(hz=kernel_hz(), sent_s=base.sent_s + slack, absolute_s=base.absolute_s + slack,
+                     early_s=base.early_s + slack)
+
+
+class _Live:
+    """`TOLERANCE`: `tolerance()` taken afresh at each use, so a check in a guest gets the lateness
+    measured while it ran (on the host it is always the same)."""
+
+    def __getattr__(self, name: str):
+        return getattr(tolerance(), name)
+
+    def __repr__(self) -> str:
+        return repr(tolerance())
+
+
+#: The timer tolerance for this kernel (see `tolerance`).
+TOLERANCE = _Live()

@@ -352,3 +352,45 @@ def test_every_deadline_is_stretched_by_the_pace_the_guest_measured(monkeypatch)
     with pytest.raises(TimeoutError):
         waiting.wait_until(lambda: False, 0.05, TimeoutError)
     assert time.monotonic() - t0 >= 0.2  # 0.05 s written, four times that waited
+
+
+def test_the_live_lateness_is_the_largest_of_its_window_only():
+    from verifier.kernels.inguest import Lateness
+
+    lat = Lateness(window_s=1.0)
+    for t_s, late in [(0.0, 5.0), (0.2, 40.0), (0.4, 3.0), (0.9, 10.0)]:
+        lat.add(int(t_s * 1e9), late)
+    assert lat.max_ms == 40.0
+    lat.add(int(1.3 * 1e9), 1.0)  # the 40 ms sample is now more than a second old
+    assert lat.max_ms == 10.0
+    lat.add(int(2.5 * 1e9), 2.0)
+    assert lat.max_ms == 2.0 and lat.worst_ms == 40.0 and lat.samples == 6
+
+
+def test_the_monitor_writes_the_live_figure_and_the_runs_summary(tmp_path):
+    from verifier.kernels import inguest
+
+    live, summary = tmp_path / "live", tmp_path / "lateness.json"
+    rounds = iter(range(20))
+    inguest.monitor(live, summary, interval_s=0.001, stop=lambda: next(rounds, None) is None)
+    assert inguest.live_lateness_s(str(live)) == float(live.read_text()) / 1e3 >= 0
+    run = json.loads(summary.read_text())
+    assert run["samples"] >= 1 and run["window_s"] == inguest.WINDOW_S
+    assert inguest.live_lateness_s(None) == 0 and inguest.live_lateness_s(str(tmp_path / "none")) == 0
+
+
+def test_the_tolerance_of_a_check_takes_the_lateness_measured_while_it_ran(tmp_path, monkeypatch):
+    from tests import kernel
+    from verifier.kernels.inguest import LATENESS_ENV
+
+    monkeypatch.delenv("VERIFIER_TIMER_SLACK_S", raising=False)
+    monkeypatch.delenv(LATENESS_ENV, raising=False)
+    host = kernel.TOLERANCE.allowed(1.0)
+    assert host == kernel.tolerance().allowed(1.0)
+    live = tmp_path / "live"
+    live.write_text("120.000")  # the monitor measured a sleep 120 ms late within the last 30 s
+    monkeypatch.setenv(LATENESS_ENV, str(live))
+    monkeypatch.setenv("VERIFIER_TIMER_SLACK_S", "0.04")  # at boot: 40 ms
+    assert kernel.TOLERANCE.allowed(1.0) == pytest.approx(host + 0.120)
+    live.write_text("10.000")  # that sample left the window: the boot figure is the larger now
+    assert kernel.TOLERANCE.allowed(1.0) == pytest.approx(host + 0.040)

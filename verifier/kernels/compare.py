@@ -271,13 +271,21 @@ def _markdown(report: dict) -> str:
              "a process start takes in each guest, measured at boot): a check that needs two programs to overlap "
              "in time, or a flood to be sent in a given time, can fail there for that reason alone; its cell "
              "says what was measured.", "",
-             "| kernel | release | from | boot | timer lateness at boot (median / max) | SYN sysctls missing | "
+             "| kernel | release | from | boot | timer lateness (at boot: median / max) | SYN sysctls missing | "
              "checks (pass / fail / other) | wall |", "|---|---|---|---|---|---|---|---|"]
     for label in labels:
         f = facts[label]
         probe = f.get("probe") or {}
         lat = (f"{probe['median_ms']:.1f} / {probe['max_ms']:.1f} ms ({probe['samples']} sleeps of "
-               f"{probe['interval_ms']:g} ms, {probe['load']}), added to the timer tolerance") if probe else "– (host)"
+               f"{probe['interval_ms']:g} ms, {probe['load']})") if probe else "– (host)"
+        run = probe.get("run")
+        if run:
+            lat += (f"; while the suite ran, max {run['max_ms']:.1f} ms ({run['samples']} sleeps); each check's "
+                    f"tolerance adds the largest of the {run['window_s']:g} s before it")
+        elif probe:
+            lat += ", added to the timer tolerance"
+        if probe.get("pace"):
+            lat += f"; deadlines x{probe['pace']:g} (the pace)"
         missing = ", ".join(s.split(".")[-1] for s, there in f.get("sysctls", {}).items() if not there) or "none"
         cells = [r["kernels"][label]["verdict"] for r in report["rows"]]
         counts = f"{cells.count('holds')} / {cells.count('FAILS')} / {len(cells) - cells.count('holds') - cells.count('FAILS')}"

@@ -260,6 +260,14 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def probe_of(result: GuestResult) -> dict | None:
-    """The in-guest timer probe's figures (`verifier.kernels.inguest`), if the run wrote them."""
+    """The in-guest timer probe's figures (`verifier.kernels.inguest`), if the run wrote them, with
+    the monitor's figures over the whole run under "run" (when it wrote them)."""
     text = result.files.get("probe.json")
-    return json.loads(text) if text else None
+    if not text:
+        return None
+    probe = json.loads(text)
+    try:
+        probe["run"] = json.loads(result.files["lateness.json"])
+    except (KeyError, ValueError):  # absent, or cut off mid-write when the guest powered off
+        pass
+    return probe

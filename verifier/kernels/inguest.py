@@ -15,6 +15,12 @@ It also measures how much slower the guest runs programs than the host: the time
 a process here, against the same figure measured on the host just before the boot (handed in as
 ``VERIFIER_HOST_PROCESS_START_MS``). The ratio goes to the command as ``VERIFIER_PACE``, by which
 `netns.waiting` stretches every deadline (how long to wait for a program, an agent, a socket).
+
+The lateness goes on being measured while the command runs: a monitor process (`monitor`) keeps
+sleeping `INTERVAL_S` and writes the largest lateness of the last `WINDOW_S` seconds to a file
+named in ``VERIFIER_LATENESS_FILE``; tests/kernel.py reads it each time a timing check asks for its
+tolerance, so a check is allowed what the guest was measured to be late by while it ran, and the
+run's worst figure is left in ``lateness.json`` in the shared folder for the kernels report.
 """
 
 from __future__ import annotations
@@ -89,8 +95,89 @@ def pace_of(guest_ms: float, host_ms: str | None) -> float:
     return round(max(1.0, guest_ms / host), 1) if host > 0 else 1.0
 
 
+LATENESS_ENV = "VERIFIER_LATENESS_FILE"
+WINDOW_S = 30.0  # the live figure covers this much of the past: longer than a check takes
+
+
+class Lateness:
+    """How late sleeps of `interval_s` have come back over the last `window_s` seconds: the live
+    figure, for the timing checks running now (`add` a sample, `max_ms` over the window), and
+    the largest and the count over the whole run."""
+
+    def __init__(self, window_s: float = WINDOW_S) -> None:
+        from collections import deque
+
+        self.window_ns = int(window_s * 1e9)
+        self._recent: deque = deque()  # (t_ns, late_ms), late_ms decreasing from the left: a max-queue
+        self.samples = 0
+        self.worst_ms = 0.0
+
+    def add(self, t_ns: int, late_ms: float) -> None:
+        while self._recent and self._recent[-1][1] <= late_ms:
+            self._recent.pop()
+        self._recent.append((t_ns, late_ms))
+        while self._recent[0][0] < t_ns - self.window_ns:
+            self._recent.popleft()
+        self.samples += 1
+        self.worst_ms = max(self.worst_ms, late_ms)
+
+    @property
+    def max_ms(self) -> float:
+        return self._recent[0][1] if self._recent else 0.0
+
+
+def monitor(path: Path, summary: Path | None, interval_s: float = INTERVAL_S, stop=None) -> None:
+    """Sleep `interval_s` over and over, for as long as the guest runs (or until `stop()` is true),
+    and keep the largest lateness of the last `WINDOW_S` in `path` (ms, a number; replaced whole,
+    so a reader never sees half of it), and the run's figures in `summary` (JSON) every 5 s."""
+    lat = Lateness()
+    written = None
+    next_summary = time.monotonic()
+    tmp = path.with_suffix(".tmp")
+    while stop is None or not stop():
+        t0 = time.monotonic_ns()
+        time.sleep(interval_s)
+        t1 = time.monotonic_ns()
+        lat.add(t1, max(0.0, (t1 - t0) / 1e6 - interval_s * 1e3))
+        value = f"{lat.max_ms:.3f}"
+        if value != written:
+            tmp.write_text(value)
+            os.replace(tmp, path)
+            written = value
+        if summary is not None and time.monotonic() >= next_summary:
+            summary.write_text(json.dumps({"samples": lat.samples, "interval_ms": interval_s * 1e3,
+                                           "max_ms": round(lat.worst_ms, 3), "window_s": WINDOW_S}))
+            next_summary = time.monotonic() + 5.0
+
+
+def live_lateness_s(path: str | None) -> float:
+    """The monitor's figure now (seconds): the largest lateness of its last window; 0 without one."""
+    if not path:
+        return 0.0
+    try:
+        return max(0.0, float(Path(path).read_text()) / 1e3)
+    except (OSError, ValueError):
+        return 0.0
+
+
+def start_monitor(guest_dir: str | None) -> str:
+    """Start `monitor` as a process of its own (it ends with the guest); the live file's path."""
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / f"verifier-lateness-{os.getpid()}"
+    path.write_text("0")
+    argv = [sys.executable, "-m", "verifier.kernels.inguest", "--monitor", str(path)]
+    if guest_dir:
+        argv.append(str(Path(guest_dir) / "lateness.json"))
+    subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--monitor"]:
+        monitor(Path(argv[1]), Path(argv[2]) if len(argv) > 2 else None)
+        return 0
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
@@ -104,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"verifier-guest: timer lateness at boot: median {figures['median_ms']:.2f} ms, max {figures['max_ms']:.2f} ms "
           f"over {figures['samples']} sleeps of {figures['interval_ms']:g} ms; a process starts in "
           f"{figures['process_start_ms']:g} ms, {figures['pace']:g} times the host's", flush=True)
-    env = {**os.environ, SLACK_ENV: f"{figures['max_ms'] / 1e3:.6f}", PACE_ENV: f"{figures['pace']:g}"}
+    env = {**os.environ, SLACK_ENV: f"{figures['max_ms'] / 1e3:.6f}", PACE_ENV: f"{figures['pace']:g}",
+           LATENESS_ENV: start_monitor(out)}
     os.execvpe(argv[0], argv, env)
 
 
