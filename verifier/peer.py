@@ -62,6 +62,11 @@ class ScriptError(AssertionError):
     """A step of a peer's script did not hold: the message says what was expected and what was seen."""
 
 
+#: Why a kernel packet stamped before the peer's previous step fails the script: it cannot answer it.
+BEHIND = ("the peer fell behind the kernel (the packet cannot be an answer to that step, and the script's order "
+          "did not hold: this machine ran the peer too slowly for it)")
+
+
 @dataclass
 class Step:
     n: int
@@ -303,6 +308,9 @@ class ScriptedPeer:
         if gap > hi:
             self.fail(f"step {step.n}: the packet came {gap:.6f} s after the previous step, too late", f"<  {want} "
                       f"{when}", pkt, step.n)
+        if gap < 0:
+            self.fail(f"step {step.n}: the packet came {-gap:.6f} s before the previous step: {BEHIND}", f"<  {want} "
+                      f"{when}", pkt, step.n)
         if gap < lo:
             self.fail(f"step {step.n}: the packet came {gap:.6f} s after the previous step, too early", f"<  {want} "
                       f"{when}", pkt, step.n)
@@ -323,6 +331,9 @@ class ScriptedPeer:
         if pkt is not None:
             self._learn(pkt)
             step = self.note("<", self.describe(pkt), pkt.ts_ns)
+            if pkt.ts_ns < self.last_ns:
+                self.fail(f"step {step.n}: a packet came {(self.last_ns - pkt.ts_ns) / 1e9:.6f} s before the previous "
+                          f"step: {BEHIND}", f"nothing for {for_s:g} s", pkt, step.n)
             self.fail(f"step {step.n}: a packet came where none should", f"nothing for {for_s:g} s", pkt, step.n)
         self.last_ns = start + int(for_s * 1e9)
         self.note("peer", f"nothing came for {for_s:g} s", self.last_ns)

@@ -18,3 +18,21 @@ def test_data_is_timed_from_the_send_call_not_from_the_handshake(root, testbed, 
         sock.send(b"x" * 10)
         data = peer.expect("PA", seq=1, ack=1, payload=10)  # within 0.1 s of the send()
         assert data.ts_ns - peer.steps[-2].ts_ns < 0.1e9, peer.ladder()
+
+
+def test_a_peer_that_falls_behind_the_kernel_says_so(root, testbed, capture):
+    """The kernel retransmits its SYN (initial RTO: 1 s) while the script still sleeps; that SYN cannot
+    answer the RST sent afterwards, and the failure says the peer was too slow, not that the kernel
+    sent something where it should not have."""
+    import pytest
+
+    from verifier.peer import ScriptError
+
+    with ScriptedPeer(testbed, side="server", family=4, capture=capture, within=(0, 0.1)) as peer:
+        sock = peer.socket()
+        sock.connect()
+        peer.expect("S", seq=0)
+        time.sleep(1.5)
+        peer.send("R", seq=0)
+        with pytest.raises(ScriptError, match=r"s before the previous step: the peer fell behind the kernel"):
+            peer.expect_nothing(0.1)
