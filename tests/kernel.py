@@ -31,6 +31,35 @@ def kernel_hz() -> int | None:
     return None
 
 
+def upstream_version(version: str, signature: str | None, release: str) -> tuple[int, int, int]:
+    """The upstream version (major, minor, sublevel) of a kernel from its /proc/version text, its
+    /proc/version_signature (Ubuntu's; None where there is none) and its release. Distributions name
+    their kernels by an ABI ("6.1.0-57-amd64" is Debian's 6.1.192), so the upstream version is read
+    where they state it: the last field of Ubuntu's signature, or the last "Debian X.Y.Z" of the
+    banner (an earlier one is the compiler's version); else the release itself."""
+    m = re.search(r"(\d+)\.(\d+)\.(\d+)\s*$", signature or "")
+    if not m:
+        found = re.findall(r"Debian (\d+)\.(\d+)\.(\d+)", version)
+        m = [None, *found[-1]] if found else None
+    if not m:
+        m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    if not m:
+        raise ValueError(f"no kernel version in {release!r}")
+    return int(m[1]), int(m[2]), int(m[3] or 0)
+
+
+@lru_cache(maxsize=None)
+def kernel_version() -> tuple[int, int, int]:
+    """The upstream version of the running kernel (see `upstream_version`)."""
+    texts = {}
+    for path in ("/proc/version", "/proc/version_signature"):
+        try:
+            texts[path] = Path(path).read_text()
+        except OSError:
+            texts[path] = None
+    return upstream_version(texts["/proc/version"] or "", texts["/proc/version_signature"], platform.release())
+
+
 def guest_slack_s() -> float:
     """How late this kernel's timers were measured to fire when it runs in an emulated guest: the larger
     of the figure measured at boot (`verifier.kernels.inguest` sets VERIFIER_TIMER_SLACK_S) and the

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from netns import namespace
+from netns import namespace, waiting
 from verifier.analysis.calls import SyscallEvent, find, parse_report, timeline
 from verifier.faults import Drop, Syn, inject
 from verifier.pytest_plugin import record_calls
@@ -216,3 +216,14 @@ def stop(proc) -> Run:
     """End a program that would go on (SIGTERM); its report so far."""
     res = proc.stop()
     return _noted(proc.host_name, Run(res.returncode, parse_report(res.stdout), res.stderr))
+
+
+def wait_stopped(proc, timeout: float = 10.0) -> None:
+    """Until the process is in the stopped state (T), polled with a deadline: a program that stops
+    itself (server --stop-after-listen, client --stop-before-connect) and waits for the test's SIGCONT."""
+    def stopped() -> bool:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+    waiting.wait_until(stopped, timeout, lambda: AssertionError(f"{proc} did not stop within {timeout} s"))
+

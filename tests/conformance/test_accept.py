@@ -7,10 +7,9 @@ import signal
 
 import pytest
 
-from netns.waiting import wait_until
 from verifier.analysis.expect import expect
 
-from .conftest import PORT, finish, run_client, sent_by_server, start_client, start_server, story, wildcard
+from .conftest import PORT, finish, run_client, sent_by_server, start_client, start_server, story, wait_stopped, wildcard
 
 
 @pytest.mark.claim("C9")
@@ -57,15 +56,6 @@ def test_c9_handshake_completes_before_accept_is_called(testbed, capture, family
     evidence.record(f"handshake done {(accept.t_enter_ns - last_ack.ts_ns) / 1e6:.0f} ms before accept() was "
                     f"called; accept() returned it in {(accept.t_return_ns - accept.t_enter_ns) / 1e3:.0f} us "
                     f"with no packet", stevens=True)
-
-
-def wait_stopped(proc, timeout: float = 10.0) -> None:
-    """Until the process is in the stopped state (T), polled with a deadline."""
-    def stopped() -> bool:
-        with open(f"/proc/{proc.pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "T"
-
-    wait_until(stopped, timeout, lambda: AssertionError(f"{proc} did not stop within {timeout} s"))
 
 
 @pytest.mark.claim("C10")

@@ -394,3 +394,19 @@ def test_the_tolerance_of_a_check_takes_the_lateness_measured_while_it_ran(tmp_p
     assert kernel.TOLERANCE.allowed(1.0) == pytest.approx(host + 0.120)
     live.write_text("10.000")  # that sample left the window: the boot figure is the larger now
     assert kernel.TOLERANCE.allowed(1.0) == pytest.approx(host + 0.040)
+
+
+@pytest.mark.parametrize("version, signature, release, upstream", [
+    ("Linux version 6.1.0-57-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0, "
+     "GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)", None,
+     "6.1.0-57-amd64", (6, 1, 192)),
+    ("Linux version 6.8.0-45-generic (buildd@lcy02-amd64-075) (x86_64-linux-gnu-gcc-13 (Ubuntu 13.2.0-23ubuntu4) "
+     "13.2.0) #45-Ubuntu SMP PREEMPT_DYNAMIC", "Ubuntu 6.8.0-45.45-generic 6.8.12\n", "6.8.0-45-generic", (6, 8, 12)),
+    ("Linux version 6.18.44-fc-v657 (builder@sandboxing) (gcc (GCC) 15.3.0) #1 SMP", None, "6.18.44-fc-v657",
+     (6, 18, 44)),
+    ("", None, "6.12", (6, 12, 0)),
+])
+def test_the_upstream_version_is_read_where_the_distribution_states_it(version, signature, release, upstream):
+    from tests.kernel import upstream_version
+
+    assert upstream_version(version, signature, release) == upstream

@@ -5,7 +5,7 @@
  * one JSON line (see report.h) on the report descriptor (stdout by default).
  *
  * Order of operations:
- *   socket, [setsockopt TCP_SYNCNT], [bind, getsockname], connect
+ *   socket, [setsockopt TCP_SYNCNT], [bind, getsockname], [SIGSTOP itself], connect
  *   (on failure: [connect again with --connect-twice], close, exit 1)
  *   getsockname, getpeername, [write --send], [shutdown SHUT_WR],
  *   [read until EOF], [sleep --hold-ms], [setsockopt SO_LINGER], close
@@ -31,6 +31,9 @@ static void usage(FILE *out)
         "  -c, --connect ADDR      address to connect to (or give it positionally)\n"
         "  -b, --bind ADDR:PORT    bind before connect (PORT may be 0; IPv6 as [::1]:0)\n"
         "      --syncnt N          setsockopt(IPPROTO_TCP, TCP_SYNCNT, N) before connect\n"
+        "      --stop-before-connect  stop (SIGSTOP itself) right before connect(): a\n"
+        "                          test lets it go on with SIGCONT, and connect() follows\n"
+        "                          at once, with no program start in between\n"
         "      --connect-twice     after a failed connect(), call connect() again on the\n"
         "                          same socket and report what it returns\n"
         "  -s, --send STR          write STR after connecting\n"
@@ -43,7 +46,7 @@ static void usage(FILE *out)
         "Exit: 0 ok, 1 a socket call failed, 2 bad usage.\n");
 }
 
-enum { OPT_SYNCNT = 256, OPT_TWICE, OPT_SHUTWR, OPT_HOLD, OPT_LINGER, OPT_REPFD };
+enum { OPT_SYNCNT = 256, OPT_TWICE, OPT_SHUTWR, OPT_HOLD, OPT_LINGER, OPT_REPFD, OPT_STOP };
 
 int main(int argc, char **argv)
 {
@@ -53,6 +56,7 @@ int main(int argc, char **argv)
         {"bind", required_argument, 0, 'b'},
         {"syncnt", required_argument, 0, OPT_SYNCNT},
         {"connect-twice", no_argument, 0, OPT_TWICE},
+        {"stop-before-connect", no_argument, 0, OPT_STOP},
         {"send", required_argument, 0, 's'},
         {"shutdown-wr", no_argument, 0, OPT_SHUTWR},
         {"read", no_argument, 0, 'r'},
@@ -63,7 +67,7 @@ int main(int argc, char **argv)
         {0, 0, 0, 0},
     };
     int family = AF_INET, syncnt = -1, twice = 0, shut_wr = 0, do_read = 0;
-    int linger = 0;
+    int linger = 0, stop_before_connect = 0;
     long hold = 0;
     const char *connect_addr = NULL, *bind_spec = NULL, *send_str = NULL;
 
@@ -77,6 +81,7 @@ int main(int argc, char **argv)
         case 'b': bind_spec = optarg; break;
         case OPT_SYNCNT: syncnt = (int)parse_long("--syncnt", optarg, 1, 255); break;
         case OPT_TWICE: twice = 1; break;
+        case OPT_STOP: stop_before_connect = 1; break;
         case 's': send_str = optarg; break;
         case OPT_SHUTWR: shut_wr = 1; break;
         case 'r': do_read = 1; break;
@@ -110,6 +115,8 @@ int main(int argc, char **argv)
         }
         rep_getname(fd, 0, NULL);
     }
+    if (stop_before_connect)
+        raise(SIGSTOP);                      /* the test says when: SIGCONT */
     if (rep_connect(fd, &peer, peer_len) < 0) {
         if (twice)
             rep_connect(fd, &peer, peer_len);
