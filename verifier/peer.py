@@ -321,7 +321,9 @@ class ScriptedPeer:
         return pkt
 
     def expect_nothing(self, for_s: float) -> None:
-        """No packet of the connection may come from the kernel for `for_s` seconds from now."""
+        """No packet of the connection may come from the kernel for `for_s` seconds from now (0 if
+        `for_s` is negative: only what has come already is looked at)."""
+        for_s = max(0.0, for_s)
         start = time.time_ns()
         end = start + int(for_s * 1e9)
         pkt = self._next(end)
