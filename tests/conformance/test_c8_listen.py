@@ -210,10 +210,11 @@ def test_c8_accept_queue_overflow(testbed, capture, family, programs, evidence, 
         late_proc = start_client(testbed, programs, family, "--bind", bind_arg(testbed.client, family, late_port),
                                  "--hold-ms", HOLD_MS)
         late = connected(late_proc)
-        # 3. One more client completes and fills the accept queue.
+        # 3. One more client completes and fills the accept queue (looked at before the late client's
+        #    ACK to the retransmitted SYN-ACK can come, one RTO after its SYN).
         filler_proc.signal(signal.SIGCONT)
         filler = connected(filler_proc)
-    full = wait_until(lambda: (q := queues(srv, PORT)).accept >= limit and q, 1.0, f"{limit} queued connections")
+        full = wait_until(lambda: (q := queues(srv, PORT)).accept >= limit and q, 1.0, f"{limit} queued connections")
     evidence.attach("accept_queue", {"backlog": backlog, "somaxconn": somaxconn, "held": full.accept,
                                      "model": limit})  # for the report's plot of the queue limit
     # 4. A client that comes while the queue is full (TCP_SYNCNT 1 keeps its wait to ~3 s).
