@@ -15,7 +15,8 @@ the real kernel sends, `seq` counts from its ISN and `ack` from the peer's; in w
 SND.NXT and acknowledges the kernel's RCV.NXT as seen so far.
 
 Timing: `expect(..., within=(lo, hi))` is a window in seconds after the previous step (a packet, a wait, or a call of
-the real socket such as send() or close()); `after=GAP`
+the real socket such as send() or close()); a segment the peer sent is timed by the kernel's stamp of
+it leaving the peer's host, not by when the send was asked for; `after=GAP`
 is a predicted gap checked with a `Tolerance` (the timer model of `verifier.analysis.schedules`).
 A failing step raises `ScriptError` (an AssertionError) whose message holds the expected and the
 observed packet, the ladder so far and the capture file (kept by the pytest plugin with the failed
@@ -143,6 +144,7 @@ class ScriptedPeer:
         self.t0_ns = 0
         self.last_ns = 0
         self._pending: list = []
+        self._own = None  # (sport, dport, seq, flags, step) of the last segment sent, until its copy is seen
         self._listener = None
         self._quiet = None  # the KernelRstDrop's context, while the peer lives
         self._sockets: list[RealSocket] = []
@@ -241,17 +243,41 @@ class ScriptedPeer:
             return False
         return self.remote_port is None or t.sport == self.remote_port
 
-    def _next(self, deadline_ns: int):
+    def _sent_copy(self, pkt) -> bool:
+        """Is `pkt` the copy of the peer's last sent segment, seen leaving the peer's host? Then its
+        kernel timestamp, when it really left, replaces the time taken just before the send call
+        (the sending process may be held up between the two: a loaded or emulated machine), for the
+        step and as the reference of what comes next."""
+        from scapy.layers.inet import TCP
+
+        own = self._own
+        if own is None or pkt.direction != "out" or not pkt.haslayer(TCP):
+            return False
+        t = pkt[TCP]
+        if (t.sport, t.dport, t.seq, str(t.flags)) != own[:4]:
+            return False
+        step = own[4]
+        self._own = None
+        if self.last_ns == step.ts_ns and pkt.ts_ns > step.ts_ns:
+            step.ts_ns = self.last_ns = pkt.ts_ns
+        return True
+
+    def _next(self, deadline_ns: int | None, window_s: float = 0.0):
         """The next packet of the connection from the kernel (the caller judges its timestamp), or None
-        if none had come by the deadline. What arrived is read even when this process comes late to
-        read it (a slow import, a loaded machine): the kernel's timestamps decide, not when we look."""
+        if none had come by the deadline (`deadline_ns`, or None: `window_s` after the previous step,
+        which the copy of the peer's own last segment may move; see `_sent_copy`). What arrived is
+        read even when this process comes late to read it (a slow import, a loaded machine): the
+        kernel's timestamps decide, not when we look."""
         looked_late = False
         while True:
             while self._pending:
                 pkt = self._pending.pop(0)
+                if self._sent_copy(pkt):
+                    continue
                 if self._ours(pkt):
                     return pkt
-            left = (deadline_ns - time.time_ns()) / 1e9
+            end = deadline_ns if deadline_ns is not None else self.last_ns + int(window_s * 1e9)
+            left = (end - time.time_ns()) / 1e9
             if left <= 0:
                 if looked_late:
                     return None
@@ -299,7 +325,7 @@ class ScriptedPeer:
             when = when.replace("the previous step", "the packet given")
         want = self._pattern(flags, seq, ack, win, options, payload)
         step_n = len(self.steps) + 1
-        pkt = self._next(self.last_ns + int(hi * 1e9))
+        pkt = self._next(None, hi)
         if pkt is None:
             self.fail(f"step {step_n}: nothing came {when}", f"<  {want}", "(nothing)")
         gap = (pkt.ts_ns - self.last_ns) / 1e9
@@ -412,13 +438,14 @@ class ScriptedPeer:
 
         (sent,) = self.host.send(pkt)
         ts = int(sent.sent_time * 1e9)
+        step = self.note(">", text or self.describe(pkt), ts)
+        self.last_ns = ts
         if pkt.haslayer(TCP) and pkt[TCP].sport == self.port:
             t = pkt[TCP]
             end = (t.seq + len(bytes(t.payload)) + ("S" in str(t.flags)) + ("F" in str(t.flags))) % MOD
             if (end - self.snd_nxt) % MOD < MOD // 2:
                 self.snd_nxt = end
-        self.note(">", text or self.describe(pkt), ts)
-        self.last_ns = ts
+            self._own = (t.sport, t.dport, t.seq, str(t.flags), step)  # until its copy is seen leaving
         return sent
 
     def icmp_unreachable(self, quoting, code: str = "host", text: str | None = None):

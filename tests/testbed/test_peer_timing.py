@@ -36,3 +36,20 @@ def test_a_peer_that_falls_behind_the_kernel_says_so(root, testbed, capture):
         peer.send("R", seq=0)
         with pytest.raises(ScriptError, match=r"s before the previous step: the peer fell behind the kernel"):
             peer.expect_nothing(0.1)
+
+
+def test_the_peers_segment_is_timed_when_it_left_by_the_kernels_stamp(root, testbed, capture):
+    """The time taken just before the send call is replaced by the kernel's stamp of the segment as it
+    left the peer's host: the capture, another socket on that interface, shows the very same time."""
+    with ScriptedPeer(testbed, side="server", family=4, capture=capture, within=(0, 0.5)) as peer:
+        sock = peer.socket()
+        call = sock.connect()
+        peer.expect("S", seq=0)
+        sa = peer.send("SA", seq=0, ack=1)
+        ack = peer.expect("A", seq=1, ack=1)
+        assert call.result() == (0, None), peer.ladder()
+    step = next(s for s in peer.steps if s.who == ">")
+    conn = capture.trace().find(dport=5000, family=4)[0]
+    left = next(e for e in conn.at("server:s0") if e.kind == "SYN-ACK")
+    assert step.ts_ns == left.ts_ns > int(sa.sent_time * 1e9), peer.ladder()
+    assert ack.ts_ns > step.ts_ns
