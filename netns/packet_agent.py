@@ -255,7 +255,13 @@ class Agent:
 
     # -- requests ---------------------------------------------------------------------------------
     def op_ping(self, req: dict) -> dict:
-        return {"pid": os.getpid(), "sessions": len(self.sessions)}
+        return {"pid": os.getpid(), "sessions": len(self.sessions), "scapy": self._scapy is not None}
+
+    def op_warm(self, req: dict) -> dict:
+        """Return once the start-up work is done (Scapy imported, by the warm-up thread or here): until
+        then that import holds the interpreter, and a request served meanwhile comes late."""
+        self.scapy()
+        return {"pid": os.getpid()}
 
     def op_src(self, req: dict) -> dict:
         """The source address the namespace's kernel would use toward `dst` (no packet is sent)."""

@@ -39,7 +39,7 @@ from netns.waiting import scaled
 if TYPE_CHECKING:  # pragma: no cover
     from netns.host import Host
 
-__all__ = ["MARK", "PacketAgentError", "Listener", "send", "sr", "sr1", "sniff", "listen", "agent"]
+__all__ = ["MARK", "PacketAgentError", "Listener", "send", "sr", "sr1", "sniff", "listen", "agent", "warm"]
 
 START_TIMEOUT = 30.0
 REQUEST_SLACK_S = 10.0  # beyond a request's own timeout
@@ -171,6 +171,13 @@ def agent() -> PacketAgent:
         if _agent is None:
             _agent = PacketAgent()
         return _agent
+
+
+def warm() -> None:
+    """Have this process's packet agent finish its start-up (Scapy's import) now. A timed script (a
+    scripted peer) calls it before its clock starts: a request the agent serves while that import
+    still runs waits for it, tens of milliseconds here and about a second in an emulated guest."""
+    agent().request("warm", wait=scaled(START_TIMEOUT))
 
 
 def forget(netns_names: list[str]) -> None:

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from netns import namespace
+from netns import namespace, packets
 from verifier.analysis.schedules import Tolerance
 from verifier.faults import KernelRstDrop, inject
 
@@ -157,6 +157,7 @@ class ScriptedPeer:
         import scapy.layers.inet6  # noqa: F401
         import scapy.layers.l2  # noqa: F401
 
+        packets.warm()  # the agent's own start-up done too, before the clock of the script starts
         self._quiet = inject(self.host, KernelRstDrop(sport=self.port, src=self.addr))
         self._quiet.__enter__()  # refuses a host that is not part of a live testbed
         try:

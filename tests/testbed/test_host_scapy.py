@@ -5,6 +5,7 @@ RSTs held back by `KernelRstDrop` while Scapy's own pass."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -195,3 +196,14 @@ def test_sr_multi_keeps_every_answer(testbed, fault, family):
     assert [(r[TCP].flags, r[TCP].ack) for _, r in ans] == [("SA", 8), ("SA", 8)] and not unans
     gap = float(ans[1][1].time - ans[0][1].time)
     assert TOLERANCE.fits(gap, rto), gap
+
+
+
+def test_warm_returns_once_the_agent_has_imported_scapy(root):
+    """A fresh agent imports Scapy in the background (hundreds of ms); `warm` returns only once that
+    is done, so a timed script's first send is not held up by it."""
+    code = ("from netns import packets\npackets.warm()\n"
+            "print(packets.agent().request('ping')['scapy'])\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "True"
