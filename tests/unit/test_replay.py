@@ -450,6 +450,33 @@ def test_json_line_is_as_json_on_every_attempt_of_every_real_capture():
             "readings_differ"} <= seen_keys
 
 
+def test_json_lines_are_what_msgspec_writes_for_the_record():
+    """json_lines writes the text from the attempts' fields (grouper._JsonText); msgspec's encoding of
+    the same `verifier.analysis.jsonl.Record` is the reference, byte for byte: floats, escapes, order."""
+    import random
+
+    import msgspec
+
+    from verifier.analysis.grouper import _json_fixed, json_lines
+    from verifier.analysis.jsonl import ENCODER
+
+    rng = random.Random(8)
+    ks = [0, 1, 9, 10, 11, 99, 100, 9999, 10000, 10001, 99999, 100000, 10**15 - 1, 10**15, 2**53, -1, -10000]
+    ks += [rng.randrange(10**e, 10**(e + 1)) for e in range(17) for _ in range(300)]
+    for k in ks:
+        for scale in (6, 9):
+            assert _json_fixed(k, scale) == msgspec.json.encode(k / 1e6 if scale == 6 else k / 1e9), (k, scale)
+    checked = 0
+    for path in _real_files()[:40]:
+        for grouping in ("attempt", "zeek"):
+            attempts = list(Scan(path, grouping=grouping))
+            for a in attempts[:3]:
+                a.iface_name = 'eth"0\\\n\x01\u00e9\u2028'  # a name that needs escaping
+            assert json_lines(attempts) == (ENCODER.encode_lines([a.record() for a in attempts]) if attempts else b"")
+            checked += len(attempts)
+    assert checked > 100
+
+
 def test_json_record_fields():
     frames = [("eth0", 0, tcp(C, S, 41000, 5000, "S", 9)), ("eth0", 40, tcp(S, C, 5000, 41000, "RA", 0, 10)),
               ("eth0", 100, tcp(C, S, 41002, 5000, "S", 19)), ("eth0", 150, tcp(S, C, 5000, 41002, "R", 0, 0)),

@@ -1,5 +1,9 @@
 # C types for grouper.py (Cython "augmenting" declarations: grouper.py stays plain Python).
 cimport cython
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.string cimport memcpy
 
 from verifier.analysis.attempt cimport Machine, judge
 from verifier.analysis.zeek cimport ZeekConn, _key_port, zeek_connection
@@ -16,6 +20,29 @@ cdef long long _ts(Packet pk)
 cdef long long _isn0(Attempt a)
 
 cpdef bytes json_lines(list attempts, int port=*)
+cpdef bytes _json_fixed(long long k, int scale)
+cdef dict _JSON_STR
+cdef list _SPARE
+cdef Py_ssize_t _SPARE_MAX
+cdef tuple _P10
+cdef long long _MAX_DECIMAL
+
+@cython.final
+cdef class _JsonText:
+    cdef public bytearray buf
+    cdef public Py_ssize_t n
+
+    cpdef bytes value(self)
+    cdef int room(self, Py_ssize_t k) except -1
+    cdef int byte(self, int c) except -1
+    cdef int raw(self, bytes b) except -1
+    cdef int ascii(self, bytearray b) except -1
+    cdef int plain(self, str s) except -1
+    cdef int string(self, object s) except -1
+    cdef int uint(self, unsigned long long v) except -1
+    cdef int sint(self, long long v) except -1
+    cdef int fixed(self, long long k, int scale, double x) except -1
+
 cdef double _us(long long ns)
 
 cdef class ScanStats:
@@ -36,6 +63,9 @@ cdef class Attempt(Machine):
     cdef public bint partial, closed, evicted, c_low
     cdef public list more_syns
     cdef public ZeekConn zeek
+
+    cpdef bytes json_bytes(self)
+    cdef _json(self, _JsonText out)
 
 cdef class Grouper:
     cdef public bint zeek_mode, keep, started

@@ -31,7 +31,7 @@ import gc
 import cython
 
 from verifier.analysis.attempt import STATES, Machine, judge
-from verifier.analysis.jsonl import ENCODER, Record
+from verifier.analysis.jsonl import DECODER, ENCODER, Record
 from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS, ZeekConn, zeek_connection
 from verifier.pcap.reader import Reader
 from verifier.wire.decoder import Decoder, Packet
@@ -158,13 +158,165 @@ def _ts(pk: Packet) -> cython.longlong:
 def json_lines(attempts: list, port: cython.int = -1) -> bytes:
     """The JSON Lines of `attempts`, only those with `port` on either side when `port` >= 0: one
     bytes object for one write (the replay's output loop, compiled)."""
-    out = []
+    try:
+        out: _JsonText = _SPARE.pop()  # a buffer of an earlier call (pop: one per thread at a time)
+    except IndexError:
+        out = _JsonText()
+    out.n = 0
     a: Attempt
     for x in attempts:
         a = x
         if port < 0 or a.c_port == port or a.s_port == port:
-            out.append(a.record())
-    return ENCODER.encode_lines(out) if out else b""
+            a._json(out)
+            out.byte(10)
+    text = out.value()
+    if len(out.buf) <= _SPARE_MAX:
+        _SPARE.append(out)
+    return text
+
+
+# JSON text of the strings written so far (msgspec's encoding of each: its escaping, exactly)
+_JSON_STR: dict = {}
+_SPARE: list = []  # buffers of json_lines, reused
+_SPARE_MAX = 1 << 26
+_P10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
+_MAX_DECIMAL = 1000000000000000  # fixed-point values below this have at most 15 digits: the shortest form
+
+
+class _JsonText:
+    """A growing buffer of JSON text, written value by value from typed fields: the JSON Lines of
+    `verifier replay --json`, byte for byte what msgspec writes for `verifier.analysis.jsonl.Record`
+    (strings and the rare floats in exponent form are msgspec's own encoding; tests/unit/test_replay.py
+    compares the two). Each method returns 0 (-1 with an exception, compiled)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(4096)
+        self.n = 0
+
+    def value(self) -> bytes:
+        """The text written, as bytes."""
+        if cython.compiled:
+            return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.buf), self.n)  # noqa: F821 - grouper.pxd
+        return bytes(self.buf[:self.n])
+
+    def room(self, k: cython.Py_ssize_t) -> cython.int:
+        """Make room for k more bytes."""
+        if self.n + k > len(self.buf):
+            self.buf.extend(bytes(len(self.buf) + k))
+        return 0
+
+    def byte(self, c: cython.int) -> cython.int:
+        """One ASCII character (its code)."""
+        self.room(1)
+        self.buf[self.n] = c
+        self.n += 1
+        return 0
+
+    def raw(self, b: bytes) -> cython.int:
+        """Bytes that are JSON text already."""
+        k: cython.Py_ssize_t = len(b)
+        self.room(k)
+        if cython.compiled:
+            memcpy(PyByteArray_AS_STRING(self.buf) + self.n, PyBytes_AS_STRING(b), k)  # noqa: F821 - grouper.pxd
+        else:
+            self.buf[self.n:self.n + k] = b
+        self.n += k
+        return 0
+
+    def ascii(self, b: bytearray) -> cython.int:
+        """A JSON string of ASCII characters that need no escaping (Zeek's history letters)."""
+        k: cython.Py_ssize_t = len(b)
+        self.room(k + 2)
+        self.buf[self.n] = 34
+        if cython.compiled:
+            memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, PyByteArray_AS_STRING(b), k)  # noqa: F821
+        else:
+            self.buf[self.n + 1:self.n + 1 + k] = b
+        self.buf[self.n + 1 + k] = 34
+        self.n += k + 2
+        return 0
+
+    def plain(self, s: str) -> cython.int:
+        """A JSON string of ASCII characters that need no escaping (an address, "addr:port")."""
+        if cython.compiled:
+            k: cython.Py_ssize_t = 0
+            c: cython.p_const_char = PyUnicode_AsUTF8AndSize(s, cython.address(k))  # noqa: F821 - grouper.pxd
+            self.room(k + 2)
+            self.buf[self.n] = 34
+            memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, c, k)  # noqa: F821
+            self.buf[self.n + 1 + k] = 34
+            self.n += k + 2
+            return 0
+        return self.ascii(bytearray(s.encode("ascii")))
+
+    def string(self, s) -> cython.int:
+        """A str (or None: null), as msgspec encodes it."""
+        b = _JSON_STR.get(s)
+        if b is None:
+            if len(_JSON_STR) > 4096:
+                _JSON_STR.clear()
+            b = ENCODER.encode(s)
+            _JSON_STR[s] = b
+        return self.raw(b)
+
+    def uint(self, v: cython.ulonglong) -> cython.int:
+        """An integer, 0 or more."""
+        k: cython.Py_ssize_t = 1
+        t: cython.ulonglong = v
+        while t >= 10:
+            t //= 10
+            k += 1
+        self.room(k)
+        i: cython.Py_ssize_t = self.n + k - 1
+        while True:
+            self.buf[i] = 48 + cython.cast(cython.int, v % 10)
+            v //= 10
+            if v == 0:
+                break
+            i -= 1
+        self.n += k
+        return 0
+
+    def sint(self, v: cython.longlong) -> cython.int:
+        """An integer."""
+        if v < 0:
+            self.byte(45)
+            return self.uint(cython.cast(cython.ulonglong, -(v + 1)) + 1)
+        return self.uint(v)
+
+    def fixed(self, k: cython.longlong, scale: cython.int, x: cython.double) -> cython.int:
+        """The float x, which is k / 10**scale (5 < scale <= 9), as msgspec writes it: the shortest
+        form that reads back as x, which for at most 15 digits is the decimal k * 10**-scale itself;
+        msgspec's exponent form below 1e-5."""
+        if k == 0:
+            return self.raw(b"0.0")
+        if k < _P10[scale - 5] or k >= _MAX_DECIMAL:
+            return self.raw(ENCODER.encode(x))
+        p: cython.longlong = _P10[scale]
+        self.uint(k // p)
+        f: cython.longlong = k % p
+        if f == 0:
+            return self.raw(b".0")
+        d: cython.int = scale  # the fraction's digits, leading zeros included, trailing ones not
+        while f % 10 == 0:
+            f //= 10
+            d -= 1
+        self.room(d + 1)
+        self.buf[self.n] = 46
+        i: cython.Py_ssize_t = self.n + d
+        while i > self.n:
+            self.buf[i] = 48 + cython.cast(cython.int, f % 10)
+            f //= 10
+            i -= 1
+        self.n += d + 1
+        return 0
+
+
+def _json_fixed(k: cython.longlong, scale: cython.int) -> bytes:
+    """How the JSON lines write the float k / 10**scale (scale 6 or 9; for the tests)."""
+    out: _JsonText = _JsonText()
+    out.fixed(k, scale, k / 1e6 if scale == 6 else k / 1e9)
+    return out.value()
 
 
 def _record_dict(r: Record) -> dict:
@@ -400,46 +552,126 @@ class Attempt(Machine):
     # ---- output
 
     def record(self) -> Record:
-        """The attempt as one JSON record (`verifier.analysis.jsonl.Record`)."""
+        """The attempt as one JSON record (`verifier.analysis.jsonl.Record`): its JSON line, read back."""
+        return DECODER.decode(self.json_bytes())
+
+    def json_bytes(self) -> bytes:
+        """The attempt's line of `verifier replay --json`, without the newline."""
+        out: _JsonText = _JsonText()
+        self._json(out)
+        return out.value()
+
+    def _json(self, out: _JsonText) -> None:
+        """Write the attempt's JSON object (the fields of `verifier.analysis.jsonl.Record`, in order)."""
         m: Machine = self
         age: cython.longlong = self.end_ns - self.last_syn if self.nsyn else -1
         v: tuple = judge(m.cur, m.visited, self.nsyn, age, self.lost, self.iface_name)
         outcome: str = v[0]
         detail: str = self.detail if self.icmp_count and outcome == "unreachable" else v[1]
         s: cython.int = m.cur
-        if self.syn0 < 0:
-            syns = []
-        elif self.more_syns is None:
-            syns = [0.0]
-        else:
-            t0: cython.longlong = self.syn0
-            syns = [0.0] + [_us(t - t0) for t in self.more_syns]
-        icmp = None
-        if self.icmp_count:
-            icmp = {"family": self.icmp_family, "type": self.icmp_type, "code": self.icmp_code,
-                    "from": address_text(self.icmp_from), "count": self.icmp_count}
+        out.raw(b'{"id":')
+        out.sint(self.id)
+        out.raw(b',"family":')
+        out.sint(self.family)
+        out.raw(b',"orig_h":')
+        out.plain(address_text(_addr(self.key, self.c_low)))
+        out.raw(b',"orig_p":')
+        out.sint(self.c_port)
+        out.raw(b',"resp_h":')
+        out.plain(address_text(_addr(self.key, not self.c_low)))
+        out.raw(b',"resp_p":')
+        out.sint(self.s_port)
+        out.raw(b',"outcome":')
+        out.string(outcome)
+        out.raw(b',"detail":')
+        out.string(detail)
+        out.raw(b',"reset_by":')
+        out.raw(b'"client"' if s == 10 else b'"server"' if s == 11 else b"null")
+        out.raw(b',"syn_count":')
+        out.sint(self.nsyn)
+        out.raw(b',"syn_times_s":[')
+        if self.syn0 >= 0:
+            out.raw(b"0.0")
+            if self.more_syns is not None:
+                t0: cython.longlong = self.syn0
+                t: cython.longlong
+                us: cython.longlong
+                for x in self.more_syns:
+                    t = x
+                    us = (t - t0 + 500) // 1000  # _us(t - t0), as a fixed-point value
+                    out.byte(44)
+                    out.fixed(us, 6, us / 1e6)
+        out.raw(b'],"start_ns":')
+        out.sint(self.start_ns)
+        out.raw(b',"end_ns":')
+        out.sint(self.last_ns)
+        out.raw(b',"duration_s":')
+        dur: cython.longlong = self.last_ns - self.start_ns
+        out.fixed(dur, 9, dur / 1e9)
+        out.raw(b',"packets":')
+        out.sint(self.npackets)
         z: ZeekConn = self.zeek
+        conn_state: str = "OTH"
+        out.raw(b',"conn_state":')
         if z is not None:
             conn_state = z.conn_state()
-            history = z.history
+            out.string(conn_state)
+            out.raw(b',"history":')
+            out.ascii(z.hist)
         else:
-            conn_state = "OTH"
-            history = ""
-        zeek_orig = None
+            out.raw(b'"OTH","history":""')
+        out.raw(b',"icmp":')
+        if self.icmp_count:
+            out.raw(b'{"family":')
+            out.sint(self.icmp_family)
+            out.raw(b',"type":')
+            out.sint(self.icmp_type)
+            out.raw(b',"code":')
+            out.sint(self.icmp_code)
+            out.raw(b',"from":')
+            out.plain(address_text(self.icmp_from))
+            out.raw(b',"count":')
+            out.sint(self.icmp_count)
+            out.byte(125)
+        else:
+            out.raw(b"null")
+        out.raw(b',"iface":')
+        out.string(self.iface_name)
+        out.raw(b',"partial":')
+        out.raw(b"true" if self.partial else b"false")
+        out.raw(b',"rtt_s":')
+        if self.rtt_ns < 0:
+            out.raw(b"null")
+        else:
+            out.fixed(self.rtt_ns, 9, self.rtt_ns / 1e9)
+        out.raw(b',"state":')
+        out.string(STATES[s])
+        out.raw(b',"lost":')
+        out.uint(self.lost)
+        out.raw(b',"evicted":')
+        out.raw(b"true" if self.evicted else b"false")
+        out.raw(b',"ignored_rsts":')
+        out.sint(m.ignored_rsts)
+        out.raw(b',"challenged_rsts":')
+        out.sint(m.challenged_rsts)
+        out.raw(b',"unexpected":')
+        out.sint(m.misses)
         if z is not None and z.orig_low != self.c_low:
             zo = _ep_pair(z.orig_key)
-            zeek_orig = f"{zo[0]}:{zo[1]}"
-        differ = None
+            out.raw(b',"zeek_orig":')
+            out.plain(f"{zo[0]}:{zo[1]}")
         if (conn_state == "REJ") != (outcome == "refused") or (conn_state == "S0" and (
                 outcome == "reset" or outcome == "closed" or outcome == "established")):
             differ = self.readings_differ(outcome)
-        return Record(self.id, self.family, address_text(_addr(self.key, self.c_low)), self.c_port,
-                      address_text(_addr(self.key, not self.c_low)), self.s_port, outcome, detail,
-                      "client" if s == 10 else "server" if s == 11 else None, self.nsyn, syns, self.start_ns,
-                      self.last_ns, (self.last_ns - self.start_ns) / 1e9, self.npackets, conn_state, history, icmp,
-                      self.iface_name, self.partial, None if self.rtt_ns < 0 else self.rtt_ns / 1e9, STATES[s],
-                      self.lost, self.evicted, m.ignored_rsts, m.challenged_rsts, m.misses, zeek_orig, differ,
-                      z.limits() if z is not None else None)
+            if differ is not None:
+                out.raw(b',"readings_differ":')
+                out.string(differ)
+        if z is not None:
+            lim = z.limits()
+            if lim is not None:
+                out.raw(b',"zeek_differences":')
+                out.raw(ENCODER.encode(lim))
+        out.byte(125)
 
     def as_json(self) -> dict:
         """The attempt as one JSON object (what `verifier replay --json` prints on its line)."""
@@ -447,7 +679,7 @@ class Attempt(Machine):
 
     def json_line(self) -> str:
         """The attempt's line of `verifier replay --json` (`as_json()`, encoded)."""
-        return ENCODER.encode(self.record()).decode()
+        return self.json_bytes().decode()
 
     def row(self, t0_ns: cython.longlong) -> tuple:
         """The attempt's cells in `verifier replay`'s table (id, client, server, outcome, SYNs, start,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["ENCODER", "Record"]
+__all__ = ["DECODER", "ENCODER", "Record"]
 
 
 class Record(msgspec.Struct, omit_defaults=True):
@@ -51,3 +51,4 @@ class Record(msgspec.Struct, omit_defaults=True):
 
 
 ENCODER = msgspec.json.Encoder()
+DECODER = msgspec.json.Decoder(Record)
