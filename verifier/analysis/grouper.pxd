@@ -16,14 +16,14 @@ cdef long long S_NS
 cdef bytes _addr(bytes key, bint low)
 cdef str _endpoint_text(bytes key, bint low)
 cdef tuple _ep_pair(bytes ep)
-cdef long long _ts(Packet pk)
-cdef long long _isn0(Attempt a)
+cdef long long _ts(Packet pk) noexcept
+cdef long long _isn0(Attempt a) noexcept
 
-cpdef bytes json_lines(list attempts, int port=*)
+cpdef bytes json_lines(list attempts, int port=*, object write=*)
 cpdef bytes _json_fixed(long long k, int scale)
 cdef dict _JSON_STR
 cdef list _SPARE
-cdef Py_ssize_t _SPARE_MAX
+cdef Py_ssize_t _SPARE_MAX, _PIECE
 cdef tuple _P10
 cdef long long _MAX_DECIMAL
 
@@ -43,7 +43,7 @@ cdef class _JsonText:
     cdef int sint(self, long long v) except -1
     cdef int fixed(self, long long k, int scale, double x) except -1
 
-cdef double _us(long long ns)
+cdef double _us(long long ns) noexcept
 
 cdef class ScanStats:
     cdef public long long packets, tcp, icmp, icmp_unmatched, icmp_other, other, malformed, fragments

@@ -155,9 +155,11 @@ def _ts(pk: Packet) -> cython.longlong:
     return pk.ts_ns
 
 
-def json_lines(attempts: list, port: cython.int = -1) -> bytes:
+def json_lines(attempts: list, port: cython.int = -1, write=None) -> bytes:
     """The JSON Lines of `attempts`, only those with `port` on either side when `port` >= 0: one
-    bytes object for one write (the replay's output loop, compiled)."""
+    bytes object for one write (the replay's output loop, compiled). With `write`, the text goes to
+    write(bytes) instead, in pieces of about 1 MiB (memory stays flat on a long list), and b"" is
+    returned."""
     try:
         out: _JsonText = _SPARE.pop()  # a buffer of an earlier call (pop: one per thread at a time)
     except IndexError:
@@ -169,7 +171,14 @@ def json_lines(attempts: list, port: cython.int = -1) -> bytes:
         if port < 0 or a.c_port == port or a.s_port == port:
             a._json(out)
             out.byte(10)
+            if write is not None and out.n >= _PIECE:
+                write(out.value())
+                out.n = 0
     text = out.value()
+    if write is not None:
+        if out.n:
+            write(text)
+        text = b""
     if len(out.buf) <= _SPARE_MAX:
         _SPARE.append(out)
     return text
@@ -178,7 +187,8 @@ def json_lines(attempts: list, port: cython.int = -1) -> bytes:
 # JSON text of the strings written so far (msgspec's encoding of each: its escaping, exactly)
 _JSON_STR: dict = {}
 _SPARE: list = []  # buffers of json_lines, reused
-_SPARE_MAX = 1 << 26
+_SPARE_MAX = 1 << 22  # (a larger one, made for one long list, is let go)
+_PIECE = 1 << 20
 _P10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
 _MAX_DECIMAL = 1000000000000000  # fixed-point values below this have at most 15 digits: the shortest form
 

@@ -1,5 +1,6 @@
 # C types for zeek.py (Cython "augmenting" declarations: zeek.py stays plain Python).
 cimport cython
+from cpython.bytearray cimport PyByteArray_FromStringAndSize
 
 cdef int ACK, FIN, RST, SYN
 cdef int INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET
@@ -8,9 +9,9 @@ cdef long long M32, TOO_LARGE_SEQ_DELTA, TCP_ATTEMPT_DELAY, TCP_SYN_TIMEOUT, TCP
 cdef long long TCP_CLOSE_DELAY, TCP_INACTIVITY_TIMEOUT, UDP_INACTIVITY_TIMEOUT, LONG_INACTIVITY_TIMEOUT, TCP_MAX_INITIAL_WINDOW
 cdef int MAX_BLOCKS, T_ATTEMPT, T_EXPIRE, T_DELETE
 
-cpdef long long seq_delta(long long a, long long b)
-cdef bint _clean(ZeekEndpoint a)
-cdef bint _handshake(int state)
+cpdef long long seq_delta(long long a, long long b) noexcept
+cdef bint _clean(ZeekEndpoint a) noexcept
+cdef bint _handshake(int state) noexcept
 cdef int _key_port(bytes key, bint low)
 cdef bint _wants_flip(long long flags, long long sport, long long dport, frozenset likely) except -1
 cdef ZeekEndpoint _endpoint(bint is_orig)
@@ -30,9 +31,9 @@ cdef class ZeekEndpoint:
 
     cdef _init(self, bint is_orig)
     cpdef set_state(self, long long new)
-    cpdef long long size(self, ZeekEndpoint peer)
-    cdef bint bump(self, int which)
-    cpdef bint no_data_acked(self)
+    cpdef long long size(self, ZeekEndpoint peer) noexcept
+    cdef bint bump(self, int which) noexcept
+    cpdef bint no_data_acked(self) noexcept
 
 @cython.final
 @cython.freelist(1024)

@@ -178,7 +178,11 @@ class ZeekConn:
         self.resp = _endpoint(False)
         self.key = key  # the flow: its two endpoints (packed address + 2-byte port), the lower first
         self.orig_low = orig_low  # the originator, as Zeek decided it, is the lower endpoint of `key`
-        self.hist = bytearray(b"^" if flipped else b"")  # the history letters (see `history`)
+        # the history letters (see `history`)
+        if cython.compiled:  # without a call of the bytearray type
+            self.hist = PyByteArray_FromStringAndSize(b"^", 1 if flipped else 0)  # noqa: F821 - zeek.pxd
+        else:
+            self.hist = bytearray(b"^" if flipped else b"")
         self.hist_seen = 0
         self.is_partial = False
         self.first_packet_seen = 0

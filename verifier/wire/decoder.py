@@ -300,7 +300,7 @@ class Decoder:
               linktype: cython.int) -> cython.int:
         """Decode the frame d[off:off + caplen] (orig_len bytes on the wire) into `out`; the number of
         packets. Always at least one (kind OTHER when the frame holds nothing of interest)."""
-        del self.out[:]
+        self.out = []  # a new list is cheaper than emptying the old one (free-listed)
         if caplen < 0 or off < 0 or off + caplen > len(d):
             raise ValueError("frame outside its buffer")
         self.d = d  # bytes or bytearray; kept alive while `p` points into it
