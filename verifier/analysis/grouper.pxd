@@ -68,7 +68,7 @@ cdef class Attempt(Machine):
     cdef _json(self, _JsonText out)
 
 cdef class Grouper:
-    cdef public bint zeek_mode, keep, started
+    cdef public bint zeek_mode, keep, started, ordered
     cdef public long long window, linger, sweep_every, newest, next_id, next_sweep, now, end_ns, first_ns
     cdef public Py_ssize_t max_live, max_packets
     cdef public object likely, factory, keep_ids

@@ -761,6 +761,7 @@ class Grouper:
         self.unmatched = []
         self.next_id = 0
         self.next_sweep = -1
+        self.ordered = True  # every packet so far was handled in time order (see _sweep)
         self.now = 0
         self.end_ns = 0
         self.stats = ScanStats()
@@ -922,6 +923,8 @@ class Grouper:
     # ---- the table
 
     def _dispatch(self, pk: Packet) -> None:
+        if pk.ts_ns < self.now:  # a packet later than the reordering window (or zeek grouping)
+            self.ordered = False
         self.now = pk.ts_ns
         if pk.kind == TCP:
             if self.zeek_mode:
@@ -1143,14 +1146,20 @@ class Grouper:
         """Finish the attempts idle for the linger time (Zeek: removed by Zeek's timers)."""
         idle = []
         a: Attempt
+        linger: cython.longlong = self.linger
         for table in (self.current, self.shadowed):
             for att in table.values():
                 a = att
                 if self.zeek_mode:
                     if a.zeek is not None and a.zeek.expired_by(now):
                         idle.append(a)
-                elif a.last_ns + self.linger <= now:
+                elif a.last_ns + linger <= now:
                     idle.append(a)
+                elif a.start_ns + linger > now and self.ordered and table is self.current:
+                    # `current` is in the order attempts started; while every packet came in time
+                    # order, no later attempt can have been idle that long (they stay untouched,
+                    # out of the cache: a sweep visits about the attempts it finishes)
+                    break
         idle.sort(key=_attempt_id)
         saved: cython.longlong = self.now
         if now > self.now:

@@ -3,6 +3,22 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.string cimport memcpy
 
+cdef extern from *:
+    """
+    /* Empty a list but keep its item array (list.clear() frees it; the next append allocates it again). */
+    static inline void verifier_list_truncate(PyObject *l) {
+        PyListObject *o = (PyListObject *)l;
+        Py_ssize_t n = Py_SIZE(o);
+        Py_SET_SIZE(o, 0);
+        while (n-- > 0) {
+            PyObject *x = o->ob_item[n];
+            o->ob_item[n] = NULL;
+            Py_XDECREF(x);
+        }
+    }
+    """
+    void verifier_list_truncate(list l)
+
 # Packet kinds (the same values as decoder.py gives them when it runs uncompiled)
 cpdef enum:
     OTHER = 0

@@ -300,7 +300,10 @@ class Decoder:
               linktype: cython.int) -> cython.int:
         """Decode the frame d[off:off + caplen] (orig_len bytes on the wire) into `out`; the number of
         packets. Always at least one (kind OTHER when the frame holds nothing of interest)."""
-        self.out = []  # a new list is cheaper than emptying the old one (free-listed)
+        if cython.compiled:  # emptied, its item array kept for the next frame
+            verifier_list_truncate(self.out)  # noqa: F821 - decoder.pxd
+        else:
+            del self.out[:]
         if caplen < 0 or off < 0 or off + caplen > len(d):
             raise ValueError("frame outside its buffer")
         self.d = d  # bytes or bytearray; kept alive while `p` points into it
