@@ -83,7 +83,7 @@ DEFAULT_LIKELY_SERVER_PORTS = frozenset((
 def seq_delta(a: cython.longlong, b: cython.longlong) -> cython.longlong:
     """a - b in 32-bit sequence space, as a signed number (Zeek's seq_delta)."""
     d: cython.longlong = (a - b) & M32
-    return d - 0x100000000 if d >= 0x80000000 else d
+    return d - (M32 + 1) if d > (M32 >> 1) else d  # (M32, not 2**32 literals: C arithmetic, compiled)
 
 
 class ZeekEndpoint:
