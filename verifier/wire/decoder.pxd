@@ -1,7 +1,7 @@
 # C types for decoder.py (Cython "augmenting" declarations: decoder.py stays plain Python).
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.string cimport memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcmp, memcpy
 
 cdef extern from *:
     """
@@ -51,6 +51,7 @@ cdef class Packet:
     cdef public object icmp_type, icmp_code, mtu, quoted, tunnel, error
 
 cdef Packet _new_packet()
+cdef bytes _last_key
 cpdef str address_text(bytes b)
 cdef bint _flow_key(Packet pk, const unsigned char *d, Py_ssize_t src, Py_ssize_t dst, Py_ssize_t alen, Py_ssize_t ports) except -1
 cdef inline unsigned int _u16(const unsigned char *p, Py_ssize_t i) noexcept nogil
