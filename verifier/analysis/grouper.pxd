@@ -76,6 +76,7 @@ cdef class Grouper:
     cdef public list queue
     cdef public Py_ssize_t head
     cdef public dict current, shadowed, by_isn, names, lost, ahead
+    cdef object last_key, last_att
     cdef public list done, unmatched
     cdef public ScanStats stats
 

@@ -752,6 +752,8 @@ class Grouper:
         self.first_ns = -1
         self.factory = factory
         self.current = {}
+        self.last_key = None  # the key of the latest lookup in `current` by _tcp, and what it found
+        self.last_att = None
         self.shadowed = {}  # id -> a live attempt no longer the newest on its 4-tuple
         self.by_isn = {}  # (key, client is low, ISN) -> a shadowed attempt, for its late SYNs and ICMP errors
         self.queue = []
@@ -937,7 +939,12 @@ class Grouper:
     def _tcp(self, pk: Packet) -> None:
         key: bytes = pk.key
         low: cython.bint = pk.src_low
-        att = self.current.get(key)
+        if key is self.last_key:  # the previous packet's flow (the decoder hands over its key object)
+            att = self.last_att
+        else:
+            att = self.current.get(key)
+            self.last_key = key
+            self.last_att = att
         flags: cython.int = pk.flags
         a: Attempt
         if flags & (SYN | ACK) == SYN:
@@ -1030,6 +1037,7 @@ class Grouper:
         if prev is not None:
             del self.current[key]  # re-inserted at the end: `current` stays in the order attempts started
         self.current[key] = a
+        self.last_key = None
         return a
 
     def _segment(self, a: Attempt, pk: Packet) -> None:
@@ -1127,6 +1135,7 @@ class Grouper:
     def _finish(self, a: Attempt) -> None:
         if self.current.get(a.key) is a:
             del self.current[a.key]
+            self.last_key = None
         else:
             del self.shadowed[a.id]
             if a.isn0 >= 0:
@@ -1134,7 +1143,7 @@ class Grouper:
                 if self.by_isn.get(isn_key) is a:
                     del self.by_isn[isn_key]
         a.end_ns = self.now if self.now > a.last_ns else a.last_ns
-        a.lost = self.lost.get(a.iface, 0)
+        a.lost = self.lost.get(a.iface, 0) if self.lost else 0
         if a.iface_name is None:
             a.iface_name = self.names.get(a.iface)
         st: ScanStats = self.stats
