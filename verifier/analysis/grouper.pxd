@@ -1,9 +1,14 @@
 # C types for grouper.py (Cython "augmenting" declarations: grouper.py stays plain Python).
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from libc.string cimport memcpy
+from libc.string cimport memcpy, strlen
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, unsigned int size)
+    int AF_INET
+    int AF_INET6
 
 from verifier.analysis.attempt cimport Machine, judge
 from verifier.analysis.zeek cimport ZeekConn, _key_port, zeek_connection
@@ -38,6 +43,7 @@ cdef class _JsonText:
     cdef int raw(self, bytes b) except -1
     cdef int ascii(self, bytearray b) except -1
     cdef int plain(self, str s) except -1
+    cdef int address(self, bytes key, bint low) except -1
     cdef int string(self, object s) except -1
     cdef int uint(self, unsigned long long v) except -1
     cdef int sint(self, long long v) except -1
