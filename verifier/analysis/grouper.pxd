@@ -2,8 +2,14 @@
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DATA, PyUnicode_GET_LENGTH
 from libc.string cimport memcpy, strlen
+
+cdef extern from *:
+    """
+    #define verifier_compact_ascii(s) (PyUnicode_IS_COMPACT_ASCII(s))
+    """
+    bint PyUnicode_IS_COMPACT_ASCII "verifier_compact_ascii" (object s)
 
 cdef extern from "<arpa/inet.h>" nogil:
     const char *inet_ntop(int af, const void *src, char *dst, unsigned int size)
@@ -26,7 +32,6 @@ cdef long long _isn0(Attempt a) noexcept
 
 cpdef bytes json_lines(list attempts, int port=*, object write=*)
 cpdef bytes _json_fixed(long long k, int scale)
-cdef dict _JSON_STR
 cdef list _SPARE
 cdef Py_ssize_t _SPARE_MAX, _PIECE
 cdef tuple _P10

@@ -31,7 +31,6 @@ import gc
 import cython
 
 from verifier.analysis.attempt import STATES, Machine, judge
-from verifier.analysis.jsonl import DECODER, ENCODER, Record
 from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS, ZeekConn, zeek_connection
 from verifier.pcap.reader import Reader
 from verifier.wire.decoder import Decoder, Packet
@@ -184,8 +183,15 @@ def json_lines(attempts: list, port: cython.int = -1, write=None) -> bytes:
     return text
 
 
-# JSON text of the strings written so far (msgspec's encoding of each: its escaping, exactly)
-_JSON_STR: dict = {}
+
+def _jsonl():
+    """verifier.analysis.jsonl (msgspec), imported when first needed: the lines of a replay
+    rarely need it, and its import is a tenth of the command's start-up."""
+    from verifier.analysis import jsonl
+
+    return jsonl
+
+
 _SPARE: list = []  # buffers of json_lines, reused
 _SPARE_MAX = 1 << 22  # (a larger one, made for one long list, is let go)
 _PIECE = 1 << 20
@@ -196,8 +202,8 @@ _MAX_DECIMAL = 1000000000000000  # fixed-point values below this have at most 15
 class _JsonText:
     """A growing buffer of JSON text, written value by value from typed fields: the JSON Lines of
     `verifier replay --json`, byte for byte what msgspec writes for `verifier.analysis.jsonl.Record`
-    (strings and the rare floats in exponent form are msgspec's own encoding; tests/unit/test_replay.py
-    compares the two). Each method returns 0 (-1 with an exception, compiled)."""
+    (strings that need escaping and the rare floats in exponent form are msgspec's own encoding;
+    tests/unit/test_replay.py compares the two). Each method returns 0 (-1 with an exception, compiled)."""
 
     def __init__(self) -> None:
         self.buf = bytearray(4096)
@@ -276,14 +282,31 @@ class _JsonText:
         return self.plain(address_text(_addr(key, low)))
 
     def string(self, s) -> cython.int:
-        """A str (or None: null), as msgspec encodes it."""
-        b = _JSON_STR.get(s)
-        if b is None:
-            if len(_JSON_STR) > 4096:
-                _JSON_STR.clear()
-            b = ENCODER.encode(s)
-            _JSON_STR[s] = b
-        return self.raw(b)
+        """A str (or None: null), as msgspec encodes it: printable ASCII without a quote or a
+        backslash is written as it is (msgspec's text for it is that), anything else by msgspec."""
+        if s is None:
+            return self.raw(b"null")
+        if type(s) is str:
+            if cython.compiled:
+                if PyUnicode_IS_COMPACT_ASCII(s):  # noqa: F821 - grouper.pxd
+                    k: cython.Py_ssize_t = PyUnicode_GET_LENGTH(s)  # noqa: F821
+                    c: cython.p_const_uchar = cython.cast(cython.p_const_uchar, PyUnicode_DATA(s))  # noqa: F821
+                    i: cython.Py_ssize_t
+                    plain: cython.bint = True
+                    for i in range(k):
+                        if c[i] < 32 or c[i] > 126 or c[i] == 34 or c[i] == 92:
+                            plain = False
+                            break
+                    if plain:
+                        self.room(k + 2)
+                        self.buf[self.n] = 34
+                        memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, c, k)  # noqa: F821
+                        self.buf[self.n + 1 + k] = 34
+                        self.n += k + 2
+                        return 0
+            elif s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+                return self.ascii(bytearray(s.encode("ascii")))
+        return self.raw(_jsonl().ENCODER.encode(s))
 
     def uint(self, v: cython.ulonglong) -> cython.int:
         """An integer, 0 or more."""
@@ -317,7 +340,7 @@ class _JsonText:
         if k == 0:
             return self.raw(b"0.0")
         if k < _P10[scale - 5] or k >= _MAX_DECIMAL:
-            return self.raw(ENCODER.encode(x))
+            return self.raw(_jsonl().ENCODER.encode(x))
         p: cython.longlong = _P10[scale]
         self.uint(k // p)
         f: cython.longlong = k % p
@@ -345,8 +368,8 @@ def _json_fixed(k: cython.longlong, scale: cython.int) -> bytes:
     return out.value()
 
 
-def _record_dict(r: Record) -> dict:
-    d = {f: getattr(r, f) for f in Record.__struct_fields__}
+def _record_dict(r) -> dict:
+    d = {f: getattr(r, f) for f in _jsonl().Record.__struct_fields__}
     if d["zeek_orig"] is None:
         del d["zeek_orig"]
     if d["readings_differ"] is None:
@@ -577,9 +600,9 @@ class Attempt(Machine):
 
     # ---- output
 
-    def record(self) -> Record:
+    def record(self):
         """The attempt as one JSON record (`verifier.analysis.jsonl.Record`): its JSON line, read back."""
-        return DECODER.decode(self.json_bytes())
+        return _jsonl().DECODER.decode(self.json_bytes())
 
     def json_bytes(self) -> bytes:
         """The attempt's line of `verifier replay --json`, without the newline."""
@@ -696,7 +719,7 @@ class Attempt(Machine):
             lim = z.limits()
             if lim is not None:
                 out.raw(b',"zeek_differences":')
-                out.raw(ENCODER.encode(lim))
+                out.raw(_jsonl().ENCODER.encode(lim))
         out.byte(125)
 
     def as_json(self) -> dict:
