@@ -20,6 +20,7 @@ cpdef ZeekConn zeek_connection(bytes key, bint src_low, long long flags, long lo
 cpdef bint _rstos0(str history)
 
 @cython.final
+@cython.no_gc  # no reference cycles: not tracked by the cyclic collector
 @cython.freelist(2048)
 cdef class ZeekEndpoint:
     cdef public bint is_orig, did_close
@@ -37,6 +38,7 @@ cdef class ZeekEndpoint:
     cpdef bint no_data_acked(self) noexcept
 
 @cython.final
+@cython.no_gc  # (its endpoints, key, history, timers: nothing refers back to it)
 @cython.freelist(1024)
 cdef class ZeekConn:
     cdef public ZeekEndpoint orig, resp
