@@ -183,7 +183,6 @@ def json_lines(attempts: list, port: cython.int = -1, write=None) -> bytes:
     return text
 
 
-
 def _jsonl():
     """verifier.analysis.jsonl (msgspec), imported when first needed: the lines of a replay
     rarely need it, and its import is a tenth of the command's start-up."""
