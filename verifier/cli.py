@@ -23,7 +23,6 @@ command quietly.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import re
@@ -518,6 +517,8 @@ def _add_inject_parsers(sub) -> None:
                                      f"inside testbed namespaces, and every packet a fault forges is addressed "
                                      f"to a host of that testbed.", epilog=status)
     ksub = inj.add_subparsers(dest="kind", metavar="KIND", required=True)
+    import inspect  # here, not at the top: `replay` and `show` build a parser without it (start-up time)
+
     for kind, cls in faults.FAULT_KINDS.items():
         text = (inspect.getdoc(cls) or kind).split("\n\n")[0].replace("\n", " ").rstrip(":")
         kp = ksub.add_parser(kind, help=text, description=text, epilog=status)

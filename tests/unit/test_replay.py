@@ -450,6 +450,50 @@ def test_json_line_is_as_json_on_every_attempt_of_every_real_capture():
             "readings_differ"} <= seen_keys
 
 
+def test_json_lines_are_what_msgspec_writes_for_the_record():
+    """json_lines writes the text from the attempts' fields (grouper._JsonText); msgspec's encoding of
+    the same `verifier.analysis.jsonl.Record` is the reference, byte for byte: floats, escapes, order."""
+    import random
+
+    import msgspec
+
+    from verifier.analysis.grouper import _json_fixed, json_lines
+    from verifier.analysis.jsonl import ENCODER
+
+    rng = random.Random(8)
+    ks = [0, 1, 9, 10, 11, 99, 100, 9999, 10000, 10001, 99999, 100000, 10**15 - 1, 10**15, 2**53, -1, -10000]
+    ks += [rng.randrange(10**e, 10**(e + 1)) for e in range(17) for _ in range(300)]
+    for k in ks:
+        for scale in (6, 9):
+            assert _json_fixed(k, scale) == msgspec.json.encode(k / 1e6 if scale == 6 else k / 1e9), (k, scale)
+    checked = 0
+    for path in _real_files()[:40]:
+        for grouping in ("attempt", "zeek"):
+            attempts = list(Scan(path, grouping=grouping))
+            for a in attempts[:3]:
+                a.iface_name = 'eth"0\\\n\x01\u00e9\u2028'  # a name that needs escaping
+            assert json_lines(attempts) == (ENCODER.encode_lines([a.record() for a in attempts]) if attempts else b"")
+            checked += len(attempts)
+    assert checked > 100
+
+
+def test_an_attempt_made_by_a_late_packet_is_still_swept_when_idle():
+    """A sweep stops at the first live attempt that started within the linger time, which is exact
+    only while packets are handled in time order. B's SYN comes too late for the reordering window:
+    B is made after A though it started 11 s before, so the sweep at 16.4 s must read past A (started
+    12 s, not idle) to finish B (idle since 1 s); A is finished at the end of the capture."""
+    frames = [("eth0", 12_000_000, tcp(C, S, 41000, 80, "S", 100)),  # A
+              ("eth0", 12_500_000, tcp(C, S, 41001, 80, "S", 200)),  # D: hands A to the grouper
+              ("eth0", 1_000_000, tcp(C, S, 41002, 80, "S", 300)),  # B, late
+              ("eth0", 16_500_000, tcp(C, S, 41003, 80, "S", 400))]  # E: the sweep at 16.4 s
+    for engine in ("compiled", "pure"):
+        attempts = (list(Scan(write(frames), linger_s=5.0)) if engine == "compiled" else
+                    [json.loads(line) for line in _pure_cli(write(frames, Path(tempfile.mkdtemp()) / "late.pcapng"),
+                                                            "--json", "--linger", "5").stdout.splitlines()])
+        ports = [a.c_port if engine == "compiled" else a["orig_p"] for a in attempts]
+        assert ports == [41002, 41000, 41001, 41003], engine
+
+
 def test_json_record_fields():
     frames = [("eth0", 0, tcp(C, S, 41000, 5000, "S", 9)), ("eth0", 40, tcp(S, C, 5000, 41000, "RA", 0, 10)),
               ("eth0", 100, tcp(C, S, 41002, 5000, "S", 19)), ("eth0", 150, tcp(S, C, 5000, 41002, "R", 0, 0)),

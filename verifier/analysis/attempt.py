@@ -221,7 +221,7 @@ _ANSWERED_BITS = (1 << S["SYN_RCVD"]) | (1 << S["ESTABLISHED"])
 def _seq_diff(a: cython.longlong, b: cython.longlong) -> cython.longlong:
     """a - b in 32-bit sequence space, signed."""
     d: cython.longlong = (a - b) & M32
-    return d - 0x100000000 if d >= 0x80000000 else d
+    return d - (M32 + 1) if d > (M32 >> 1) else d  # (M32, not 2**32 literals: C arithmetic, compiled)
 
 
 class Machine:

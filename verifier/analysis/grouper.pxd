@@ -1,5 +1,20 @@
 # C types for grouper.py (Cython "augmenting" declarations: grouper.py stays plain Python).
 cimport cython
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DATA, PyUnicode_GET_LENGTH
+from libc.string cimport memcpy, strlen
+
+cdef extern from *:
+    """
+    #define verifier_compact_ascii(s) (PyUnicode_IS_COMPACT_ASCII(s))
+    """
+    bint PyUnicode_IS_COMPACT_ASCII "verifier_compact_ascii" (object s)
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, unsigned int size)
+    int AF_INET
+    int AF_INET6
 
 from verifier.analysis.attempt cimport Machine, judge
 from verifier.analysis.zeek cimport ZeekConn, _key_port, zeek_connection
@@ -12,11 +27,34 @@ cdef long long S_NS
 cdef bytes _addr(bytes key, bint low)
 cdef str _endpoint_text(bytes key, bint low)
 cdef tuple _ep_pair(bytes ep)
-cdef long long _ts(Packet pk)
-cdef long long _isn0(Attempt a)
+cdef long long _ts(Packet pk) noexcept
+cdef long long _isn0(Attempt a) noexcept
 
-cpdef bytes json_lines(list attempts, int port=*)
-cdef double _us(long long ns)
+cpdef bytes json_lines(list attempts, int port=*, object write=*)
+cpdef bytes _json_fixed(long long k, int scale)
+cdef list _SPARE
+cdef Py_ssize_t _SPARE_MAX, _PIECE
+cdef tuple _P10
+cdef long long _MAX_DECIMAL
+
+@cython.final
+cdef class _JsonText:
+    cdef public bytearray buf
+    cdef public Py_ssize_t n
+
+    cpdef bytes value(self)
+    cdef int room(self, Py_ssize_t k) except -1
+    cdef int byte(self, int c) except -1
+    cdef int raw(self, bytes b) except -1
+    cdef int ascii(self, bytearray b) except -1
+    cdef int plain(self, str s) except -1
+    cdef int address(self, bytes key, bint low) except -1
+    cdef int string(self, object s) except -1
+    cdef int uint(self, unsigned long long v) except -1
+    cdef int sint(self, long long v) except -1
+    cdef int fixed(self, long long k, int scale, double x) except -1
+
+cdef double _us(long long ns) noexcept
 
 cdef class ScanStats:
     cdef public long long packets, tcp, icmp, icmp_unmatched, icmp_other, other, malformed, fragments
@@ -37,8 +75,11 @@ cdef class Attempt(Machine):
     cdef public list more_syns
     cdef public ZeekConn zeek
 
+    cpdef bytes json_bytes(self)
+    cdef _json(self, _JsonText out)
+
 cdef class Grouper:
-    cdef public bint zeek_mode, keep, started
+    cdef public bint zeek_mode, keep, started, ordered
     cdef public long long window, linger, sweep_every, newest, next_id, next_sweep, now, end_ns, first_ns
     cdef public Py_ssize_t max_live, max_packets
     cdef public object likely, factory, keep_ids
@@ -46,6 +87,7 @@ cdef class Grouper:
     cdef public list queue
     cdef public Py_ssize_t head
     cdef public dict current, shadowed, by_isn, names, lost, ahead
+    cdef object last_key, last_att
     cdef public list done, unmatched
     cdef public ScanStats stats
 

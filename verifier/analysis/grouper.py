@@ -31,7 +31,6 @@ import gc
 import cython
 
 from verifier.analysis.attempt import STATES, Machine, judge
-from verifier.analysis.jsonl import ENCODER, Record
 from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS, ZeekConn, zeek_connection
 from verifier.pcap.reader import Reader
 from verifier.wire.decoder import Decoder, Packet
@@ -155,20 +154,221 @@ def _ts(pk: Packet) -> cython.longlong:
     return pk.ts_ns
 
 
-def json_lines(attempts: list, port: cython.int = -1) -> bytes:
+def json_lines(attempts: list, port: cython.int = -1, write=None) -> bytes:
     """The JSON Lines of `attempts`, only those with `port` on either side when `port` >= 0: one
-    bytes object for one write (the replay's output loop, compiled)."""
-    out = []
+    bytes object for one write (the replay's output loop, compiled). With `write`, the text goes to
+    write(bytes) instead, in pieces of about 1 MiB (memory stays flat on a long list), and b"" is
+    returned."""
+    try:
+        out: _JsonText = _SPARE.pop()  # a buffer of an earlier call (pop: one per thread at a time)
+    except IndexError:
+        out = _JsonText()
+    out.n = 0
     a: Attempt
     for x in attempts:
         a = x
         if port < 0 or a.c_port == port or a.s_port == port:
-            out.append(a.record())
-    return ENCODER.encode_lines(out) if out else b""
+            a._json(out)
+            out.byte(10)
+            if write is not None and out.n >= _PIECE:
+                write(out.value())
+                out.n = 0
+    text = out.value()
+    if write is not None:
+        if out.n:
+            write(text)
+        text = b""
+    if len(out.buf) <= _SPARE_MAX:
+        _SPARE.append(out)
+    return text
 
 
-def _record_dict(r: Record) -> dict:
-    d = {f: getattr(r, f) for f in Record.__struct_fields__}
+def _jsonl():
+    """verifier.analysis.jsonl (msgspec), imported when first needed: the lines of a replay
+    rarely need it, and its import is a tenth of the command's start-up."""
+    from verifier.analysis import jsonl
+
+    return jsonl
+
+
+_SPARE: list = []  # buffers of json_lines, reused
+_SPARE_MAX = 1 << 22  # (a larger one, made for one long list, is let go)
+_PIECE = 1 << 20
+_P10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
+_MAX_DECIMAL = 1000000000000000  # fixed-point values below this have at most 15 digits: the shortest form
+
+
+class _JsonText:
+    """A growing buffer of JSON text, written value by value from typed fields: the JSON Lines of
+    `verifier replay --json`, byte for byte what msgspec writes for `verifier.analysis.jsonl.Record`
+    (strings that need escaping and the rare floats in exponent form are msgspec's own encoding;
+    tests/unit/test_replay.py compares the two). Each method returns 0 (-1 with an exception, compiled)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(4096)
+        self.n = 0
+
+    def value(self) -> bytes:
+        """The text written, as bytes."""
+        if cython.compiled:
+            return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.buf), self.n)  # noqa: F821 - grouper.pxd
+        return bytes(self.buf[:self.n])
+
+    def room(self, k: cython.Py_ssize_t) -> cython.int:
+        """Make room for k more bytes."""
+        if self.n + k > len(self.buf):
+            self.buf.extend(bytes(len(self.buf) + k))
+        return 0
+
+    def byte(self, c: cython.int) -> cython.int:
+        """One ASCII character (its code)."""
+        self.room(1)
+        self.buf[self.n] = c
+        self.n += 1
+        return 0
+
+    def raw(self, b: bytes) -> cython.int:
+        """Bytes that are JSON text already."""
+        k: cython.Py_ssize_t = len(b)
+        self.room(k)
+        if cython.compiled:
+            memcpy(PyByteArray_AS_STRING(self.buf) + self.n, PyBytes_AS_STRING(b), k)  # noqa: F821 - grouper.pxd
+        else:
+            self.buf[self.n:self.n + k] = b
+        self.n += k
+        return 0
+
+    def ascii(self, b: bytearray) -> cython.int:
+        """A JSON string of ASCII characters that need no escaping (Zeek's history letters)."""
+        k: cython.Py_ssize_t = len(b)
+        self.room(k + 2)
+        self.buf[self.n] = 34
+        if cython.compiled:
+            memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, PyByteArray_AS_STRING(b), k)  # noqa: F821
+        else:
+            self.buf[self.n + 1:self.n + 1 + k] = b
+        self.buf[self.n + 1 + k] = 34
+        self.n += k + 2
+        return 0
+
+    def plain(self, s: str) -> cython.int:
+        """A JSON string of ASCII characters that need no escaping (an address, "addr:port")."""
+        if cython.compiled:
+            k: cython.Py_ssize_t = 0
+            c: cython.p_const_char = PyUnicode_AsUTF8AndSize(s, cython.address(k))  # noqa: F821 - grouper.pxd
+            self.room(k + 2)
+            self.buf[self.n] = 34
+            memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, c, k)  # noqa: F821
+            self.buf[self.n + 1 + k] = 34
+            self.n += k + 2
+            return 0
+        return self.ascii(bytearray(s.encode("ascii")))
+
+    def address(self, key: bytes, low: cython.bint) -> cython.int:
+        """The address of the lower (`low`) or higher endpoint of a flow key, as a JSON string
+        (compiled: inet_ntop into the buffer, what address_text returns without its objects)."""
+        if cython.compiled:
+            half: cython.Py_ssize_t = PyBytes_GET_SIZE(key) // 2  # noqa: F821 - grouper.pxd
+            self.room(48)
+            dst: cython.p_char = PyByteArray_AS_STRING(self.buf) + self.n  # noqa: F821
+            src: cython.p_const_char = PyBytes_AS_STRING(key) + (0 if low else half)  # noqa: F821
+            if inet_ntop(AF_INET if half == 6 else AF_INET6, src, dst + 1, 46) != cython.NULL:  # noqa: F821
+                k: cython.Py_ssize_t = strlen(dst + 1)  # noqa: F821
+                dst[0] = 34
+                dst[k + 1] = 34
+                self.n += k + 2
+                return 0
+        return self.plain(address_text(_addr(key, low)))
+
+    def string(self, s) -> cython.int:
+        """A str (or None: null), as msgspec encodes it: printable ASCII without a quote or a
+        backslash is written as it is (msgspec's text for it is that), anything else by msgspec."""
+        if s is None:
+            return self.raw(b"null")
+        if type(s) is str:
+            if cython.compiled:
+                if PyUnicode_IS_COMPACT_ASCII(s):  # noqa: F821 - grouper.pxd
+                    k: cython.Py_ssize_t = PyUnicode_GET_LENGTH(s)  # noqa: F821
+                    c: cython.p_const_uchar = cython.cast(cython.p_const_uchar, PyUnicode_DATA(s))  # noqa: F821
+                    i: cython.Py_ssize_t
+                    plain: cython.bint = True
+                    for i in range(k):
+                        if c[i] < 32 or c[i] > 126 or c[i] == 34 or c[i] == 92:
+                            plain = False
+                            break
+                    if plain:
+                        self.room(k + 2)
+                        self.buf[self.n] = 34
+                        memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, c, k)  # noqa: F821
+                        self.buf[self.n + 1 + k] = 34
+                        self.n += k + 2
+                        return 0
+            elif s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+                return self.ascii(bytearray(s.encode("ascii")))
+        return self.raw(_jsonl().ENCODER.encode(s))
+
+    def uint(self, v: cython.ulonglong) -> cython.int:
+        """An integer, 0 or more."""
+        k: cython.Py_ssize_t = 1
+        t: cython.ulonglong = v
+        while t >= 10:
+            t //= 10
+            k += 1
+        self.room(k)
+        i: cython.Py_ssize_t = self.n + k - 1
+        while True:
+            self.buf[i] = 48 + cython.cast(cython.int, v % 10)
+            v //= 10
+            if v == 0:
+                break
+            i -= 1
+        self.n += k
+        return 0
+
+    def sint(self, v: cython.longlong) -> cython.int:
+        """An integer."""
+        if v < 0:
+            self.byte(45)
+            return self.uint(cython.cast(cython.ulonglong, -(v + 1)) + 1)
+        return self.uint(v)
+
+    def fixed(self, k: cython.longlong, scale: cython.int, x: cython.double) -> cython.int:
+        """The float x, which is k / 10**scale (5 < scale <= 9), as msgspec writes it: the shortest
+        form that reads back as x, which for at most 15 digits is the decimal k * 10**-scale itself;
+        msgspec's exponent form below 1e-5."""
+        if k == 0:
+            return self.raw(b"0.0")
+        if k < _P10[scale - 5] or k >= _MAX_DECIMAL:
+            return self.raw(_jsonl().ENCODER.encode(x))
+        p: cython.longlong = _P10[scale]
+        self.uint(k // p)
+        f: cython.longlong = k % p
+        if f == 0:
+            return self.raw(b".0")
+        d: cython.int = scale  # the fraction's digits, leading zeros included, trailing ones not
+        while f % 10 == 0:
+            f //= 10
+            d -= 1
+        self.room(d + 1)
+        self.buf[self.n] = 46
+        i: cython.Py_ssize_t = self.n + d
+        while i > self.n:
+            self.buf[i] = 48 + cython.cast(cython.int, f % 10)
+            f //= 10
+            i -= 1
+        self.n += d + 1
+        return 0
+
+
+def _json_fixed(k: cython.longlong, scale: cython.int) -> bytes:
+    """How the JSON lines write the float k / 10**scale (scale 6 or 9; for the tests)."""
+    out: _JsonText = _JsonText()
+    out.fixed(k, scale, k / 1e6 if scale == 6 else k / 1e9)
+    return out.value()
+
+
+def _record_dict(r) -> dict:
+    d = {f: getattr(r, f) for f in _jsonl().Record.__struct_fields__}
     if d["zeek_orig"] is None:
         del d["zeek_orig"]
     if d["readings_differ"] is None:
@@ -399,47 +599,127 @@ class Attempt(Machine):
 
     # ---- output
 
-    def record(self) -> Record:
-        """The attempt as one JSON record (`verifier.analysis.jsonl.Record`)."""
+    def record(self):
+        """The attempt as one JSON record (`verifier.analysis.jsonl.Record`): its JSON line, read back."""
+        return _jsonl().DECODER.decode(self.json_bytes())
+
+    def json_bytes(self) -> bytes:
+        """The attempt's line of `verifier replay --json`, without the newline."""
+        out: _JsonText = _JsonText()
+        self._json(out)
+        return out.value()
+
+    def _json(self, out: _JsonText) -> None:
+        """Write the attempt's JSON object (the fields of `verifier.analysis.jsonl.Record`, in order)."""
         m: Machine = self
         age: cython.longlong = self.end_ns - self.last_syn if self.nsyn else -1
         v: tuple = judge(m.cur, m.visited, self.nsyn, age, self.lost, self.iface_name)
         outcome: str = v[0]
         detail: str = self.detail if self.icmp_count and outcome == "unreachable" else v[1]
         s: cython.int = m.cur
-        if self.syn0 < 0:
-            syns = []
-        elif self.more_syns is None:
-            syns = [0.0]
-        else:
-            t0: cython.longlong = self.syn0
-            syns = [0.0] + [_us(t - t0) for t in self.more_syns]
-        icmp = None
-        if self.icmp_count:
-            icmp = {"family": self.icmp_family, "type": self.icmp_type, "code": self.icmp_code,
-                    "from": address_text(self.icmp_from), "count": self.icmp_count}
+        out.raw(b'{"id":')
+        out.sint(self.id)
+        out.raw(b',"family":')
+        out.sint(self.family)
+        out.raw(b',"orig_h":')
+        out.address(self.key, self.c_low)
+        out.raw(b',"orig_p":')
+        out.sint(self.c_port)
+        out.raw(b',"resp_h":')
+        out.address(self.key, not self.c_low)
+        out.raw(b',"resp_p":')
+        out.sint(self.s_port)
+        out.raw(b',"outcome":')
+        out.string(outcome)
+        out.raw(b',"detail":')
+        out.string(detail)
+        out.raw(b',"reset_by":')
+        out.raw(b'"client"' if s == 10 else b'"server"' if s == 11 else b"null")
+        out.raw(b',"syn_count":')
+        out.sint(self.nsyn)
+        out.raw(b',"syn_times_s":[')
+        if self.syn0 >= 0:
+            out.raw(b"0.0")
+            if self.more_syns is not None:
+                t0: cython.longlong = self.syn0
+                t: cython.longlong
+                us: cython.longlong
+                for x in self.more_syns:
+                    t = x
+                    us = (t - t0 + 500) // 1000  # _us(t - t0), as a fixed-point value
+                    out.byte(44)
+                    out.fixed(us, 6, us / 1e6)
+        out.raw(b'],"start_ns":')
+        out.sint(self.start_ns)
+        out.raw(b',"end_ns":')
+        out.sint(self.last_ns)
+        out.raw(b',"duration_s":')
+        dur: cython.longlong = self.last_ns - self.start_ns
+        out.fixed(dur, 9, dur / 1e9)
+        out.raw(b',"packets":')
+        out.sint(self.npackets)
         z: ZeekConn = self.zeek
+        conn_state: str = "OTH"
+        out.raw(b',"conn_state":')
         if z is not None:
             conn_state = z.conn_state()
-            history = z.history
+            out.string(conn_state)
+            out.raw(b',"history":')
+            out.ascii(z.hist)
         else:
-            conn_state = "OTH"
-            history = ""
-        zeek_orig = None
+            out.raw(b'"OTH","history":""')
+        out.raw(b',"icmp":')
+        if self.icmp_count:
+            out.raw(b'{"family":')
+            out.sint(self.icmp_family)
+            out.raw(b',"type":')
+            out.sint(self.icmp_type)
+            out.raw(b',"code":')
+            out.sint(self.icmp_code)
+            out.raw(b',"from":')
+            out.plain(address_text(self.icmp_from))
+            out.raw(b',"count":')
+            out.sint(self.icmp_count)
+            out.byte(125)
+        else:
+            out.raw(b"null")
+        out.raw(b',"iface":')
+        out.string(self.iface_name)
+        out.raw(b',"partial":')
+        out.raw(b"true" if self.partial else b"false")
+        out.raw(b',"rtt_s":')
+        if self.rtt_ns < 0:
+            out.raw(b"null")
+        else:
+            out.fixed(self.rtt_ns, 9, self.rtt_ns / 1e9)
+        out.raw(b',"state":')
+        out.string(STATES[s])
+        out.raw(b',"lost":')
+        out.uint(self.lost)
+        out.raw(b',"evicted":')
+        out.raw(b"true" if self.evicted else b"false")
+        out.raw(b',"ignored_rsts":')
+        out.sint(m.ignored_rsts)
+        out.raw(b',"challenged_rsts":')
+        out.sint(m.challenged_rsts)
+        out.raw(b',"unexpected":')
+        out.sint(m.misses)
         if z is not None and z.orig_low != self.c_low:
             zo = _ep_pair(z.orig_key)
-            zeek_orig = f"{zo[0]}:{zo[1]}"
-        differ = None
+            out.raw(b',"zeek_orig":')
+            out.plain(f"{zo[0]}:{zo[1]}")
         if (conn_state == "REJ") != (outcome == "refused") or (conn_state == "S0" and (
                 outcome == "reset" or outcome == "closed" or outcome == "established")):
             differ = self.readings_differ(outcome)
-        return Record(self.id, self.family, address_text(_addr(self.key, self.c_low)), self.c_port,
-                      address_text(_addr(self.key, not self.c_low)), self.s_port, outcome, detail,
-                      "client" if s == 10 else "server" if s == 11 else None, self.nsyn, syns, self.start_ns,
-                      self.last_ns, (self.last_ns - self.start_ns) / 1e9, self.npackets, conn_state, history, icmp,
-                      self.iface_name, self.partial, None if self.rtt_ns < 0 else self.rtt_ns / 1e9, STATES[s],
-                      self.lost, self.evicted, m.ignored_rsts, m.challenged_rsts, m.misses, zeek_orig, differ,
-                      z.limits() if z is not None else None)
+            if differ is not None:
+                out.raw(b',"readings_differ":')
+                out.string(differ)
+        if z is not None:
+            lim = z.limits()
+            if lim is not None:
+                out.raw(b',"zeek_differences":')
+                out.raw(_jsonl().ENCODER.encode(lim))
+        out.byte(125)
 
     def as_json(self) -> dict:
         """The attempt as one JSON object (what `verifier replay --json` prints on its line)."""
@@ -447,7 +727,7 @@ class Attempt(Machine):
 
     def json_line(self) -> str:
         """The attempt's line of `verifier replay --json` (`as_json()`, encoded)."""
-        return ENCODER.encode(self.record()).decode()
+        return self.json_bytes().decode()
 
     def row(self, t0_ns: cython.longlong) -> tuple:
         """The attempt's cells in `verifier replay`'s table (id, client, server, outcome, SYNs, start,
@@ -510,6 +790,8 @@ class Grouper:
         self.first_ns = -1
         self.factory = factory
         self.current = {}
+        self.last_key = None  # the key of the latest lookup in `current` by _tcp, and what it found
+        self.last_att = None
         self.shadowed = {}  # id -> a live attempt no longer the newest on its 4-tuple
         self.by_isn = {}  # (key, client is low, ISN) -> a shadowed attempt, for its late SYNs and ICMP errors
         self.queue = []
@@ -519,6 +801,7 @@ class Grouper:
         self.unmatched = []
         self.next_id = 0
         self.next_sweep = -1
+        self.ordered = True  # every packet so far was handled in time order (see _sweep)
         self.now = 0
         self.end_ns = 0
         self.stats = ScanStats()
@@ -680,6 +963,8 @@ class Grouper:
     # ---- the table
 
     def _dispatch(self, pk: Packet) -> None:
+        if pk.ts_ns < self.now:  # a packet later than the reordering window (or zeek grouping)
+            self.ordered = False
         self.now = pk.ts_ns
         if pk.kind == TCP:
             if self.zeek_mode:
@@ -692,7 +977,12 @@ class Grouper:
     def _tcp(self, pk: Packet) -> None:
         key: bytes = pk.key
         low: cython.bint = pk.src_low
-        att = self.current.get(key)
+        if key is self.last_key:  # the previous packet's flow (the decoder hands over its key object)
+            att = self.last_att
+        else:
+            att = self.current.get(key)
+            self.last_key = key
+            self.last_att = att
         flags: cython.int = pk.flags
         a: Attempt
         if flags & (SYN | ACK) == SYN:
@@ -785,6 +1075,7 @@ class Grouper:
         if prev is not None:
             del self.current[key]  # re-inserted at the end: `current` stays in the order attempts started
         self.current[key] = a
+        self.last_key = None
         return a
 
     def _segment(self, a: Attempt, pk: Packet) -> None:
@@ -882,6 +1173,7 @@ class Grouper:
     def _finish(self, a: Attempt) -> None:
         if self.current.get(a.key) is a:
             del self.current[a.key]
+            self.last_key = None
         else:
             del self.shadowed[a.id]
             if a.isn0 >= 0:
@@ -889,7 +1181,7 @@ class Grouper:
                 if self.by_isn.get(isn_key) is a:
                     del self.by_isn[isn_key]
         a.end_ns = self.now if self.now > a.last_ns else a.last_ns
-        a.lost = self.lost.get(a.iface, 0)
+        a.lost = self.lost.get(a.iface, 0) if self.lost else 0
         if a.iface_name is None:
             a.iface_name = self.names.get(a.iface)
         st: ScanStats = self.stats
@@ -901,14 +1193,20 @@ class Grouper:
         """Finish the attempts idle for the linger time (Zeek: removed by Zeek's timers)."""
         idle = []
         a: Attempt
+        linger: cython.longlong = self.linger
         for table in (self.current, self.shadowed):
             for att in table.values():
                 a = att
                 if self.zeek_mode:
                     if a.zeek is not None and a.zeek.expired_by(now):
                         idle.append(a)
-                elif a.last_ns + self.linger <= now:
+                elif a.last_ns + linger <= now:
                     idle.append(a)
+                elif a.start_ns + linger > now and self.ordered and table is self.current:
+                    # `current` is in the order attempts started; while every packet came in time
+                    # order, no later attempt can have been idle that long (they stay untouched,
+                    # out of the cache: a sweep visits about the attempts it finishes)
+                    break
         idle.sort(key=_attempt_id)
         saved: cython.longlong = self.now
         if now > self.now:

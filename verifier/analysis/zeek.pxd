@@ -1,16 +1,18 @@
 # C types for zeek.py (Cython "augmenting" declarations: zeek.py stays plain Python).
 cimport cython
+from cpython.bytearray cimport PyByteArray_FromStringAndSize
 
 cdef int ACK, FIN, RST, SYN
 cdef int INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET
 cdef long long HIST_SYN_PKT, HIST_FIN_PKT, HIST_RST_PKT, HIST_FIN_RST_PKT, HIST_DATA_PKT, HIST_ACK_PKT, HIST_MULTI_FLAG_PKT
 cdef long long M32, TOO_LARGE_SEQ_DELTA, TCP_ATTEMPT_DELAY, TCP_SYN_TIMEOUT, TCP_SESSION_TIMER, TCP_CONNECTION_LINGER
 cdef long long TCP_CLOSE_DELAY, TCP_INACTIVITY_TIMEOUT, UDP_INACTIVITY_TIMEOUT, LONG_INACTIVITY_TIMEOUT, TCP_MAX_INITIAL_WINDOW
+cdef Py_ssize_t _HIST_MAX
 cdef int MAX_BLOCKS, T_ATTEMPT, T_EXPIRE, T_DELETE
 
-cpdef long long seq_delta(long long a, long long b)
-cdef bint _clean(ZeekEndpoint a)
-cdef bint _handshake(int state)
+cpdef long long seq_delta(long long a, long long b) noexcept
+cdef bint _clean(ZeekEndpoint a) noexcept
+cdef bint _handshake(int state) noexcept
 cdef int _key_port(bytes key, bint low)
 cdef bint _wants_flip(long long flags, long long sport, long long dport, frozenset likely) except -1
 cdef ZeekEndpoint _endpoint(bint is_orig)
@@ -18,6 +20,7 @@ cpdef ZeekConn zeek_connection(bytes key, bint src_low, long long flags, long lo
 cpdef bint _rstos0(str history)
 
 @cython.final
+@cython.no_gc  # no reference cycles: not tracked by the cyclic collector
 @cython.freelist(2048)
 cdef class ZeekEndpoint:
     cdef public bint is_orig, did_close
@@ -30,11 +33,12 @@ cdef class ZeekEndpoint:
 
     cdef _init(self, bint is_orig)
     cpdef set_state(self, long long new)
-    cpdef long long size(self, ZeekEndpoint peer)
-    cdef bint bump(self, int which)
-    cpdef bint no_data_acked(self)
+    cpdef long long size(self, ZeekEndpoint peer) noexcept
+    cdef bint bump(self, int which) noexcept
+    cpdef bint no_data_acked(self) noexcept
 
 @cython.final
+@cython.no_gc  # (its endpoints, key, history, timers: nothing refers back to it)
 @cython.freelist(1024)
 cdef class ZeekConn:
     cdef public ZeekEndpoint orig, resp

@@ -62,6 +62,7 @@ TCP_MAX_INITIAL_WINDOW = 16384
 # Bounds that keep a tracked connection's memory fixed: the history keeps its first HISTORY_MAX
 # letters, the reassembler at most MAX_BLOCKS holes (a further one widens the last).
 HISTORY_MAX = 127
+_HIST_MAX = HISTORY_MAX  # (a C constant, compiled)
 MAX_BLOCKS = 8
 
 # timer kinds
@@ -82,7 +83,7 @@ DEFAULT_LIKELY_SERVER_PORTS = frozenset((
 def seq_delta(a: cython.longlong, b: cython.longlong) -> cython.longlong:
     """a - b in 32-bit sequence space, as a signed number (Zeek's seq_delta)."""
     d: cython.longlong = (a - b) & M32
-    return d - 0x100000000 if d >= 0x80000000 else d
+    return d - (M32 + 1) if d > (M32 >> 1) else d  # (M32, not 2**32 literals: C arithmetic, compiled)
 
 
 class ZeekEndpoint:
@@ -178,7 +179,11 @@ class ZeekConn:
         self.resp = _endpoint(False)
         self.key = key  # the flow: its two endpoints (packed address + 2-byte port), the lower first
         self.orig_low = orig_low  # the originator, as Zeek decided it, is the lower endpoint of `key`
-        self.hist = bytearray(b"^" if flipped else b"")  # the history letters (see `history`)
+        # the history letters (see `history`)
+        if cython.compiled:  # without a call of the bytearray type
+            self.hist = PyByteArray_FromStringAndSize(b"^", 1 if flipped else 0)  # noqa: F821 - zeek.pxd
+        else:
+            self.hist = bytearray(b"^" if flipped else b"")
         self.hist_seen = 0
         self.is_partial = False
         self.first_packet_seen = 0
@@ -242,14 +247,16 @@ class ZeekConn:
             mask <<= 16
         if not self.hist_seen & mask:
             self.hist_seen |= mask
-            if len(self.hist) < HISTORY_MAX:
-                self.hist.append(ord(code) if ep.is_orig else ord(code) | 0x20)
+            if len(self.hist) < _HIST_MAX:
+                c: cython.int = ord(code) if ep.is_orig else ord(code) | 0x20
+                self.hist.append(c)
             return False
         return True
 
     def _add(self, ep: ZeekEndpoint, code: str) -> None:
-        if len(self.hist) < HISTORY_MAX:
-            self.hist.append(ord(code) if ep.is_orig else ord(code) | 0x20)
+        if len(self.hist) < _HIST_MAX:
+            c: cython.int = ord(code) if ep.is_orig else ord(code) | 0x20
+            self.hist.append(c)
 
     def _scaled(self, ep: ZeekEndpoint, code: str, which: cython.int) -> None:
         """ScaledHistoryEntry: the letter again at 1, 10, 100, ... occurrences."""
@@ -504,7 +511,7 @@ class ZeekConn:
         self.is_partial = False
         self.orig_pkts, self.resp_pkts = self.resp_pkts, self.orig_pkts  # ConnSize_Analyzer::FlipRoles
         self.orig_ip_bytes, self.resp_ip_bytes = self.resp_ip_bytes, self.orig_ip_bytes
-        if len(self.hist) < HISTORY_MAX:
+        if len(self.hist) < _HIST_MAX:
             self.hist.append(94)  # "^"
 
     # ---- ConnectionClosed
@@ -675,7 +682,7 @@ class ZeekConn:
         "history_limit" (HISTORY_MAX letters kept) and "reassembly_limit" (MAX_BLOCKS holes in one
         direction), or None."""
         out = None
-        if len(self.hist) >= HISTORY_MAX:
+        if len(self.hist) >= _HIST_MAX:
             out = ["history_limit"]
         o: ZeekEndpoint = self.orig
         r: ZeekEndpoint = self.resp

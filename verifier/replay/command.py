@@ -376,7 +376,7 @@ def _replay(args, sc, conds) -> int:
                         emit(_zeek_rows(chunk, port, zlog, not zeek_started))
                         zeek_started = True
                     elif table is None:
-                        emit(json_lines(chunk, -1 if port is None else port))
+                        json_lines(chunk, -1 if port is None else port, emit)
                     else:
                         table.add_all(chunk, port)
                 except BrokenPipeError:

@@ -1,7 +1,23 @@
 # C types for decoder.py (Cython "augmenting" declarations: decoder.py stays plain Python).
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.string cimport memcpy
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcmp, memcpy
+
+cdef extern from *:
+    """
+    /* Empty a list but keep its item array (list.clear() frees it; the next append allocates it again). */
+    static inline void verifier_list_truncate(PyObject *l) {
+        PyListObject *o = (PyListObject *)l;
+        Py_ssize_t n = Py_SIZE(o);
+        Py_SET_SIZE(o, 0);
+        while (n-- > 0) {
+            PyObject *x = o->ob_item[n];
+            o->ob_item[n] = NULL;
+            Py_XDECREF(x);
+        }
+    }
+    """
+    void verifier_list_truncate(list l)
 
 # Packet kinds (the same values as decoder.py gives them when it runs uncompiled)
 cpdef enum:
@@ -35,6 +51,7 @@ cdef class Packet:
     cdef public object icmp_type, icmp_code, mtu, quoted, tunnel, error
 
 cdef Packet _new_packet()
+cdef bytes _last_key
 cpdef str address_text(bytes b)
 cdef bint _flow_key(Packet pk, const unsigned char *d, Py_ssize_t src, Py_ssize_t dst, Py_ssize_t alen, Py_ssize_t ports) except -1
 cdef inline unsigned int _u16(const unsigned char *p, Py_ssize_t i) noexcept nogil

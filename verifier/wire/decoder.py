@@ -300,7 +300,10 @@ class Decoder:
               linktype: cython.int) -> cython.int:
         """Decode the frame d[off:off + caplen] (orig_len bytes on the wire) into `out`; the number of
         packets. Always at least one (kind OTHER when the frame holds nothing of interest)."""
-        del self.out[:]
+        if cython.compiled:  # emptied, its item array kept for the next frame
+            verifier_list_truncate(self.out)  # noqa: F821 - decoder.pxd
+        else:
+            del self.out[:]
         if caplen < 0 or off < 0 or off + caplen > len(d):
             raise ValueError("frame outside its buffer")
         self.d = d  # bytes or bytearray; kept alive while `p` points into it
@@ -970,11 +973,15 @@ class Decoder:
                 self._ip6(q, n, depth)
 
 
+_last_key = b""  # the key of the latest flow_key (compiled)
+
+
 def _flow_key(pk: Packet, d: cython.p_const_uchar, src: cython.Py_ssize_t, dst: cython.Py_ssize_t,
               alen: cython.Py_ssize_t, ports: cython.Py_ssize_t) -> cython.bint:
     """Set `pk.key` to the two endpoints (address + port each), the lower first, as one bytes
-    object; True when the source is the lower. Compiled, it is built with one allocation;
-    uncompiled, by slicing: the same bytes either way."""
+    object; True when the source is the lower. Compiled, it is built with one allocation (or is the
+    previous packet's, when equal); uncompiled, by slicing: the same bytes either way."""
+    global _last_key
     c: cython.int = 0
     i: cython.Py_ssize_t
     for i in range(alen):
@@ -989,6 +996,15 @@ def _flow_key(pk: Packet, d: cython.p_const_uchar, src: cython.Py_ssize_t, dst: 
     lop: cython.Py_ssize_t = ports if low else ports + 2
     hip: cython.Py_ssize_t = ports + 2 if low else ports
     if cython.compiled:
+        # Consecutive packets are mostly of one flow: then the previous key object is reused (no
+        # allocation, and its hash is already known to the grouper's table).
+        last: bytes = _last_key
+        if PyBytes_GET_SIZE(last) == 2 * alen + 4:
+            p: cython.p_const_char = PyBytes_AS_STRING(last)
+            if (memcmp(p, d + lo, alen) == 0 and memcmp(p + alen, d + lop, 2) == 0
+                    and memcmp(p + alen + 2, d + hi, alen) == 0 and memcmp(p + 2 * alen + 2, d + hip, 2) == 0):
+                pk.key = last
+                return low
         b = PyBytes_FromStringAndSize(cython.NULL, 2 * alen + 4)
         out: cython.p_char = PyBytes_AS_STRING(b)
         memcpy(out, d + lo, alen)
@@ -996,6 +1012,7 @@ def _flow_key(pk: Packet, d: cython.p_const_uchar, src: cython.Py_ssize_t, dst: 
         memcpy(out + alen + 2, d + hi, alen)
         memcpy(out + 2 * alen + 2, d + hip, 2)
         pk.key = b
+        _last_key = b
     else:
         pk.key = bytes(d[lo:lo + alen] + d[lop:lop + 2] + d[hi:hi + alen] + d[hip:hip + 2])
     return low
