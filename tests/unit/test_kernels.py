@@ -410,3 +410,21 @@ def test_the_upstream_version_is_read_where_the_distribution_states_it(version, 
     from tests.kernel import upstream_version
 
     assert upstream_version(version, signature, release) == upstream
+
+
+def test_a_peer_that_fell_behind_is_too_slow_here_not_a_kernel_failure(tmp_path):
+    from verifier.peer import BEHIND
+
+    p1 = "tests/conformance/test_scripted.py::test_p1_rst_in_syn_sent_needs_an_acceptable_ack[ipv4]"
+    ok = {"nodeid": p1, "claim": "P1", "outcome": "passed", "observed": "bare RST: ignored", "captures": []}
+    write_kernel(tmp_path / "host", "6.18", [ok])
+    write_kernel(tmp_path / "6.12", "6.12.117", [
+        {**ok, "outcome": "failed", "observed": "",
+         "message": f"scripted peer: step 7: the packet came 0.1 s before the previous step: {BEHIND}"}])
+    write_kernel(tmp_path / "6.1", "6.1.0", [
+        {**ok, "outcome": "failed", "observed": "", "message": "scripted peer: step 4: a packet came where none should"}])
+    runs = [compare.KernelRun(label, tmp_path / label, 0, 30.0, {}) for label in ("host", "6.12", "6.1")]
+    row = compare.write_comparison(runs, tmp_path)["rows"][0]
+    assert [row["kernels"][k]["verdict"] for k in ("host", "6.12", "6.1")] == ["holds", "too slow here", "FAILS"]
+    why = " ".join(row["why"])
+    assert "too slow on 6.12: the scripted peer fell behind" in why and "fails on 6.1" in why

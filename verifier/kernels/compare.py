@@ -180,9 +180,20 @@ def capture_syns(paths: list[str]) -> dict[str, tuple[list[float], float | None]
     return out
 
 
+def _fell_behind(r: dict | None) -> bool:
+    """A scripted peer's failure that says the machine ran it too slowly (verifier.peer.BEHIND): the
+    kernel's packet came before the script's step it would answer, so the check says nothing of the
+    kernel."""
+    from verifier.peer import BEHIND
+
+    return bool(r) and r["outcome"] == "failed" and BEHIND in (r.get("message") or "")
+
+
 def _verdict(r: dict | None, ended: str) -> str:
     if r is None:
         return f"not run ({ended})" if ended else "not run"
+    if _fell_behind(r):
+        return "too slow here"
     return {"passed": "holds", "failed": "FAILS", "skipped": "cannot run"}.get(r["outcome"], r["outcome"])
 
 
@@ -210,7 +221,10 @@ def _explain(row: dict[str, dict | None], facts: dict[str, dict]) -> list[str]:
                 if name in SYN_COUNT_SYSCTLS and any(name not in m for m in missing.values()):
                     why.append(f"{label} has no {name}: {SYSCTL_EFFECT[name]}")
     for label, r in row.items():
-        if r and r["outcome"] == "failed":
+        if _fell_behind(r):
+            why.append(f"too slow on {label}: the scripted peer fell behind the kernel there (the machine ran the "
+                       f"script too slowly; it says nothing of the kernel): {r.get('message', '')[:160]}")
+        elif r and r["outcome"] == "failed":
             why.append(f"fails on {label}: {r.get('message', '')[:200]}")
         elif r and r["outcome"] == "skipped":
             why.append(f"cannot run on {label}: {r.get('message', '')[:200]}")
