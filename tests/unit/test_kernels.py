@@ -428,3 +428,44 @@ def test_a_peer_that_fell_behind_is_too_slow_here_not_a_kernel_failure(tmp_path)
     assert [row["kernels"][k]["verdict"] for k in ("host", "6.12", "6.1")] == ["holds", "too slow here", "FAILS"]
     why = " ".join(row["why"])
     assert "too slow on 6.12: the scripted peer fell behind" in why and "fails on 6.1" in why
+
+
+def test_the_monitor_ends_with_the_command_it_measures_for_and_leaves_nothing(tmp_path):
+    """On the host (the kernels command's host run) nothing powers the machine off: the monitor must
+    end by itself once the process that started it has gone, and remove its file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from netns.waiting import wait_until
+
+    live = tmp_path / "live"
+    code = ("import subprocess, sys, time\n"
+            f"p = subprocess.Popen([sys.executable, '-m', 'verifier.kernels.inguest', '--monitor', {str(live)!r}], "
+            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "print(p.pid, flush=True)\ntime.sleep(0.5)\n")
+    parent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    pid = int(parent.stdout)
+    try:
+        def gone():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            with open(f"/proc/{pid}/stat") as f:  # a zombie not reaped yet has ended too
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        wait_until(gone, 5.0, lambda: AssertionError("the monitor is still running after its parent ended"))
+        assert not live.exists() and not live.with_suffix(".tmp").exists()
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_the_hosts_run_measures_its_lateness_as_a_guests_does():
+    argv = compare.suite_command("host", Path("/out/host"), 2)
+    assert argv[1:4] == ["-m", "verifier.kernels.inguest", "--"] and argv[4:7] == [argv[0], "-m", "pytest"]
+    assert "--verifier-kernel" not in argv
+    assert "verifier.kernels.inguest" not in compare.suite_command("6.1", Path("/out/6.1"), 2)

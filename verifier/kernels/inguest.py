@@ -127,14 +127,19 @@ class Lateness:
 
 
 def monitor(path: Path, summary: Path | None, interval_s: float = INTERVAL_S, stop=None) -> None:
-    """Sleep `interval_s` over and over, for as long as the guest runs (or until `stop()` is true),
+    """Sleep `interval_s` over and over, until `stop()` is true (by default: until the process that
+    started this one has ended, so that nothing is left running on a host),
     and keep the largest lateness of the last `WINDOW_S` in `path` (ms, a number; replaced whole,
     so a reader never sees half of it), and the run's figures in `summary` (JSON) every 5 s."""
     lat = Lateness()
     written = None
     next_summary = time.monotonic()
     tmp = path.with_suffix(".tmp")
-    while stop is None or not stop():
+    parent = os.getppid()
+    if stop is None:  # as a process: until the command it measures for has ended (we are reparented)
+        def stop():
+            return os.getppid() != parent
+    while not stop():
         t0 = time.monotonic_ns()
         time.sleep(interval_s)
         t1 = time.monotonic_ns()
@@ -176,7 +181,11 @@ def start_monitor(guest_dir: str | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--monitor"]:
-        monitor(Path(argv[1]), Path(argv[2]) if len(argv) > 2 else None)
+        try:
+            monitor(Path(argv[1]), Path(argv[2]) if len(argv) > 2 else None)
+        finally:
+            for leftover in (Path(argv[1]), Path(argv[1]).with_suffix(".tmp")):
+                leftover.unlink(missing_ok=True)
         return 0
     if argv[:1] == ["--"]:
         argv = argv[1:]
