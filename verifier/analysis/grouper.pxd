@@ -46,6 +46,7 @@ cdef class _JsonText:
     cdef int room(self, Py_ssize_t k) except -1
     cdef int byte(self, int c) except -1
     cdef int raw(self, bytes b) except -1
+    cdef int quoted(self, const char *c, Py_ssize_t k) except -1
     cdef int ascii(self, bytearray b) except -1
     cdef int plain(self, str s) except -1
     cdef int address(self, bytes key, bint low) except -1

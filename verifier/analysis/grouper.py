@@ -238,15 +238,23 @@ class _JsonText:
         self.n += k
         return 0
 
+    def quoted(self, c: cython.p_const_char, k: cython.Py_ssize_t) -> cython.int:
+        """The `k` characters at `c`, which need no escaping, between quotes (compiled only)."""
+        self.room(k + 2)
+        self.buf[self.n] = 34
+        memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, c, k)  # noqa: F821 - grouper.pxd
+        self.buf[self.n + 1 + k] = 34
+        self.n += k + 2
+        return 0
+
     def ascii(self, b: bytearray) -> cython.int:
         """A JSON string of ASCII characters that need no escaping (Zeek's history letters)."""
+        if cython.compiled:
+            return self.quoted(PyByteArray_AS_STRING(b), len(b))  # noqa: F821
         k: cython.Py_ssize_t = len(b)
         self.room(k + 2)
         self.buf[self.n] = 34
-        if cython.compiled:
-            memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, PyByteArray_AS_STRING(b), k)  # noqa: F821
-        else:
-            self.buf[self.n + 1:self.n + 1 + k] = b
+        self.buf[self.n + 1:self.n + 1 + k] = b
         self.buf[self.n + 1 + k] = 34
         self.n += k + 2
         return 0
@@ -256,12 +264,7 @@ class _JsonText:
         if cython.compiled:
             k: cython.Py_ssize_t = 0
             c: cython.p_const_char = PyUnicode_AsUTF8AndSize(s, cython.address(k))  # noqa: F821 - grouper.pxd
-            self.room(k + 2)
-            self.buf[self.n] = 34
-            memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, c, k)  # noqa: F821
-            self.buf[self.n + 1 + k] = 34
-            self.n += k + 2
-            return 0
+            return self.quoted(c, k)
         return self.ascii(bytearray(s.encode("ascii")))
 
     def address(self, key: bytes, low: cython.bint) -> cython.int:
@@ -297,12 +300,7 @@ class _JsonText:
                             plain = False
                             break
                     if plain:
-                        self.room(k + 2)
-                        self.buf[self.n] = 34
-                        memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, c, k)  # noqa: F821
-                        self.buf[self.n + 1 + k] = 34
-                        self.n += k + 2
-                        return 0
+                        return self.quoted(cython.cast(cython.p_const_char, c), k)
             elif s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
                 return self.ascii(bytearray(s.encode("ascii")))
         return self.raw(_jsonl().ENCODER.encode(s))
