@@ -43,6 +43,7 @@ from pathlib import Path
 from pyroute2 import IPBatch
 
 from . import namespace, registry
+from .waiting import scaled, wait_until
 from .host import Host, Interface
 
 IFA_F_NODAD = 0x02
@@ -312,21 +313,14 @@ class Testbed:
         runs; under load (rtnl contention from other namespaces) that comes milliseconds after the
         last netlink ack, and a SYN sent in between is lost without a trace. Measured: 2-4 testbeds
         in 60 had an end still DOWN right after the acks with four builds running at once."""
-        deadline = time.monotonic() + LINK_UP_DEADLINE_S
         for host in self.hosts.values():
             want = {itf.name for itf in host.interfaces}
             with namespace.inside(host.netns):
                 with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
-                    while True:
-                        down = want - _links_up(nl)
-                        if not down:
-                            break
-                        if time.monotonic() >= deadline:
-                            raise TestbedError(
-                                f"host {host.name}: interface {', '.join(sorted(down))} still not up "
-                                f"{LINK_UP_DEADLINE_S:g} s after it was set up (the kernel's link watch "
-                                f"has not run: is the machine overloaded?)")
-                        time.sleep(0.001)
+                    wait_until(lambda: not (want - _links_up(nl)), LINK_UP_DEADLINE_S, lambda: TestbedError(
+                        f"host {host.name}: interface {', '.join(sorted(want - _links_up(nl)))} still not up "
+                        f"{scaled(LINK_UP_DEADLINE_S):g} s after it was set up (the kernel's link watch has not "
+                        f"run: is the machine overloaded?)"))
 
     # -- access --------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Host:
