@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 import socket
 import struct
 import warnings
@@ -1128,6 +1129,32 @@ def test_address_cache_stays_correct_when_cleared(decoders, monkeypatch):
         p = decoders.packet(raw(bytes(eth() / IP(src=f"192.0.2.{i}") / TCP())))
         assert p.src == f"192.0.2.{i}"
     assert compiled_decoder.address_text(packed(C6)) == C6
+
+
+def _address_samples():
+    """Packed IPv6 addresses rich in zero groups (runs of every length and place, ties, the
+    IPv4-compatible and -mapped forms, groups of 1-4 hex digits) and random IPv4 ones."""
+    rnd = random.Random(5952)
+    fixed = [bytes(16), bytes(15) + b"\1", b"\1" + bytes(15), bytes(10) + b"\xff\xff" + bytes(4),
+             bytes(12) + b"\1\2\3\4", bytes(10) + b"\xff\xff\xc0\x00\x02\x01", bytes(10) + b"\xff\xfe\1\2\3\4",
+             bytes(12) + b"\1\0\0\0", bytes(14) + b"\0\2", packed(C6), bytes(4), b"\xff" * 4, b"\xff" * 16]
+    six = [b"".join(rnd.choice([0, 0, 0, 1, 0xf, 0xab, 0xfff, 0xffff, rnd.randrange(65536)]).to_bytes(2, "big")
+                    for _ in range(8)) for _ in range(30000)]
+    four = [bytes(rnd.choice([0, 1, 9, 10, 99, 100, 255, rnd.randrange(256)]) for _ in range(4)) for _ in range(5000)]
+    return fixed + six + four
+
+
+def test_address_text_is_what_inet_ntop_writes(pure_decoder, monkeypatch):
+    """address_text (and the JSON writer, through format_address) formats addresses by hand for
+    speed; it must give glibc's inet_ntop text for every address, in both engines."""
+    samples = _address_samples()
+    for mod in (compiled_decoder, pure_decoder):
+        monkeypatch.setattr(mod, "_addr_cache", {})
+        for b in samples:
+            want = socket.inet_ntop(socket.AF_INET if len(b) == 4 else socket.AF_INET6, b)
+            assert mod.address_text(b) == want, (mod.__name__, b.hex())
+        with pytest.raises(ValueError, match="4 or 16 bytes"):
+            mod.address_text(b"\1\2\3")
 
 
 def test_packet_repr(decoders):

@@ -3,7 +3,7 @@ cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DATA, PyUnicode_GET_LENGTH
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcpy
 
 cdef extern from *:
     """
@@ -11,15 +11,10 @@ cdef extern from *:
     """
     bint PyUnicode_IS_COMPACT_ASCII "verifier_compact_ascii" (object s)
 
-cdef extern from "<arpa/inet.h>" nogil:
-    const char *inet_ntop(int af, const void *src, char *dst, unsigned int size)
-    int AF_INET
-    int AF_INET6
-
 from verifier.analysis.attempt cimport Machine, judge
 from verifier.analysis.zeek cimport ZeekConn, _key_port, zeek_connection
 from verifier.pcap.reader cimport Reader
-from verifier.wire.decoder cimport address_text, BADSUM, FRAGMENT, ICMP, MALFORMED, OTHER, TCP, UNSUPPORTED, Decoder, Packet
+from verifier.wire.decoder cimport address_text, format_address, BADSUM, FRAGMENT, ICMP, MALFORMED, OTHER, TCP, UNSUPPORTED, Decoder, Packet
 
 cdef int ACK, FIN, RST, SYN, MAX_SYN_TIMES, _ANSWERED_STATES
 cdef Py_ssize_t DONE_BATCH

@@ -269,18 +269,17 @@ class _JsonText:
 
     def address(self, key: bytes, low: cython.bint) -> cython.int:
         """The address of the lower (`low`) or higher endpoint of a flow key, as a JSON string
-        (compiled: inet_ntop into the buffer, what address_text returns without its objects)."""
+        (compiled: formatted into the buffer, what address_text returns without its objects)."""
         if cython.compiled:
             half: cython.Py_ssize_t = PyBytes_GET_SIZE(key) // 2  # noqa: F821 - grouper.pxd
             self.room(48)
             dst: cython.p_char = PyByteArray_AS_STRING(self.buf) + self.n  # noqa: F821
-            src: cython.p_const_char = PyBytes_AS_STRING(key) + (0 if low else half)  # noqa: F821
-            if inet_ntop(AF_INET if half == 6 else AF_INET6, src, dst + 1, 46) != cython.NULL:  # noqa: F821
-                k: cython.Py_ssize_t = strlen(dst + 1)  # noqa: F821
-                dst[0] = 34
-                dst[k + 1] = 34
-                self.n += k + 2
-                return 0
+            src: cython.p_const_uchar = cython.cast(cython.p_const_uchar, PyBytes_AS_STRING(key)) + (0 if low else half)  # noqa: F821
+            k: cython.Py_ssize_t = format_address(src, half - 2, dst + 1)  # noqa: F821 - decoder.pxd
+            dst[0] = 34
+            dst[k + 1] = 34
+            self.n += k + 2
+            return 0
         return self.plain(address_text(_addr(key, low)))
 
     def string(self, s) -> cython.int:

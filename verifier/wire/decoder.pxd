@@ -1,6 +1,7 @@
 # C types for decoder.py (Cython "augmenting" declarations: decoder.py stays plain Python).
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.string cimport memcmp, memcpy
 
 cdef extern from *:
@@ -53,6 +54,9 @@ cdef class Packet:
 cdef Packet _new_packet()
 cdef bytes _last_key
 cpdef str address_text(bytes b)
+cdef Py_ssize_t _decimal(int v, char *out, Py_ssize_t k) noexcept
+cdef Py_ssize_t _dotted(const unsigned char *a, Py_ssize_t i, char *out, Py_ssize_t k) noexcept
+cdef Py_ssize_t format_address(const unsigned char *a, Py_ssize_t n, char *out) noexcept
 cdef bint _flow_key(Packet pk, const unsigned char *d, Py_ssize_t src, Py_ssize_t dst, Py_ssize_t alen, Py_ssize_t ports) except -1
 cdef inline unsigned int _u16(const unsigned char *p, Py_ssize_t i) noexcept nogil
 cdef inline unsigned int _u32(const unsigned char *p, Py_ssize_t i) noexcept nogil
