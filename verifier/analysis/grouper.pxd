@@ -1,6 +1,8 @@
 # C types for grouper.py (Cython "augmenting" declarations: grouper.py stays plain Python).
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.buffer cimport PyBUF_READ
+from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DATA, PyUnicode_GET_LENGTH
 from libc.string cimport memcpy
@@ -38,6 +40,7 @@ cdef class _JsonText:
     cdef public Py_ssize_t n
 
     cpdef bytes value(self)
+    cdef object view(self)
     cdef int room(self, Py_ssize_t k) except -1
     cdef int byte(self, int c) except -1
     cdef int raw(self, bytes b) except -1

@@ -157,8 +157,9 @@ def _ts(pk: Packet) -> cython.longlong:
 def json_lines(attempts: list, port: cython.int = -1, write=None) -> bytes:
     """The JSON Lines of `attempts`, only those with `port` on either side when `port` >= 0: one
     bytes object for one write (the replay's output loop, compiled). With `write`, the text goes to
-    write(bytes) instead, in pieces of about 1 MiB (memory stays flat on a long list), and b"" is
-    returned."""
+    write(view) instead, in pieces of about 1 MiB (memory stays flat on a long list), and b"" is
+    returned: `view` is a read-only memoryview of the buffer, valid only during the call (no copy of
+    the text is made: a megabyte copied, a fresh allocation each, was a tenth of the writing)."""
     try:
         out: _JsonText = _SPARE.pop()  # a buffer of an earlier call (pop: one per thread at a time)
     except IndexError:
@@ -171,13 +172,14 @@ def json_lines(attempts: list, port: cython.int = -1, write=None) -> bytes:
             a._json(out)
             out.byte(10)
             if write is not None and out.n >= _PIECE:
-                write(out.value())
+                write(out.view())
                 out.n = 0
-    text = out.value()
     if write is not None:
         if out.n:
-            write(text)
+            write(out.view())
         text = b""
+    else:
+        text = out.value()
     if len(out.buf) <= _SPARE_MAX:
         _SPARE.append(out)
     return text
@@ -213,6 +215,12 @@ class _JsonText:
         if cython.compiled:
             return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.buf), self.n)  # noqa: F821 - grouper.pxd
         return bytes(self.buf[:self.n])
+
+    def view(self):
+        """The text written, as a read-only memoryview of the buffer (valid until the next write)."""
+        if cython.compiled:
+            return PyMemoryView_FromMemory(PyByteArray_AS_STRING(self.buf), self.n, PyBUF_READ)  # noqa: F821
+        return memoryview(self.buf)[:self.n].toreadonly()
 
     def room(self, k: cython.Py_ssize_t) -> cython.int:
         """Make room for k more bytes."""

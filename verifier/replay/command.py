@@ -341,7 +341,7 @@ def _replay(args, sc, conds) -> int:
     # JSON lines go out as bytes, a chunk at a time; a text stream without a buffer (a test's
     # StringIO) gets them decoded
     raw = getattr(out, "buffer", None)
-    emit = raw.write if raw is not None else (lambda b: out.write(b.decode()))
+    emit = raw.write if raw is not None else (lambda b: out.write(bytes(b).decode()))
     port = args.port
     shown = None
     html_rows: list | None = [] if args.html is not None else None
