@@ -10,7 +10,7 @@ connections, so `expect(trace)...refused()` and `check(trace, "... refused")` ag
 construction. `Evaluation` checks a condition attempt by attempt, keeping counts and the first few
 explanations only, so a capture of any size is checked in bounded memory.
 
-The grammar is `EXPECT_HELP` below.
+The grammar is `EXPECT_HELP` (verifier.analysis.expect_help).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from verifier.analysis.attempt import OUTCOMES
+from verifier.analysis.expect_help import EXPECT_HELP
 from verifier.analysis.schedules import DEFAULT_TOLERANCE, LinuxProfile, StevensProfile, SynSchedule
 from verifier.wire.names import icmp_canonical, icmp_kind, icmp_label
 
@@ -29,39 +30,6 @@ __all__ = [
     "EXPECT_HELP", "Condition", "Evaluation", "ExpectSyntaxError", "Verdict", "assert_expectations", "check",
     "describe_attempt", "endpoint_text", "evaluate", "judge_syns", "parse_condition",
 ]
-
-EXPECT_HELP = """\
-expectations (--expect, repeatable; exit status 1 if one fails):
-  [QUANTIFIER] [SELECTOR...] PREDICATE
-  QUANTIFIER  every (default: all selected attempts, and at least one) | any (at least one) | no (none)
-  SELECTOR    [to] HOST | HOST:PORT | [V6ADDR]:PORT | port N     the server side (to is optional)
-              from HOST | HOST:PORT                              the client side
-              ipv4 | ipv6 | id N
-  PREDICATE   [is|are] [not] OUTCOME        established refused timed-out unreachable reset closed
-                                            incomplete uncertain; "reset by client|server";
-                                            "unreachable [NAME] [type T] [code C]", NAME an ICMP error
-                                            in either family: net host port protocol frag-needed admin
-                                            ttl ... (verifier.wire.names.ICMP_KINDS and aliases)
-              follow(s) [the] linux|stevens [schedule] [with] KEY=VALUE...
-                     linux keys: tcp_syn_retries, tcp_syn_linear_timeouts, syncnt, rto_init_ms (1000),
-                     rto_max_ms; a key not given is the client namespace's own sysctl when the
-                     capture is a Trace from a testbed (capture.trace()), else the kernel's default
-                     (tcp_syn_retries 6, tcp_syn_linear_timeouts 4, rto_max_ms 120000); the SYN times
-                     are compared with the model (tolerance of verifier.analysis.schedules); a capture
-                     has no ETIMEDOUT, so only SYNs are checked, and an answered attempt only up to
-                     its answer
-              syns N | syn_count N             the number of SYNs (first + retransmissions)
-              conn_state S | history H         Zeek's fields
-              count N                          the number of selected attempts
-  Words like "the", "attempt(s)", "connection(s)", "SYNs", "to" around the selector are optional.
-  examples:  "port 5000 refused"     "every attempt to port 5000 is refused"
-             "any attempt to 203.0.113.2:5000 is established"    "no attempt to port 22 is reset"
-             "every attempt to port 5000 is unreachable host"
-             "the SYNs to 203.0.113.2:81 follow the linux schedule with tcp_syn_retries=2"
-             "203.0.113.2:81 follows stevens"    "port 5000 count 2"    "from 192.0.2.2 syns 1"
-"""
-
-
 
 
 class ExpectSyntaxError(ValueError):

@@ -17,7 +17,6 @@ from typing import BinaryIO
 
 from verifier.analysis.grouper import (DEFAULT_LINGER_S, DEFAULT_MAX_CONNECTIONS, DEFAULT_REORDER_S, Attempt,
                                        Grouper, ScanStats)
-from verifier.analysis.schedules import sysctls_from_comments
 from verifier.analysis.zeek import DEFAULT_LIKELY_SERVER_PORTS
 from verifier.pcap import Reader
 from verifier.wire import Decoder
@@ -55,7 +54,11 @@ class Scan:
         g = self.grouper
         reader = Reader(self.source)
         self.name = reader.name
-        self.client_sysctls = sysctls_from_comments(c for texts in reader.trailing_comments().values() for c in texts)
+        comments = [c for texts in reader.trailing_comments().values() for c in texts]
+        if comments:  # (the schedules module, and its dataclasses, only for a capture that has any)
+            from verifier.analysis.schedules import sysctls_from_comments
+
+            self.client_sysctls = sysctls_from_comments(comments)
         try:
             dec = Decoder(self.checksums)
             while g.run(reader, dec, CHUNK_FRAMES):
