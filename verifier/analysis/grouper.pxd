@@ -31,14 +31,18 @@ cpdef bytes json_lines(list attempts, int port=*, object write=*)
 cpdef bytes _json_fixed(long long k, int scale)
 cdef list _SPARE
 cdef Py_ssize_t _SPARE_MAX, _PIECE
-cdef tuple _P10
+cdef long long _P10[10]
+cdef const char *_DIGIT_PAIRS
 cdef long long _MAX_DECIMAL
 
 @cython.final
 cdef class _JsonText:
     cdef public bytearray buf
     cdef public Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef char *p
 
+    cdef _grown(self)
     cpdef bytes value(self)
     cdef object view(self)
     cdef int room(self, Py_ssize_t k) except -1
@@ -49,6 +53,7 @@ cdef class _JsonText:
     cdef int plain(self, str s) except -1
     cdef int address(self, bytes key, bint low) except -1
     cdef int string(self, object s) except -1
+    cdef int digits(self, unsigned long long v, Py_ssize_t k) except -1
     cdef int uint(self, unsigned long long v) except -1
     cdef int sint(self, long long v) except -1
     cdef int fixed(self, long long k, int scale, double x) except -1

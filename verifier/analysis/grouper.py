@@ -197,6 +197,8 @@ _SPARE: list = []  # buffers of json_lines, reused
 _SPARE_MAX = 1 << 22  # (a larger one, made for one long list, is let go)
 _PIECE = 1 << 20
 _P10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
+_DIGIT_PAIRS = (b"0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849"  # "00" "01" ... "99" (a literal: compiled, a C string)
+                b"5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899")
 _MAX_DECIMAL = 1000000000000000  # fixed-point values below this have at most 15 digits: the shortest form
 
 
@@ -204,34 +206,46 @@ class _JsonText:
     """A growing buffer of JSON text, written value by value from typed fields: the JSON Lines of
     `verifier replay --json`, byte for byte what msgspec writes for `verifier.analysis.jsonl.Record`
     (strings that need escaping and the rare floats in exponent form are msgspec's own encoding;
-    tests/unit/test_replay.py compares the two). Each method returns 0 (-1 with an exception, compiled)."""
+    tests/unit/test_replay.py compares the two). Each method returns 0 (-1 with an exception, compiled).
+
+    Characters are stored through `p`: compiled, a C pointer into the buffer (kept current by
+    `room`); run as Python, the bytearray itself. `cap` is the buffer's length."""
 
     def __init__(self) -> None:
         self.buf = bytearray(4096)
         self.n = 0
+        self._grown()
+
+    def _grown(self) -> None:
+        self.cap = len(self.buf)
+        if cython.compiled:
+            self.p = PyByteArray_AS_STRING(self.buf)  # noqa: F821 - grouper.pxd
+        else:
+            self.p = self.buf
 
     def value(self) -> bytes:
         """The text written, as bytes."""
         if cython.compiled:
-            return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.buf), self.n)  # noqa: F821 - grouper.pxd
+            return PyBytes_FromStringAndSize(self.p, self.n)  # noqa: F821 - grouper.pxd
         return bytes(self.buf[:self.n])
 
     def view(self):
         """The text written, as a read-only memoryview of the buffer (valid until the next write)."""
         if cython.compiled:
-            return PyMemoryView_FromMemory(PyByteArray_AS_STRING(self.buf), self.n, PyBUF_READ)  # noqa: F821
+            return PyMemoryView_FromMemory(self.p, self.n, PyBUF_READ)  # noqa: F821
         return memoryview(self.buf)[:self.n].toreadonly()
 
     def room(self, k: cython.Py_ssize_t) -> cython.int:
         """Make room for k more bytes."""
-        if self.n + k > len(self.buf):
-            self.buf.extend(bytes(len(self.buf) + k))
+        if self.n + k > self.cap:
+            self.buf.extend(bytes(self.cap + k))
+            self._grown()
         return 0
 
     def byte(self, c: cython.int) -> cython.int:
         """One ASCII character (its code)."""
         self.room(1)
-        self.buf[self.n] = c
+        self.p[self.n] = c
         self.n += 1
         return 0
 
@@ -240,7 +254,7 @@ class _JsonText:
         k: cython.Py_ssize_t = len(b)
         self.room(k)
         if cython.compiled:
-            memcpy(PyByteArray_AS_STRING(self.buf) + self.n, PyBytes_AS_STRING(b), k)  # noqa: F821 - grouper.pxd
+            memcpy(self.p + self.n, PyBytes_AS_STRING(b), k)  # noqa: F821 - grouper.pxd
         else:
             self.buf[self.n:self.n + k] = b
         self.n += k
@@ -249,9 +263,9 @@ class _JsonText:
     def quoted(self, c: cython.p_const_char, k: cython.Py_ssize_t) -> cython.int:
         """The `k` characters at `c`, which need no escaping, between quotes (compiled only)."""
         self.room(k + 2)
-        self.buf[self.n] = 34
-        memcpy(PyByteArray_AS_STRING(self.buf) + self.n + 1, c, k)  # noqa: F821 - grouper.pxd
-        self.buf[self.n + 1 + k] = 34
+        self.p[self.n] = 34
+        memcpy(self.p + self.n + 1, c, k)  # noqa: F821 - grouper.pxd
+        self.p[self.n + 1 + k] = 34
         self.n += k + 2
         return 0
 
@@ -281,7 +295,7 @@ class _JsonText:
         if cython.compiled:
             half: cython.Py_ssize_t = PyBytes_GET_SIZE(key) // 2  # noqa: F821 - grouper.pxd
             self.room(48)
-            dst: cython.p_char = PyByteArray_AS_STRING(self.buf) + self.n  # noqa: F821
+            dst: cython.p_char = self.p + self.n
             src: cython.p_const_uchar = cython.cast(cython.p_const_uchar, PyBytes_AS_STRING(key)) + (0 if low else half)  # noqa: F821
             k: cython.Py_ssize_t = format_address(src, half - 2, dst + 1)  # noqa: F821 - decoder.pxd
             dst[0] = 34
@@ -312,23 +326,31 @@ class _JsonText:
                 return self.ascii(bytearray(s.encode("ascii")))
         return self.raw(_jsonl().ENCODER.encode(s))
 
+    def digits(self, v: cython.ulonglong, k: cython.Py_ssize_t) -> cython.int:
+        """The last k decimal digits of v (leading zeros included), room made already; two a step."""
+        first: cython.Py_ssize_t = self.n
+        i: cython.Py_ssize_t = first + k - 1
+        r: cython.int
+        while i > first:
+            r = cython.cast(cython.int, v % 100)
+            v //= 100
+            self.p[i] = _DIGIT_PAIRS[2 * r + 1]
+            self.p[i - 1] = _DIGIT_PAIRS[2 * r]
+            i -= 2
+        if i == first:
+            self.p[i] = 48 + cython.cast(cython.int, v % 10)
+        self.n += k
+        return 0
+
     def uint(self, v: cython.ulonglong) -> cython.int:
         """An integer, 0 or more."""
         k: cython.Py_ssize_t = 1
-        t: cython.ulonglong = v
-        while t >= 10:
-            t //= 10
+        t: cython.ulonglong = 10
+        while k < 20 and v >= t:  # (10**19 is the last power of ten below 2**64)
+            t *= 10
             k += 1
         self.room(k)
-        i: cython.Py_ssize_t = self.n + k - 1
-        while True:
-            self.buf[i] = 48 + cython.cast(cython.int, v % 10)
-            v //= 10
-            if v == 0:
-                break
-            i -= 1
-        self.n += k
-        return 0
+        return self.digits(v, k)
 
     def sint(self, v: cython.longlong) -> cython.int:
         """An integer."""
@@ -355,14 +377,9 @@ class _JsonText:
             f //= 10
             d -= 1
         self.room(d + 1)
-        self.buf[self.n] = 46
-        i: cython.Py_ssize_t = self.n + d
-        while i > self.n:
-            self.buf[i] = 48 + cython.cast(cython.int, f % 10)
-            f //= 10
-            i -= 1
-        self.n += d + 1
-        return 0
+        self.p[self.n] = 46
+        self.n += 1
+        return self.digits(f, d)
 
 
 def _json_fixed(k: cython.longlong, scale: cython.int) -> bytes:
