@@ -987,3 +987,30 @@ def test_reader_streams_a_record_larger_than_its_buffer():
     while r.next():
         sizes.append(r.rec_caplen)
     assert sizes[-1] == len(bytes(eth() / big)) and not r.truncated and r.damage == []
+
+
+# --------------------------------------------------------------------------
+# the process-wide memory policy of the command
+
+
+def test_freed_arenas_are_kept_for_reuse_while_held(capsys):
+    """hold_arenas keeps the interpreter's freed object arenas (up to its count) and hands them out
+    again; hold_arenas(0) lets them go. `verifier replay` holds some while it runs, none after."""
+    from verifier.analysis import grouper
+
+    if not grouper.__file__.endswith(".so"):
+        assert grouper.hold_arenas(16) == 0  # run as Python: nothing to hold
+        return
+    assert grouper.hold_arenas(16) == 16
+    try:
+        junk = [object() for _ in range(2_000_000)]  # 32 MB of 16-byte objects: ~30 arenas, filled
+        del junk  # ... and emptied: freed
+        assert grouper.arenas_held() == 16
+        again = [object() for _ in range(600_000)]  # ~9 arenas, most taken from those kept
+        assert grouper.arenas_held() <= 12
+        del again
+    finally:
+        grouper.hold_arenas(0)
+    assert grouper.arenas_held() == 0
+    assert cli.main(["replay", str(GOLDEN / "c3_refused_ipv4.pcapng"), "--json"]) == 0
+    assert grouper.arenas_held() == 0

@@ -10,8 +10,62 @@ from libc.string cimport memcpy
 cdef extern from *:
     """
     #define verifier_compact_ascii(s) (PyUnicode_IS_COMPACT_ASCII(s))
+
+    /* An arena allocator in front of the interpreter's: freed object arenas (1 MiB each) are kept,
+       up to verifier_arena_max, and handed out again, instead of being unmapped and mapped afresh
+       (each new arena costs 256 page faults). Called with the GIL held, as the interpreter's is. */
+    #define VERIFIER_ARENAS_MAX 1024
+    static PyObjectArenaAllocator verifier_arena_base;
+    static void *verifier_arena_ptr[VERIFIER_ARENAS_MAX];
+    static size_t verifier_arena_len[VERIFIER_ARENAS_MAX];
+    static int verifier_arena_n = 0, verifier_arena_max = 0, verifier_arena_installed = 0;
+    static void *verifier_arena_alloc(void *ctx, size_t size) {
+        int i;
+        for (i = verifier_arena_n - 1; i >= 0; i--) {
+            if (verifier_arena_len[i] == size) {
+                void *p = verifier_arena_ptr[i];
+                verifier_arena_n--;
+                verifier_arena_ptr[i] = verifier_arena_ptr[verifier_arena_n];
+                verifier_arena_len[i] = verifier_arena_len[verifier_arena_n];
+                return p;
+            }
+        }
+        return verifier_arena_base.alloc(verifier_arena_base.ctx, size);
+    }
+    static void verifier_arena_free(void *ctx, void *ptr, size_t size) {
+        if (verifier_arena_n < verifier_arena_max) {
+            verifier_arena_ptr[verifier_arena_n] = ptr;
+            verifier_arena_len[verifier_arena_n] = size;
+            verifier_arena_n++;
+            return;
+        }
+        verifier_arena_base.free(verifier_arena_base.ctx, ptr, size);
+    }
+    static int verifier_hold_arenas(int n) {
+        if (n < 0) n = 0;
+        if (n > VERIFIER_ARENAS_MAX) n = VERIFIER_ARENAS_MAX;
+        if (!verifier_arena_installed) {
+            PyObjectArenaAllocator a;
+            PyObject_GetArenaAllocator(&verifier_arena_base);
+            a.ctx = NULL;
+            a.alloc = verifier_arena_alloc;
+            a.free = verifier_arena_free;
+            PyObject_SetArenaAllocator(&a);
+            verifier_arena_installed = 1;
+        }
+        verifier_arena_max = n;
+        while (verifier_arena_n > n) {  /* fewer kept from now on: let the others go */
+            verifier_arena_n--;
+            verifier_arena_base.free(verifier_arena_base.ctx, verifier_arena_ptr[verifier_arena_n],
+                                     verifier_arena_len[verifier_arena_n]);
+        }
+        return n;
+    }
+    static int verifier_arenas_held(void) { return verifier_arena_n; }
     """
     bint PyUnicode_IS_COMPACT_ASCII "verifier_compact_ascii" (object s)
+    int verifier_hold_arenas(int n)
+    int verifier_arenas_held()
 
 from verifier.analysis.attempt cimport Machine, judge
 from verifier.analysis.zeek cimport ZeekConn, _key_port, zeek_connection
@@ -27,6 +81,8 @@ cdef tuple _ep_pair(bytes ep)
 cdef long long _ts(Packet pk) noexcept
 cdef long long _isn0(Attempt a) noexcept
 
+cpdef int hold_arenas(int count)
+cpdef int arenas_held()
 cpdef bytes json_lines(list attempts, int port=*, object write=*)
 cpdef bytes _json_fixed(long long k, int scale)
 cdef list _SPARE

@@ -154,6 +154,25 @@ def _ts(pk: Packet) -> cython.longlong:
     return pk.ts_ns
 
 
+def hold_arenas(count: cython.int) -> cython.int:
+    """Keep up to `count` of the interpreter's freed object arenas (1 MiB each) for reuse, instead of
+    giving them back to the kernel, for the rest of the process (0: keep none); returns the count
+    in force. For a one-pass command that makes and frees millions of objects: without it, the
+    interpreter unmapped and mapped again a hundred arenas on the 1 M mixed capture, each new one
+    256 page faults (8% of `verifier replay --json`). A process-wide policy, like gc.disable(): the
+    command sets it, not the library. Compiled engine only (run as Python, it does nothing: 0)."""
+    if cython.compiled:
+        return verifier_hold_arenas(count)  # noqa: F821 - grouper.pxd
+    return 0
+
+
+def arenas_held() -> cython.int:
+    """Freed arenas kept for reuse now (see hold_arenas)."""
+    if cython.compiled:
+        return verifier_arenas_held()  # noqa: F821 - grouper.pxd
+    return 0
+
+
 def json_lines(attempts: list, port: cython.int = -1, write=None) -> bytes:
     """The JSON Lines of `attempts`, only those with `port` on either side when `port` >= 0: one
     bytes object for one write (the replay's output loop, compiled). With `write`, the text goes to
