@@ -20,7 +20,7 @@ import argparse
 import ipaddress
 import math
 import os
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["MAX_DURATION_S", "address", "bounds_text", "check_range", "count", "duration", "float_in", "html_output",
            "int_in", "mtu", "port", "probability", "seconds", "seq"]

@@ -9,9 +9,9 @@ and a warning naming the byte offset (see `verifier.pcap.reader`).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from verifier.pcap.reader import DIRECTIONS, Reader
 from verifier.pcap.records import (MAX_RECORD_LEN, CaptureDamagedWarning, CaptureFormatError,
@@ -33,7 +33,7 @@ class CaptureFile:
     goes on from where the stream stands (a file object).
     """
 
-    def __init__(self, source: str | os.PathLike | BinaryIO) -> None:
+    def __init__(self, source: str | os.PathLike | io.BufferedIOBase) -> None:
         self.source = source
         self._reader: Reader | None = None
         if isinstance(source, (str, bytes, os.PathLike)):
@@ -84,12 +84,12 @@ class CaptureFile:
         return self._get("packets_read", 0)
 
 
-def read_packets(source: str | os.PathLike | BinaryIO) -> Iterator[RawPacket]:
+def read_packets(source: str | os.PathLike | io.BufferedIOBase) -> Iterator[RawPacket]:
     """Stream the packets of a pcap or pcapng file (path or binary file object)."""
     return iter(CaptureFile(source))
 
 
-def read_interface_stats(source: str | os.PathLike | BinaryIO) -> list[InterfaceStats]:
+def read_interface_stats(source: str | os.PathLike | io.BufferedIOBase) -> list[InterfaceStats]:
     """All Interface Statistics Blocks of a pcapng file (empty for pcap)."""
     cap = CaptureFile(source)
     for _ in cap:

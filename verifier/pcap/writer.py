@@ -6,8 +6,8 @@ process, and the per-packet cost here is a single pack and a write.
 
 from __future__ import annotations
 
+import io
 import struct
-from typing import BinaryIO
 
 __all__ = ["PcapngWriter"]
 
@@ -53,7 +53,7 @@ class PcapngWriter:
     everything written so far visible to readers.
     """
 
-    def __init__(self, fileobj: BinaryIO, *, application: str = "tcp-verifier") -> None:
+    def __init__(self, fileobj: io.BufferedIOBase, *, application: str = "tcp-verifier") -> None:
         self._f = fileobj
         self._ifaces = 0
         body = struct.pack("<IHHq", _BYTE_ORDER_MAGIC, 1, 0, -1)  # section length unknown

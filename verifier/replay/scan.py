@@ -11,9 +11,9 @@ table's cap, `max_connections`, bounds it on floods of distinct 4-tuples).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from verifier.analysis.grouper import (DEFAULT_LINGER_S, DEFAULT_MAX_CONNECTIONS, DEFAULT_REORDER_S, Attempt,
                                        Grouper, ScanStats)
@@ -31,7 +31,7 @@ class Scan:
     the attempts, then read `stats`. Raises CaptureFormatError (when iterated) for a file that is not
     a capture; damage and truncation are warnings and notes in `stats`."""
 
-    def __init__(self, source: str | os.PathLike | BinaryIO, *, grouping: str = "attempt", checksums: bool = False,
+    def __init__(self, source: str | os.PathLike | io.BufferedIOBase, *, grouping: str = "attempt", checksums: bool = False,
                  likely_server_ports=DEFAULT_LIKELY_SERVER_PORTS, linger_s: float = DEFAULT_LINGER_S,
                  reorder_s: float = DEFAULT_REORDER_S, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.source = source
@@ -73,6 +73,6 @@ class Scan:
             reader.close()
 
 
-def scan(source: str | os.PathLike | BinaryIO, **options) -> Scan:
+def scan(source: str | os.PathLike | io.BufferedIOBase, **options) -> Scan:
     """`Scan(source, **options)`: iterate it for the attempts of a capture, streaming."""
     return Scan(source, **options)
