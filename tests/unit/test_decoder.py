@@ -1122,10 +1122,48 @@ def test_decoder_reads_frames_where_they_lie_in_a_buffer(pure_decoder):
                 dec.frame(buf, off, n, n, 1)
 
 
-def test_a_reused_packet_carries_nothing_of_the_frame_before(pure_decoder):
-    """The compiled Decoder refills the frame's Packet when nothing else holds it: every frame of
-    a varied sequence (SYNs with every option set, ICMP errors, tunnels, VLANs, link types, broken
-    frames), decoded by one Decoder in both orders, gives the fields a fresh decode gives."""
+def test_flow_keys_are_right_when_flows_share_a_slot():
+    """The compiled decoder hands a flow's packets one key object from a table of KEY_SLOTS slots:
+    with five times as many flows as slots (IPv4 and IPv6, flows that differ in one address or in one
+    port only), every key is still its own flow's, in any order."""
+    rnd = random.Random(7)
+    pool = [bytes([192, 0, 2, i]) for i in (1, 2, 130)] + [bytes.fromhex("20010db8" + "00" * 11) + bytes([i]) for i in (1, 2, 3)]
+    few = [80, 443, 256, 1]
+    flows = set()  # three families of siblings: flows that differ only in the server port, only in
+    # the client port, or only in one byte of an address
+    while len(flows) < 5 * compiled_decoder.KEY_SLOTS:
+        a, b = rnd.sample(pool[:3] if rnd.random() < 0.5 else pool[3:], 2)
+        family = len(flows) % 3
+        if family == 0:
+            flows.add((a, b, rnd.choice(few), rnd.randrange(1, 65536)))
+        elif family == 1:
+            flows.add((a, b, rnd.randrange(1, 65536), rnd.choice(few)))
+        else:
+            c = bytearray(b)
+            c[rnd.randrange(len(c))] = rnd.randrange(256)
+            flows.add((a, bytes(c), rnd.choice(few), rnd.choice(few)))
+    # one Scapy frame per family, its addresses and ports patched (checksums are not checked)
+    t4, t6 = bytes(eth() / IP(src=C, dst=S) / TCP()), bytes(eth() / IPv6(src=C6, dst=S6) / TCP())
+    frames = []
+    for a, b, sp, dp in flows:
+        f = bytearray(t6 if len(a) == 16 else t4)
+        at, tcp = (22, 54) if len(a) == 16 else (26, 34)
+        f[at:at + 2 * len(a)] = a + b
+        f[tcp:tcp + 4] = struct.pack("!HH", sp, dp)
+        lo, hi = sorted([(a, sp), (b, dp)])
+        frames.append((bytes(f), lo[0] + lo[1].to_bytes(2, "big") + hi[0] + hi[1].to_bytes(2, "big")))
+    dec = compiled_decoder.Decoder()
+    for order in (frames, frames[::-1], rnd.sample(frames, len(frames))):
+        for f, key in order:
+            dec.frame(f, 0, len(f), len(f), 1)
+            assert dec.out[0].key == key
+
+
+def test_one_decoder_carries_nothing_from_frame_to_frame(pure_decoder):
+    """A Decoder keeps state between frames (its packet list, the flow keys of `_keys`): every
+    frame of a varied sequence (SYNs with every option set, ICMP errors, tunnels, VLANs, link
+    types, broken frames), decoded by one Decoder in both orders, gives the fields a fresh decode
+    gives; a packet held elsewhere keeps its own."""
     frames = [(1, bytes(eth() / IP(src=C, dst=S) / TCP(flags="S", options=o))) for o in SYN_OPTIONS.values()]
     frames += [(1, f) for f, *_ in ETHERNET.values()] + [(1, f) for f, *_ in TUNNELS.values()]
     frames += [(lt, f) for lt, f, _ in LINKTYPES.values()] + [(lt, f) for lt, f, _ in MALFORMED_FRAMES.values()]

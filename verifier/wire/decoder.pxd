@@ -6,13 +6,6 @@ from libc.string cimport memcmp, memcpy
 
 cdef extern from *:
     """
-    /* The only item of a list when nothing else refers to it, else None (a new reference). */
-    static inline PyObject *verifier_list_sole(PyObject *l) {
-        PyListObject *o = (PyListObject *)l;
-        PyObject *x = (Py_SIZE(o) == 1 && Py_REFCNT(o->ob_item[0]) == 1) ? o->ob_item[0] : Py_None;
-        Py_INCREF(x);
-        return x;
-    }
     /* Empty a list but keep its item array (list.clear() frees it; the next append allocates it again). */
     static inline void verifier_list_truncate(PyObject *l) {
         PyListObject *o = (PyListObject *)l;
@@ -26,7 +19,6 @@ cdef extern from *:
     }
     """
     void verifier_list_truncate(list l)
-    object verifier_list_sole(list l)
 
 # Packet kinds (the same values as decoder.py gives them when it runs uncompiled)
 cpdef enum:
@@ -59,10 +51,10 @@ cdef class Packet:
     cdef public object iface_name, direction, key, mss, wscale, sack_ok, tsval, tsecr
     cdef public object icmp_type, icmp_code, mtu, quoted, tunnel, error
 
-    cdef _clear(self)
-
 cdef Packet _new_packet()
-cdef bytes _last_key
+cpdef enum:
+    KEY_SLOTS = 4096  # (decoder.py says why)
+cdef list _keys
 cpdef str address_text(bytes b)
 cdef Py_ssize_t _decimal(int v, char *out, Py_ssize_t k) noexcept
 cdef Py_ssize_t _dotted(const unsigned char *a, Py_ssize_t i, char *out, Py_ssize_t k) noexcept
@@ -83,9 +75,6 @@ cdef class Decoder:
     cdef Py_ssize_t wire_len, start, l3
     cdef int ttl
     cdef object tunnel, sll_dir
-    cdef Packet spare
-
-    cdef Packet _packet(self)
 
     cpdef int frame(self, object d, Py_ssize_t off, Py_ssize_t caplen, Py_ssize_t orig_len, int linktype) except -1
     cdef _simple(self, int kind, object error)

@@ -242,10 +242,6 @@ class Packet:
     """
 
     def __init__(self) -> None:
-        self._clear()
-
-    def _clear(self) -> None:
-        """Every field as a new Packet has it (the decoder reuses a Packet nothing else holds)."""
         # C fields (see decoder.pxd); a compiled Packet starts with these zeroed by __new__
         self.index = 0
         self.ts_ns = 0
@@ -394,17 +390,13 @@ class Decoder:
         self.ttl = 0
         self.tunnel = None
         self.sll_dir = None
-        self.spare = None
 
     def frame(self, d, off: cython.Py_ssize_t, caplen: cython.Py_ssize_t, orig_len: cython.Py_ssize_t,
               linktype: cython.int) -> cython.int:
         """Decode the frame d[off:off + caplen] (orig_len bytes on the wire) into `out`; the number of
         packets. Always at least one (kind OTHER when the frame holds nothing of interest)."""
         if cython.compiled:  # emptied, its item array kept for the next frame
-            # the frame's one Packet, when nothing else took it, is reused (its allocation and
-            # freeing were a tenth of the decoder's time)
-            self.spare = verifier_list_sole(self.out)  # noqa: F821 - decoder.pxd
-            verifier_list_truncate(self.out)  # noqa: F821
+            verifier_list_truncate(self.out)  # noqa: F821 - decoder.pxd
         else:
             del self.out[:]
         if caplen < 0 or off < 0 or off + caplen > len(d):
@@ -420,17 +412,8 @@ class Decoder:
 
     # ---- results
 
-    def _packet(self) -> Packet:
-        """A Packet to fill: the spare one, cleared, or a new one."""
-        pk = self.spare
-        if pk is None:
-            return _new_packet()
-        self.spare = None
-        pk._clear()
-        return pk
-
     def _simple(self, kind: cython.int, error) -> None:
-        pk = self._packet()
+        pk = _new_packet()
         pk.kind = kind
         pk.error = error
         pk.tunnel = self.tunnel
@@ -754,7 +737,7 @@ class Decoder:
             if end - pos < doff:
                 self._malformed(f"truncated TCP options ({end - pos} of {doff} bytes captured)", pos)
                 return
-            pk = self._packet()
+            pk = _new_packet()
             pk.kind = TCP
             pk.family = fam
             pk.src_low = _flow_key(pk, d, src, dst, alen, pos)
@@ -844,7 +827,7 @@ class Decoder:
         q = self._quoted(pos + 8, end)
         if q is None:
             return
-        pk = self._packet()
+        pk = _new_packet()
         pk.kind = ICMP
         pk.family = fam
         pk.key = bytes(d[src:src + 2 * alen])  # the error's own addresses (no ports), source first
@@ -1085,15 +1068,20 @@ class Decoder:
                 self._ip6(q, n, depth)
 
 
-_last_key = b""  # the key of the latest flow_key (compiled)
+# The flow keys made lately (compiled): a direct-mapped table, a slot per hash of the 4-tuple. A
+# flow's packets then share one key object: no allocation, and the grouper's table finds it by
+# identity, its hash already known. Bounded: KEY_SLOTS objects of at most 36 bytes.
+if not cython.compiled:  # compiled, a cpdef enum of decoder.pxd, with the same value
+    KEY_SLOTS = 4096
+_keys: list = [b""] * KEY_SLOTS
 
 
 def _flow_key(pk: Packet, d: cython.p_const_uchar, src: cython.Py_ssize_t, dst: cython.Py_ssize_t,
               alen: cython.Py_ssize_t, ports: cython.Py_ssize_t) -> cython.bint:
     """Set `pk.key` to the two endpoints (address + port each), the lower first, as one bytes
-    object; True when the source is the lower. Compiled, it is built with one allocation (or is the
-    previous packet's, when equal); uncompiled, by slicing: the same bytes either way."""
-    global _last_key
+    object; True when the source is the lower. Compiled, it is the key object made for an earlier
+    packet of the flow when one is still in its slot of `_keys`, or built with one allocation;
+    uncompiled, built by slicing: the same bytes either way."""
     c: cython.int = 0
     i: cython.Py_ssize_t
     for i in range(alen):
@@ -1108,9 +1096,15 @@ def _flow_key(pk: Packet, d: cython.p_const_uchar, src: cython.Py_ssize_t, dst: 
     lop: cython.Py_ssize_t = ports if low else ports + 2
     hip: cython.Py_ssize_t = ports + 2 if low else ports
     if cython.compiled:
-        # Consecutive packets are mostly of one flow: then the previous key object is reused (no
-        # allocation, and its hash is already known to the grouper's table).
-        last: bytes = _last_key
+        # (multipliers of 32-bit hashes; typed, so that the products wrap in C)
+        m1: cython.uint = 0x9E3779B1
+        m2: cython.uint = 0x85EBCA77
+        m3: cython.uint = 0xC2B2AE3D
+        h: cython.uint = _u32(d, lo + alen - 4) * m1
+        h ^= _u32(d, hi + alen - 4) * m2
+        h ^= ((_u16(d, lop) << 16) | _u16(d, hip)) * m3
+        slot: cython.Py_ssize_t = (h >> 20) & (KEY_SLOTS - 1)
+        last: bytes = _keys[slot]
         if PyBytes_GET_SIZE(last) == 2 * alen + 4:
             p: cython.p_const_char = PyBytes_AS_STRING(last)
             if (memcmp(p, d + lo, alen) == 0 and memcmp(p + alen, d + lop, 2) == 0
@@ -1124,7 +1118,7 @@ def _flow_key(pk: Packet, d: cython.p_const_uchar, src: cython.Py_ssize_t, dst: 
         memcpy(out + alen + 2, d + hi, alen)
         memcpy(out + 2 * alen + 2, d + hip, 2)
         pk.key = b
-        _last_key = b
+        _keys[slot] = b
     else:
         pk.key = bytes(d[lo:lo + alen] + d[lop:lop + 2] + d[hi:hi + alen] + d[hip:hip + 2])
     return low
