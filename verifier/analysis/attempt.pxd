@@ -1,4 +1,7 @@
 # C types for attempt.py (Cython "augmenting" declarations: attempt.py stays plain Python).
+# A class's decorators (final, no_gc, freelist) are written twice: on the class in the .py, which is what
+# builds its type, and here, which is what the modules that cimport it see (Cython 3.3 builds a
+# type without the decorators of its own augmenting .pxd; tests/unit/test_engine_types.py checks both).
 cimport cython
 
 cdef tuple _NEXT
@@ -6,6 +9,7 @@ cdef int ACK, FIN, RST, SYN, NSTATES, NEVENTS, _SYN_SENT_STATES, _ESTABLISHED_BI
 cdef long long M32
 cdef long long _seq_diff(long long a, long long b) noexcept
 
+@cython.no_gc
 cdef class Machine:
     cdef public int cur, visited, misses, last_event, ignored_rsts, challenged_rsts, bad_synacks, ignored_icmp
     cdef public object miss

@@ -224,6 +224,8 @@ def _seq_diff(a: cython.longlong, b: cython.longlong) -> cython.longlong:
     return d - (M32 + 1) if d > (M32 >> 1) else d  # (M32, not 2**32 literals: C arithmetic, compiled)
 
 
+@cython.no_gc  # (no reference cycles: `miss` is a tuple of names)
+@cython.cclass
 class Machine:
     """The attempt machine of one connection: feed it the segments and ICMP errors of one
     interface (`segment`, `icmp_error`), in time order; read `state`, `visited`, `misses`.

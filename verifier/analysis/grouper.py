@@ -221,6 +221,8 @@ _DIGIT_PAIRS = (b"00010203040506070809101112131415161718192021222324252627282930
 _MAX_DECIMAL = 1000000000000000  # fixed-point values below this have at most 15 digits: the shortest form
 
 
+@cython.final
+@cython.cclass
 class _JsonText:
     """A growing buffer of JSON text, written value by value from typed fields: the JSON Lines of
     `verifier replay --json`, byte for byte what msgspec writes for `verifier.analysis.jsonl.Record`
@@ -424,6 +426,8 @@ def _us(ns: cython.longlong) -> cython.double:
     return ((ns + 500) // 1000) / 1e6
 
 
+@cython.no_gc  # (no reference cycles)
+@cython.cclass
 class Attempt(Machine):
     """One TCP connection attempt as the grouper found it, with both readings of its packets.
 

@@ -1,4 +1,7 @@
 # C types for zeek.py (Cython "augmenting" declarations: zeek.py stays plain Python).
+# A class's decorators (final, no_gc, freelist) are written twice: on the class in the .py, which is what
+# builds its type, and here, which is what the modules that cimport it see (Cython 3.3 builds a
+# type without the decorators of its own augmenting .pxd; tests/unit/test_engine_types.py checks both).
 cimport cython
 from cpython.bytearray cimport PyByteArray_FromStringAndSize
 

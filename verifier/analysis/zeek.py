@@ -86,6 +86,10 @@ def seq_delta(a: cython.longlong, b: cython.longlong) -> cython.longlong:
     return d - (M32 + 1) if d > (M32 >> 1) else d  # (M32, not 2**32 literals: C arithmetic, compiled)
 
 
+@cython.final
+@cython.no_gc  # no reference cycles: not tracked by the cyclic collector
+@cython.freelist(2048)
+@cython.cclass
 class ZeekEndpoint:
     """One side of a Zeek TCP connection (TCP_Endpoint plus its TCP_Reassembler's bookkeeping)."""
 
@@ -158,6 +162,10 @@ class ZeekEndpoint:
         return d in (0, 1)
 
 
+@cython.final
+@cython.no_gc  # (its endpoints, key, history, timers: nothing refers back to it)
+@cython.freelist(1024)
+@cython.cclass
 class ZeekConn:
     """Zeek's view of one TCP connection: conn_state, history, and when Zeek would drop it.
 

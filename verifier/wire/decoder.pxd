@@ -1,4 +1,7 @@
 # C types for decoder.py (Cython "augmenting" declarations: decoder.py stays plain Python).
+# A class's decorators (final, no_gc, freelist) are written twice: on the class in the .py, which is what
+# builds its type, and here, which is what the modules that cimport it see (Cython 3.3 builds a
+# type without the decorators of its own augmenting .pxd; tests/unit/test_engine_types.py checks both).
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII

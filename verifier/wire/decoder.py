@@ -182,6 +182,10 @@ class MalformedPacket(ValueError):
 _IP_PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
 
+@cython.final
+@cython.no_gc
+@cython.freelist(64)
+@cython.cclass
 class QuotedPacket:
     """The offending packet's headers as quoted inside an ICMP error.
 
@@ -225,6 +229,10 @@ class QuotedPacket:
                 f"sport={self.sport}, dport={self.dport}, seq={self.seq})")
 
 
+@cython.final
+@cython.no_gc
+@cython.freelist(1024)
+@cython.cclass
 class Packet:
     """One decoded packet of a captured frame: a TCP segment, an ICMP/ICMPv6 error, or why neither.
 
