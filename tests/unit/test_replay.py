@@ -457,10 +457,18 @@ def test_json_lines_are_what_msgspec_writes_for_the_record():
 
     import msgspec
 
-    from verifier.analysis.grouper import _json_fixed, json_lines
+    from verifier.analysis.grouper import _json_fixed, _json_int, json_lines
     from verifier.analysis.jsonl import ENCODER
 
     rng = random.Random(8)
+    ints = [0, 2**63 - 1, 2**64 - 1] + [10**e + d for e in range(20) for d in (-1, 0, 1)]
+    ints += [rng.randrange(2**b) for b in range(1, 65) for _ in range(50)]
+    for v in ints:
+        if v < 2**64:
+            assert _json_int(v, True) == msgspec.json.encode(v), v
+        if v < 2**63:
+            assert _json_int(v, False) == msgspec.json.encode(v) and _json_int(-v, False) == msgspec.json.encode(-v), v
+    assert _json_int(-2**63, False) == msgspec.json.encode(-2**63)
     ks = [0, 1, 9, 10, 11, 99, 100, 9999, 10000, 10001, 99999, 100000, 10**15 - 1, 10**15, 2**53, -1, -10000]
     ks += [rng.randrange(10**e, 10**(e + 1)) for e in range(17) for _ in range(300)]
     for k in ks:

@@ -67,6 +67,7 @@ cdef extern from *:
     static int verifier_arenas_held(void) { return verifier_arena_n; }
     """
     bint PyUnicode_IS_COMPACT_ASCII "verifier_compact_ascii" (object s)
+    int __builtin_clzll(unsigned long long x) nogil
     int verifier_hold_arenas(int n)
     int verifier_arenas_held()
 
@@ -88,9 +89,11 @@ cpdef int hold_arenas(int count)
 cpdef int arenas_held()
 cpdef bytes json_lines(list attempts, int port=*, object write=*)
 cpdef bytes _json_fixed(long long k, int scale)
+cpdef bytes _json_int(object v, bint unsigned)
 cdef list _SPARE
 cdef Py_ssize_t _SPARE_MAX, _PIECE
 cdef long long _P10[10]
+cdef unsigned long long _POW10[20]
 cdef const char *_DIGIT_PAIRS
 cdef long long _MAX_DECIMAL
 
@@ -104,17 +107,17 @@ cdef class _JsonText:
     cdef _grown(self)
     cpdef bytes value(self)
     cdef object view(self)
-    cdef int room(self, Py_ssize_t k) except -1
-    cdef int byte(self, int c) except -1
-    cdef int raw(self, bytes b) except -1
+    cdef inline int room(self, Py_ssize_t k) except -1
+    cdef inline int byte(self, int c) except -1
+    cdef inline int raw(self, bytes b) except -1
     cdef int quoted(self, const char *c, Py_ssize_t k) except -1
     cdef int ascii(self, bytearray b) except -1
     cdef int plain(self, str s) except -1
     cdef int address(self, bytes key, bint low) except -1
     cdef int string(self, object s) except -1
-    cdef int digits(self, unsigned long long v, Py_ssize_t k) except -1
+    cdef inline int digits(self, unsigned long long v, Py_ssize_t k) except -1
     cdef int uint(self, unsigned long long v) except -1
-    cdef int sint(self, long long v) except -1
+    cdef inline int sint(self, long long v) except -1
     cdef int fixed(self, long long k, int scale, double x) except -1
 
 cdef double _us(long long ns) noexcept
