@@ -392,3 +392,27 @@ def test_a_capture_of_link_types_read_is_status_0_without_a_warning(tmp_path):
     for command in ("show", "replay"):
         res = run([command, C3], tmp_path)
         assert res.returncode == exits.OK and res.stderr == "", (command, res.stderr)
+
+
+def test_the_command_ends_an_offline_replay_with_its_output_and_status_whole(tmp_path):
+    """The console command skips the interpreter's teardown after an offline replay (cli.run): the
+    output is still all there, to a pipe and to a file, and the exit status is the command's."""
+    from verifier import cli
+
+    big = str(ROOT / "tests" / "data" / "zeek" / "traces" / "http__http-single-conn-22.pcap")
+    for path, expect, status in ((C3, (), exits.OK), (C3, ("--expect", "every attempt is established"), exits.FAILED),
+                                 (big, (), exits.OK)):
+        argv = ["replay", path, "--json", *expect]
+        buf = io.StringIO()
+        saved = cli.sys.stdout
+        cli.sys.stdout = buf
+        try:
+            assert cli.main(argv) == status
+        finally:
+            cli.sys.stdout = saved
+        piped = run(argv, tmp_path)
+        assert (piped.returncode, piped.stdout) == (status, buf.getvalue())
+        with open(tmp_path / "out.jsonl", "w") as f:
+            assert subprocess.run([str(VERIFIER), *argv], stdout=f, stderr=subprocess.DEVNULL).returncode == status
+        assert (tmp_path / "out.jsonl").read_text() == buf.getvalue()
+        (tmp_path / "out.jsonl").unlink()
