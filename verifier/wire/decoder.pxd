@@ -55,9 +55,7 @@ cdef class Packet:
     cdef public object icmp_type, icmp_code, mtu, quoted, tunnel, error
 
 cdef Packet _new_packet()
-cpdef enum:
-    KEY_SLOTS = 4096  # (decoder.py says why)
-cdef list _keys
+cdef bytes _last_key
 cpdef str address_text(bytes b)
 cdef Py_ssize_t _decimal(int v, char *out, Py_ssize_t k) noexcept
 cdef Py_ssize_t _dotted(const unsigned char *a, Py_ssize_t i, char *out, Py_ssize_t k) noexcept

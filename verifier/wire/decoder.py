@@ -1076,20 +1076,15 @@ class Decoder:
                 self._ip6(q, n, depth)
 
 
-# The flow keys made lately (compiled): a direct-mapped table, a slot per hash of the 4-tuple. A
-# flow's packets then share one key object: no allocation, and the grouper's table finds it by
-# identity, its hash already known. Bounded: KEY_SLOTS objects of at most 36 bytes.
-if not cython.compiled:  # compiled, a cpdef enum of decoder.pxd, with the same value
-    KEY_SLOTS = 4096
-_keys: list = [b""] * KEY_SLOTS
+_last_key = b""  # the key of the latest flow_key (compiled)
 
 
 def _flow_key(pk: Packet, d: cython.p_const_uchar, src: cython.Py_ssize_t, dst: cython.Py_ssize_t,
               alen: cython.Py_ssize_t, ports: cython.Py_ssize_t) -> cython.bint:
     """Set `pk.key` to the two endpoints (address + port each), the lower first, as one bytes
-    object; True when the source is the lower. Compiled, it is the key object made for an earlier
-    packet of the flow when one is still in its slot of `_keys`, or built with one allocation;
-    uncompiled, built by slicing: the same bytes either way."""
+    object; True when the source is the lower. Compiled, it is built with one allocation (or is the
+    previous packet's, when equal); uncompiled, by slicing: the same bytes either way."""
+    global _last_key
     c: cython.int = 0
     i: cython.Py_ssize_t
     for i in range(alen):
@@ -1104,15 +1099,9 @@ def _flow_key(pk: Packet, d: cython.p_const_uchar, src: cython.Py_ssize_t, dst: 
     lop: cython.Py_ssize_t = ports if low else ports + 2
     hip: cython.Py_ssize_t = ports + 2 if low else ports
     if cython.compiled:
-        # (multipliers of 32-bit hashes; typed, so that the products wrap in C)
-        m1: cython.uint = 0x9E3779B1
-        m2: cython.uint = 0x85EBCA77
-        m3: cython.uint = 0xC2B2AE3D
-        h: cython.uint = _u32(d, lo + alen - 4) * m1
-        h ^= _u32(d, hi + alen - 4) * m2
-        h ^= ((_u16(d, lop) << 16) | _u16(d, hip)) * m3
-        slot: cython.Py_ssize_t = (h >> 20) & (KEY_SLOTS - 1)
-        last: bytes = _keys[slot]
+        # Consecutive packets are mostly of one flow: then the previous key object is reused (no
+        # allocation, and its hash is already known to the grouper's table).
+        last: bytes = _last_key
         if PyBytes_GET_SIZE(last) == 2 * alen + 4:
             p: cython.p_const_char = PyBytes_AS_STRING(last)
             if (memcmp(p, d + lo, alen) == 0 and memcmp(p + alen, d + lop, 2) == 0
@@ -1126,7 +1115,7 @@ def _flow_key(pk: Packet, d: cython.p_const_uchar, src: cython.Py_ssize_t, dst: 
         memcpy(out + alen + 2, d + hi, alen)
         memcpy(out + 2 * alen + 2, d + hip, 2)
         pk.key = b
-        _keys[slot] = b
+        _last_key = b
     else:
         pk.key = bytes(d[lo:lo + alen] + d[lop:lop + 2] + d[hi:hi + alen] + d[hip:hip + 2])
     return low
