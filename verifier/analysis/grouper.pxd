@@ -105,6 +105,7 @@ cdef class _JsonText:
     cdef char *p
 
     cdef _grown(self)
+    cdef int _grow(self, Py_ssize_t k) except -1
     cpdef bytes value(self)
     cdef object view(self)
     cdef inline int room(self, Py_ssize_t k) except -1

@@ -260,10 +260,15 @@ class _JsonText:
         return memoryview(self.buf)[:self.n].toreadonly()
 
     def room(self, k: cython.Py_ssize_t) -> cython.int:
-        """Make room for k more bytes."""
+        """Make room for k more bytes (the test inline, the growing out of line: the writers that
+        call it stay small enough for the C compiler to inline them)."""
         if self.n + k > self.cap:
-            self.buf.extend(bytes(self.cap + k))
-            self._grown()
+            return self._grow(k)
+        return 0
+
+    def _grow(self, k: cython.Py_ssize_t) -> cython.int:
+        self.buf.extend(bytes(self.cap + k))
+        self._grown()
         return 0
 
     def byte(self, c: cython.int) -> cython.int:

@@ -11,6 +11,8 @@ maps back.
 
 from __future__ import annotations
 
+import functools
+
 __all__ = [
     "ACK", "AE", "CWR", "ECE", "FIN", "FLAG_LETTERS", "ICMP_ALIASES", "ICMP_KINDS", "NS", "PSH", "RST", "SYN", "URG",
     "flag_bits", "flag_str", "icmp_canonical", "icmp_code", "icmp_description", "icmp_kind", "icmp_label",
@@ -143,6 +145,7 @@ def icmp_description(family: int, icmp_type: int | None, icmp_code_: int | None)
             or _ICMP_TYPES.get((family, icmp_type), "error"))  # type: ignore[arg-type]
 
 
+@functools.lru_cache(maxsize=4096)  # (a replay labels every unreachable attempt: the same few errors)
 def icmp_label(family: int, icmp_type: int, icmp_code_: int) -> str:
     """"ICMPv6 type 1 code 3 (address unreachable)"."""
     return (f"ICMP{'v6' if family == 6 else ''} type {icmp_type} code {icmp_code_} "
