@@ -979,9 +979,9 @@ class Grouper:
             if self.ahead and reader.sections > 1:
                 # the statistics read ahead are the last section's, numbered in that section: only
                 # a one-section file can use them before its end
-                for iface in self.ahead:
-                    if self.lost.get(iface) == self.ahead[iface]:
-                        del self.lost[iface]
+                for ahead_iface in self.ahead:  # (a name of its own: `iface` below is a C int)
+                    if self.lost.get(ahead_iface) == self.ahead[ahead_iface]:
+                        del self.lost[ahead_iface]
                 self.ahead = {}
             st.packets += 1
             buf = reader.buf
