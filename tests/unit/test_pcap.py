@@ -1003,3 +1003,29 @@ def test_zeek_trace_matches_scapy_reader(readers, name):
             assert p.ts_ns // 1000 == meta.sec * 10**6 + meta.usec
         else:  # pcapng metadata
             assert p.ts_ns == ((meta.tshigh << 32) | meta.tslow) * 10**9 // meta.tsresol
+
+
+def test_records_are_read_only_values():
+    """The reader's records (written out, not made by dataclasses: see verifier.pcap.records) behave
+    as frozen dataclasses did: equal and hashed by their fields in order, shown with them, read-only,
+    and they survive pickling and copying (corpus mode sends them between processes)."""
+    import copy
+    import pickle
+
+    from verifier.pcap.records import Damage, InterfaceInfo
+
+    made = [Damage(12, "what", True), RawPacket(1, T0, 0, "eth0", 1, b"\x00\x01", 60, "in"),
+            InterfaceInfo(0, "eth0", None, 1, 262144), InterfaceStats(0, "a", 5000, received=10, comments=("c",))]
+    for r in made:
+        assert pickle.loads(pickle.dumps(r)) == r == copy.copy(r) == copy.deepcopy(r)
+        assert hash(pickle.loads(pickle.dumps(r))) == hash(r)
+        first = r.__slots__[0]
+        with pytest.raises(AttributeError, match="read-only"):
+            setattr(r, first, 99)
+        with pytest.raises(AttributeError, match="read-only"):
+            delattr(r, first)
+        assert not hasattr(r, "__dict__")
+    assert repr(made[0]) == "Damage(offset=12, what='what', skipped=True)"
+    assert InterfaceStats(0, "a", 5000) != InterfaceStats(0, "a", 5001) and InterfaceStats(0, None, 0) != (0, None, 0)
+    assert len({InterfaceStats(0, "a", 1), InterfaceStats(0, "a", 1), InterfaceStats(1, "a", 1)}) == 2
+    assert InterfaceStats(0, "a", 1).comments == () and InterfaceStats(0, "a", 1, dropped=2, os_dropped=3).lost == 5
