@@ -356,15 +356,28 @@ class _JsonText:
         return self.raw(_jsonl().ENCODER.encode(s))
 
     def digits(self, v: cython.ulonglong, k: cython.Py_ssize_t) -> cython.int:
-        """The last k decimal digits of v (leading zeros included), room made already; two a step."""
+        """The last k decimal digits of v (leading zeros included), room made already; written from
+        the right, four a step (one division by 10,000, two by 100 of a small number), then two, then one."""
         first: cython.Py_ssize_t = self.n
         i: cython.Py_ssize_t = first + k - 1
-        r: cython.int
+        r: cython.uint
+        hi: cython.uint
+        lo: cython.uint
+        while i >= first + 3:
+            r = cython.cast(cython.uint, v % 10000)
+            v //= 10000
+            hi = r // 100
+            lo = r % 100
+            self.p[i] = _DIGIT_PAIRS[2 * lo + 1]
+            self.p[i - 1] = _DIGIT_PAIRS[2 * lo]
+            self.p[i - 2] = _DIGIT_PAIRS[2 * hi + 1]
+            self.p[i - 3] = _DIGIT_PAIRS[2 * hi]
+            i -= 4
         while i > first:
-            r = cython.cast(cython.int, v % 100)
+            lo = cython.cast(cython.uint, v % 100)
             v //= 100
-            self.p[i] = _DIGIT_PAIRS[2 * r + 1]
-            self.p[i - 1] = _DIGIT_PAIRS[2 * r]
+            self.p[i] = _DIGIT_PAIRS[2 * lo + 1]
+            self.p[i - 1] = _DIGIT_PAIRS[2 * lo]
             i -= 2
         if i == first:
             self.p[i] = 48 + cython.cast(cython.int, v % 10)
