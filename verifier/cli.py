@@ -726,8 +726,8 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The `verifier` console command: main() with the process's arguments, then its exit status.
 
-    A replay or show that ran offline (no --against) and left nothing to run at exit ends without the
-    interpreter's teardown (os._exit, after flushing its output): freeing every object one by one
+    A replay or show that left nothing to run at exit (re-driving registers its agent's stop) ends
+    without the interpreter's teardown (os._exit, after flushing its output): freeing every object one by one
     and a last collection were 1 to 2 % of `verifier replay BIG.pcapng --json`, for nothing. Any
     other command, or one that registered an exit handler, exits normally."""
     import atexit
@@ -735,7 +735,7 @@ def run() -> None:
     argv = sys.argv[1:]
     status = main(argv)
     handlers = getattr(atexit, "_ncallbacks", lambda: 1)()  # (CPython's count of exit handlers)
-    if argv and argv[0] in _OFFLINE and "--against" not in argv and not handlers:
+    if argv and argv[0] in _OFFLINE and not handlers:
         try:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -413,6 +414,28 @@ def test_the_command_ends_an_offline_replay_with_its_output_and_status_whole(tmp
         piped = run(argv, tmp_path)
         assert (piped.returncode, piped.stdout) == (status, buf.getvalue())
         with open(tmp_path / "out.jsonl", "w") as f:
-            assert subprocess.run([str(VERIFIER), *argv], stdout=f, stderr=subprocess.DEVNULL).returncode == status
+            buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+            assert subprocess.run([str(VERIFIER), *argv], stdout=f, stderr=subprocess.DEVNULL, env=buffered).returncode == status
         assert (tmp_path / "out.jsonl").read_text() == buf.getvalue()
         (tmp_path / "out.jsonl").unlink()
+
+
+def test_the_command_flushes_what_a_command_left_unflushed_before_it_skips_teardown(tmp_path):
+    """cli.run flushes the output itself before os._exit: a replay whose own final flush is taken
+    away (so the lines wait in the stream's buffer: PYTHONUNBUFFERED unset) still hands over every
+    line, to a file."""
+    code = ("import sys\n"
+            "from verifier import cli\n"
+            "from verifier.replay import command\n"
+            "guarded = command._guarded\n"
+            "command._guarded = lambda f: None if getattr(f, '__name__', '') == 'flush' else guarded(f)\n"
+            f"sys.argv = ['verifier', 'replay', {C3!r}, '--json']\n"
+            "cli.run()\n")
+    out = tmp_path / "out.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # (buffered, as by default)
+    with open(out, "w") as f:
+        res = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], stdout=f, stderr=subprocess.PIPE,
+                             text=True, timeout=120, env=env)
+    assert res.returncode == exits.OK, res.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["outcome"] == "refused"

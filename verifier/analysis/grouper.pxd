@@ -92,7 +92,6 @@ cpdef bytes _json_fixed(long long k, int scale)
 cpdef bytes _json_int(object v, bint unsigned)
 cdef list _SPARE
 cdef Py_ssize_t _SPARE_MAX, _PIECE
-cdef long long _P10[10]
 cdef unsigned long long _POW10[20]
 cdef const char *_DIGIT_PAIRS
 cdef long long _MAX_DECIMAL

@@ -215,7 +215,6 @@ def _jsonl():
 _SPARE: list = []  # buffers of json_lines, reused
 _SPARE_MAX = 1 << 22  # (a larger one, made for one long list, is let go)
 _PIECE = 1 << 20
-_P10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
 _POW10 = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000, 10000000000,
           100000000000, 1000000000000, 10000000000000, 100000000000000, 1000000000000000,
           10000000000000000, 100000000000000000, 1000000000000000000, 10000000000000000000)
@@ -411,9 +410,9 @@ class _JsonText:
         msgspec's exponent form below 1e-5."""
         if k == 0:
             return self.raw(b"0.0")
-        if k < _P10[scale - 5] or k >= _MAX_DECIMAL:
+        if k < cython.cast(cython.longlong, _POW10[scale - 5]) or k >= _MAX_DECIMAL:  # (k may be negative)
             return self.raw(_jsonl().ENCODER.encode(x))
-        p: cython.longlong = _P10[scale]
+        p: cython.longlong = _POW10[scale]
         self.uint(k // p)
         f: cython.longlong = k % p
         if f == 0:
